@@ -1,0 +1,3 @@
+"""perceptanon-bench: how anonymous are anonymized images, and which metrics agree with humans."""
+
+__version__ = "0.1.0"

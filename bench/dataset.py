@@ -1,0 +1,590 @@
+"""Annotations -> one validated table of (original, anonymized, score) pairs.
+
+The released PerceptAnon files (``HA1.csv``, ``HA2.csv``) have the columns::
+
+    img1, img2, dataset, scope, method, <one column per annotator ...>, score_mean
+
+``img1`` is the original image and ``img2`` its anonymized version, both relative to the
+image root (by default the CSV's folder); ``dataset`` is coco/voc/lfw/celeba, ``scope``
+local/global; each annotator column holds that annotator's integer score 1-10 (empty where
+they skipped the pair) and ``score_mean`` their mean (1-10).
+
+A generic CSV can use other names through a column mapping, e.g.
+``original=src,anonymized=dst,score_mean=mos,annotators=r1;r2`` (see
+`parse_column_mapping`). With a mapping only original, anonymized and score_mean are
+required; dataset/scope/method fall back to their released names (or the canonical name)
+and are left empty when the file has no such column. Annotator columns are the ones given by
+``annotators=``, otherwise every column between ``method`` and ``score_mean`` (released layout).
+
+`load_pairs` reads the table and raises `InputError` on the first problem (it does not open
+images). `validate` collects every problem, one line each, opens every referenced image once
+through `bench.images.check_image` and compares the sizes of each pair under the size policy.
+Line numbers are those of the CSV file: the header is line 1, the first data row line 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PureWindowsPath
+
+import numpy as np
+import pandas as pd
+
+from bench import images
+from bench.errors import ImageError, InputError
+
+#: Released column name -> canonical name.
+RELEASED_COLUMNS = {
+    "img1": "original",
+    "img2": "anonymized",
+    "dataset": "dataset",
+    "scope": "scope",
+    "method": "method",
+    "score_mean": "score_mean",
+}
+CANONICAL_COLUMNS = ("original", "anonymized", "dataset", "scope", "method", "score_mean")
+_RELEASED_NAME = {canon: released for released, canon in RELEASED_COLUMNS.items()}
+#: Required when a column mapping is given (the released format requires all six).
+REQUIRED_GENERIC = ("original", "anonymized", "score_mean")
+PATH_COLUMNS = ("original", "anonymized")
+TEXT_COLUMNS = ("dataset", "scope", "method")
+MAPPING_KEYS = CANONICAL_COLUMNS + ("annotators",)
+
+SCORE_MIN = 1.0
+SCORE_MAX = 10.0
+#: Largest accepted |score_mean - mean(annotator scores)|.
+MEAN_TOLERANCE = 0.01
+KNOWN_DATASETS = ("coco", "voc", "lfw", "celeba")
+KNOWN_SCOPES = ("local", "global")
+
+_COLUMNS_HINT = "--columns original=COL,anonymized=COL,score_mean=COL[,dataset=COL,scope=COL,method=COL,annotators=A;B]"
+
+
+# --------------------------------------------------------------------------- mapping
+def parse_column_mapping(spec: str | None) -> dict[str, str] | None:
+    """Parse ``"original=src,anonymized=dst,score_mean=mos,annotators=a1;a2"``.
+
+    Returns ``{canonical: column}`` (``annotators`` keeps its ``;``-separated value), or
+    None for an empty spec. A bad spec raises `InputError` listing the canonical names.
+    """
+    if spec is None or not spec.strip():
+        return None
+    valid = ", ".join(MAPPING_KEYS)
+    mapping: dict[str, str] = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep:
+            raise InputError(f"bad --columns item {item!r}: expected NAME=COLUMN; names are: {valid}")
+        if key not in MAPPING_KEYS:
+            raise InputError(f"bad --columns name {key!r}; names are: {valid}")
+        if key in mapping:
+            raise InputError(f"--columns gives {key!r} twice; names are: {valid}")
+        if not value and key != "annotators":
+            raise InputError(f"--columns item {item!r} has no column name; names are: {valid}")
+        mapping[key] = value
+    if not mapping:
+        return None
+    return mapping
+
+
+def _annotator_list(value: str) -> list[str]:
+    return [a.strip() for a in value.split(";") if a.strip()]
+
+
+# --------------------------------------------------------------------------- table
+@dataclass
+class PairsTable:
+    """One annotation file as a table of pairs.
+
+    `frame` has the columns original, anonymized, dataset, scope, method, score_mean (float),
+    one float column per annotator, and ``row`` (the pair's line number in the CSV file);
+    its index equals `raw`'s, so ``raw.loc[frame.index[mask]]`` selects the same rows as
+    written in the file.
+    """
+
+    frame: pd.DataFrame
+    annotators: list[str]
+    source: Path
+    root: Path
+    raw: pd.DataFrame
+    #: canonical name -> the column name used in the file (only for columns the file has).
+    column_names: dict[str, str] = field(default_factory=dict)
+    #: canonical text columns the file does not have (filled with "").
+    absent_columns: tuple[str, ...] = ()
+    #: non-fatal problems (score_mean disagreeing with the annotators' mean).
+    warnings: list[str] = field(default_factory=list)
+    sha256: str = field(default="", repr=False)
+
+    @property
+    def dataset_hash(self) -> str:
+        """sha256 (hex) of the annotation file's bytes, as read."""
+        return self.sha256
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def _abs(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else self.root / p
+
+    def original_path(self, i: int) -> Path:
+        """Absolute path of the original image of the pair at position `i` (0-based)."""
+        return self._abs(self.frame["original"].iat[i])
+
+    def anonymized_path(self, i: int) -> Path:
+        """Absolute path of the anonymized image of the pair at position `i` (0-based)."""
+        return self._abs(self.frame["anonymized"].iat[i])
+
+    def paths(self, which: str) -> list[Path]:
+        """Absolute paths of every pair's ``"original"`` or ``"anonymized"`` image, in order."""
+        if which not in PATH_COLUMNS:
+            raise ValueError(f"which must be one of {PATH_COLUMNS}, not {which!r}")
+        return [self._abs(v) for v in self.frame[which].tolist()]
+
+    def original_paths(self) -> list[Path]:
+        return self.paths("original")
+
+    def anonymized_paths(self) -> list[Path]:
+        return self.paths("anonymized")
+
+    def where(self, i: int) -> str:
+        """``"HA1.csv line 12"`` for the pair at position `i`, for one-line messages."""
+        return f"{self.source} line {int(self.frame['row'].iat[i])}"
+
+
+@dataclass
+class _Problem:
+    line: int
+    message: str
+    warning: bool = False
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _fmt_score(v: float) -> str:
+    return f"{v:g}"
+
+
+def _record_lines(text: str) -> list[int] | None:
+    """Start line of every non-blank CSV record (header first), or None if unparseable."""
+    starts: list[int] = []
+    reader = csv.reader(io.StringIO(text))
+    prev_end = 0
+    try:
+        for rec in reader:
+            start = prev_end + 1
+            prev_end = reader.line_num
+            if not rec or (len(rec) == 1 and not rec[0].strip()):
+                continue  # pandas skips blank lines
+            starts.append(start)
+    except csv.Error:
+        return None
+    return starts
+
+
+def _is_absolute(value: str) -> bool:
+    return value.startswith(("/", "\\")) or bool(PureWindowsPath(value).drive)
+
+
+def _inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:
+        return False
+
+
+def _read(path, root, columns, allow_outside_root):
+    """Read and check the table (no image is opened).
+
+    Returns (table or None, problems, bad_cells) where bad_cells maps "original"/"anonymized"
+    to a boolean array of the rows whose path must not be opened (empty, absolute, outside root).
+    """
+    problems: list[_Problem] = []
+    bad_cells: dict[str, np.ndarray] = {}
+    source = Path(path)
+    name = str(source)
+
+    def fail(message: str, line: int = 0):
+        problems.append(_Problem(line, message))
+        return None, problems, bad_cells
+
+    if isinstance(columns, str):
+        columns = parse_column_mapping(columns)
+
+    # ---- the file itself
+    if not source.exists():
+        return fail(f"{name}: annotation file not found; check the path (HA1.csv / HA2.csv or your CSV)")
+    if source.is_dir():
+        return fail(f"{name}: is a folder, not an annotation CSV; pass the CSV file itself")
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        return fail(f"{name}: cannot read the annotation file: {_one_line(exc.strerror or exc)}")
+    sha = hashlib.sha256(data).hexdigest()
+    if not data.strip():
+        return fail(f"{name}: empty file (no header, no rows); export the annotations again")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return fail(f"{name}: not UTF-8 text ({_one_line(exc)}); save the CSV as UTF-8")
+    try:
+        raw = pd.read_csv(io.BytesIO(data))
+        strs = pd.read_csv(io.BytesIO(data), dtype=str)
+    except pd.errors.EmptyDataError:
+        return fail(f"{name}: empty file (no header, no rows); export the annotations again")
+    except (pd.errors.ParserError, ValueError) as exc:
+        return fail(f"{name}: cannot parse the CSV: {_one_line(exc)}; fix that line (every row needs "
+                    "as many fields as the header)")
+
+    root_path = Path(root) if root is not None else source.parent
+    root_path = root_path.absolute()
+    root_norm = os.path.normpath(str(root_path))
+
+    # ---- header and column mapping
+    header = [str(c) for c in raw.columns]
+    starts = _record_lines(text)
+    if starts and len(starts) - 1 == len(raw):
+        header_line, lines = starts[0], starts[1:]
+    else:  # pragma: no cover - exotic quoting; fall back to one record per line
+        header_line, lines = 1, list(range(2, 2 + len(raw)))
+    first_rec = next(csv.reader(io.StringIO(text.lstrip("\r\n"))), [])
+    seen_names: dict[str, int] = {}
+    for col in first_rec:
+        seen_names[col] = seen_names.get(col, 0) + 1
+    for col, n in seen_names.items():
+        if n > 1:
+            problems.append(_Problem(header_line, f"{name} line {header_line}: column name {col!r} appears "
+                                                  f"{n} times in the header; rename the duplicates"))
+
+    mapping: dict[str, str] = {}
+    if columns is None:
+        mapping = dict(_RELEASED_NAME)
+        required = list(CANONICAL_COLUMNS)
+    else:
+        for canon in CANONICAL_COLUMNS:
+            if columns.get(canon):
+                mapping[canon] = columns[canon]
+            elif _RELEASED_NAME[canon] in header:
+                mapping[canon] = _RELEASED_NAME[canon]
+            else:
+                mapping[canon] = canon
+        required = list(dict.fromkeys(list(REQUIRED_GENERIC) + [c for c in CANONICAL_COLUMNS if columns.get(c)]))
+    missing = [mapping[c] for c in required if mapping[c] not in header]
+
+    if columns is not None and "annotators" in columns:
+        annotators = _annotator_list(columns["annotators"])
+        missing += [a for a in annotators if a not in header]
+    elif mapping["method"] in header and mapping["score_mean"] in header and \
+            header.index(mapping["method"]) < header.index(mapping["score_mean"]):
+        annotators = header[header.index(mapping["method"]) + 1: header.index(mapping["score_mean"])]
+    else:
+        annotators = []
+    if missing:
+        return fail(
+            f"{name} line {header_line}: missing required column(s) {', '.join(repr(m) for m in missing)} "
+            f"(found: {', '.join(map(repr, header)) or 'none'}); rename the header or map your names with {_COLUMNS_HINT}",
+            header_line,
+        )
+    used = {mapping[c] for c in CANONICAL_COLUMNS if mapping[c] in header}
+    reserved = set(CANONICAL_COLUMNS) | {"row"}
+    clash = [a for a in annotators if a in used or a in reserved]
+    if clash:
+        return fail(f"{name} line {header_line}: annotator column(s) {', '.join(map(repr, clash))} clash with "
+                    f"the pair columns; rename them or list the annotators with --columns annotators=A;B",
+                    header_line)
+    if len(raw) == 0:
+        return fail(f"{name}: no data rows (only a header); the table is empty", header_line)
+
+    # ---- build the frame
+    frame = pd.DataFrame(index=raw.index)
+    col_of = {c: mapping[c] for c in CANONICAL_COLUMNS if mapping[c] in header}
+    absent = tuple(c for c in TEXT_COLUMNS if c not in col_of)
+    for canon in PATH_COLUMNS + TEXT_COLUMNS:
+        if canon in col_of:
+            frame[canon] = strs[col_of[canon]].fillna("").astype(str)
+        else:
+            frame[canon] = ""
+    lines_arr = np.asarray(lines, dtype=np.int64)
+
+    def at(i: int) -> int:
+        return int(lines_arr[i])
+
+    def numeric(col: str, label: str, allow_empty: bool) -> np.ndarray:
+        s = strs[col]
+        num = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        empty = s.isna().to_numpy()
+        out = num.copy()
+        for i in np.flatnonzero(empty) if not allow_empty else ():
+            problems.append(_Problem(at(i), f"{name} line {at(i)}: empty {col!r} ({label}); fill in a score "
+                                            f"from {SCORE_MIN:g} to {SCORE_MAX:g} or remove the row"))
+        for i in np.flatnonzero(~empty & np.isnan(num)):
+            problems.append(_Problem(at(i), f"{name} line {at(i)}: non-numeric score {s.iat[i]!r} in column "
+                                            f"{col!r} ({label}); scores are numbers from {SCORE_MIN:g} to "
+                                            f"{SCORE_MAX:g} (leave an annotator's cell empty if they skipped)"))
+            out[i] = np.nan
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isnan(num) & ~((num >= SCORE_MIN) & (num <= SCORE_MAX))
+        for i in np.flatnonzero(bad):
+            problems.append(_Problem(at(i), f"{name} line {at(i)}: score {s.iat[i].strip()} in column {col!r} "
+                                            f"({label}) is outside {SCORE_MIN:g}..{SCORE_MAX:g}; fix or remove it"))
+            out[i] = np.nan
+        return out
+
+    frame["score_mean"] = numeric(col_of["score_mean"], "mean score", allow_empty=False)
+    invalid_cell = np.zeros(len(raw), dtype=bool)
+    for a in annotators:
+        vals = numeric(a, "annotator score", allow_empty=True)
+        invalid_cell |= strs[a].notna().to_numpy() & np.isnan(vals)
+        frame[a] = vals
+    frame["row"] = lines_arr
+
+    # ---- score_mean against the annotators' mean
+    if annotators:
+        scores = frame[annotators].to_numpy(dtype=np.float64)
+        count = (~np.isnan(scores)).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.nansum(scores, axis=1) / count
+        sm = frame["score_mean"].to_numpy()
+        check = (count > 0) & ~np.isnan(sm) & ~invalid_cell
+        off = check & (np.abs(sm - mean) > MEAN_TOLERANCE + 1e-9)
+        for i in np.flatnonzero(off):
+            problems.append(_Problem(at(i), f"{name} line {at(i)}: score_mean {_fmt_score(sm[i])} differs from the "
+                                            f"mean of its {count[i]} annotator scores ({mean[i]:.4f}) by more than "
+                                            f"{MEAN_TOLERANCE:g}; recompute {col_of['score_mean']!r} or check the "
+                                            "annotator columns", warning=True))
+
+    # ---- paths
+    real_root = os.path.realpath(root_norm)
+    verdict: dict[str, str | None] = {}
+
+    def path_problem(value: str) -> str | None:
+        if value in verdict:
+            return verdict[value]
+        msg: str | None = None
+        if _is_absolute(value):
+            if not allow_outside_root:
+                msg = (f"absolute path {value!r}; make it relative to the image root {root_norm} "
+                       "(or pass --allow-outside-root)")
+        else:
+            joined = os.path.normpath(os.path.join(root_norm, value))
+            if not allow_outside_root:
+                if not _inside(joined, root_norm):
+                    msg = (f"path {value!r} leaves the image root {root_norm} (via '..'); fix the path, "
+                           "--root, or pass --allow-outside-root")
+                elif os.path.lexists(joined) and not _inside(os.path.realpath(joined), real_root):
+                    msg = (f"path {value!r} resolves outside the image root {root_norm} through a symlink "
+                           f"(to {os.path.realpath(joined)}); fix the link, --root, or pass --allow-outside-root")
+        verdict[value] = msg
+        return msg
+
+    for canon in PATH_COLUMNS:
+        bad_path = bad_cells[canon] = np.zeros(len(raw), dtype=bool)
+        col = col_of[canon]
+        values = frame[canon].tolist()
+        for i, value in enumerate(values):
+            if not value.strip():
+                problems.append(_Problem(at(i), f"{name} line {at(i)}: empty {col!r} (the {canon} image path); "
+                                                "fill it in or remove the row"))
+                bad_path[i] = True
+                continue
+            msg = path_problem(value)
+            if msg:
+                problems.append(_Problem(at(i), f"{name} line {at(i)}: column {col!r}: {msg}"))
+                bad_path[i] = True
+
+    # ---- duplicate pairs
+    first_line: dict[tuple[str, str], int] = {}
+    originals, anonymized = frame["original"].tolist(), frame["anonymized"].tolist()
+    for i, (o, a) in enumerate(zip(originals, anonymized)):
+        if not o.strip() or not a.strip():
+            continue
+        key = (os.path.normpath(o), os.path.normpath(a))
+        if key in first_line:
+            problems.append(_Problem(at(i), f"{name} line {at(i)}: duplicate pair ({col_of['original']} {o!r}, "
+                                            f"{col_of['anonymized']} {a!r}) already on line {first_line[key]}; "
+                                            "remove one of the two rows"))
+        else:
+            first_line[key] = at(i)
+
+    table = PairsTable(
+        frame=frame,
+        annotators=list(annotators),
+        source=source,
+        root=root_path,
+        raw=raw,
+        column_names=col_of,
+        absent_columns=absent,
+        warnings=[p.message for p in problems if p.warning],
+        sha256=sha,
+    )
+    return table, problems, bad_cells
+
+
+def _sorted_messages(problems: list[_Problem]) -> list[str]:
+    return [p.message for p in sorted(problems, key=lambda p: p.line)]
+
+
+def load_pairs(path, *, root=None, columns=None, allow_outside_root=False) -> PairsTable:
+    """Read an annotation CSV into a `PairsTable`; `InputError` on the first problem.
+
+    Only the table is checked (columns, scores, paths, duplicates); images are not opened.
+    A score_mean that disagrees with its annotators' mean is not fatal here: it is kept in
+    ``table.warnings`` (and reported by `validate`).
+    """
+    table, problems, _ = _read(path, root, columns, allow_outside_root)
+    errors = _sorted_messages([p for p in problems if not p.warning])
+    if errors:
+        more = ""
+        if len(errors) > 1:
+            more = f" (and {len(errors) - 1} more problem(s); run `bench validate {path}` to list them all)"
+        raise InputError(errors[0] + more)
+    assert table is not None
+    return table
+
+
+# --------------------------------------------------------------------------- validate
+@dataclass
+class ValidationReport:
+    table: PairsTable | None
+    problems: list[str]
+    source: Path | None = None
+    root: Path | None = None
+    images_checked: int | None = None  # unique image files opened; None when not checked
+    resized_pairs: int = 0  # pairs whose sizes differ, accepted under --size-policy resize
+    size_policy: str = "error"
+
+    def render(self) -> str:
+        out: list[str] = []
+        t = self.table
+        out.append(f"annotations: {self.source}" + (f" (sha256 {t.dataset_hash[:16]})" if t is not None else ""))
+        if self.root is not None:
+            out.append(f"image root:  {self.root}")
+        if t is not None:
+            f = t.frame
+            rows = f["row"]
+            out.append(f"rows:        {len(f)} (CSV lines {int(rows.min())}-{int(rows.max())})")
+            out.append(f"annotators:  {len(t.annotators)}")
+            if self.images_checked is None:
+                out.append("images:      not opened (--no-images)")
+            else:
+                extra = ""
+                if self.resized_pairs:
+                    extra = (f"; {self.resized_pairs} pair(s) differ in size and will be resized "
+                             f"({images.RESIZE_FILTER}, --size-policy resize)")
+                out.append(f"images:      {self.images_checked} unique file(s) opened{extra}")
+            known = {"dataset": KNOWN_DATASETS, "scope": KNOWN_SCOPES}
+            unknown: list[str] = []
+            for canon in TEXT_COLUMNS:
+                if canon in t.absent_columns:
+                    out.append(f"{canon + ':':<12} (no such column)")
+                    continue
+                counts = f[canon].replace("", "(empty)").value_counts()
+                out.append(f"{canon + ':':<12} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+                if canon in known:
+                    odd = [k for k in counts.index if k not in known[canon]]
+                    if odd:
+                        unknown.append(f"{canon} {', '.join(map(repr, odd))} (known: {', '.join(known[canon])})")
+            for u in unknown:
+                out.append(f"note:        values outside the released vocabulary: {u}")
+            sm = f["score_mean"].to_numpy(dtype=np.float64)
+            sm = sm[~np.isnan(sm)]
+            if len(sm):
+                out.append(f"score_mean:  mean {sm.mean():.2f}, median {np.median(sm):.2f}, "
+                           f"min {sm.min():.2f}, max {sm.max():.2f}")
+                counts, edges = np.histogram(sm, bins=np.arange(SCORE_MIN, SCORE_MAX + 1))
+                top = max(int(counts.max()), 1)
+                for c, lo in zip(counts, edges[:-1]):
+                    bar = "#" * int(round(40 * c / top))
+                    out.append(f"  {int(lo):>2}-{int(lo) + 1:<2} {bar:<40} {int(c)}")
+        if self.problems:
+            out.append(f"{len(self.problems)} problem(s):")
+            out.extend(f"  {p}" for p in self.problems)
+        else:
+            out.append("no problems found")
+        return "\n".join(out)
+
+
+def _also(lines: list[int], limit: int = 5) -> str:
+    if not lines:
+        return ""
+    shown = ", ".join(str(n) for n in lines[:limit])
+    more = f" and {len(lines) - limit} more" if len(lines) > limit else ""
+    return f" (also used on line(s) {shown}{more})"
+
+
+def validate(path, *, root=None, columns=None, allow_outside_root=False, size_policy="error",
+             check_images=True) -> ValidationReport:
+    """Check an annotation file and (unless `check_images` is False) every image it names.
+
+    Collects every problem as one line naming the file and the CSV line; never raises for
+    bad input except an unknown `size_policy`.
+    """
+    images.check_size_policy(size_policy)
+    table, problems, bad_cells = _read(path, root, columns, allow_outside_root)
+    root_path = (Path(root) if root is not None else Path(path).parent).absolute()
+    report = ValidationReport(table=None, problems=[], source=Path(path), root=root_path,
+                              size_policy=size_policy)
+    if table is not None and check_images:
+        report.images_checked = 0
+        name = str(table.source)
+        if not table.root.is_dir():
+            problems.append(_Problem(1, f"{name}: image root {table.root} is not a folder; pass --root (the "
+                                        "folder the image paths are relative to)"))
+        else:
+            uses: dict[Path, list[tuple[int, str]]] = {}
+            pair_paths: list[tuple[Path | None, Path | None]] = []
+            for i in range(len(table.frame)):
+                pair: list[Path | None] = []
+                for canon in PATH_COLUMNS:
+                    if bad_cells[canon][i]:
+                        pair.append(None)
+                        continue
+                    p = table._abs(table.frame[canon].iat[i])
+                    uses.setdefault(p, []).append((int(table.frame["row"].iat[i]), table.column_names[canon]))
+                    pair.append(p)
+                pair_paths.append((pair[0], pair[1]))
+            sizes: dict[Path, tuple[int, int]] = {}
+            missing = [p for p in uses if not p.exists()]
+            if len(uses) > 1 and len(missing) == len(uses):
+                # Not one image is where the table says: the root is wrong, not every row.
+                first = missing[0]
+                line, col = uses[first][0]
+                problems.append(_Problem(line, f"{name}: none of the {len(uses)} images exists under the image root "
+                                               f"{table.root} (line {line} {col!r}: {first}); pass --root, the "
+                                               "folder the image paths are relative to"))
+                uses = {}
+            for p, refs in uses.items():
+                line, col = refs[0]
+                others = sorted({n for n, _ in refs[1:] if n != line})
+                if not p.exists():
+                    problems.append(_Problem(line, f"{name} line {line}: column {col!r}: image not found: {p}; fix "
+                                                   f"the path or --root (now {table.root}){_also(others)}"))
+                    continue
+                try:
+                    sizes[p] = images.check_image(p)
+                except ImageError as exc:
+                    problems.append(_Problem(line, f"{name} line {line}: column {col!r}: {exc}{_also(others)}"))
+                report.images_checked += 1
+            for i, (po, pa) in enumerate(pair_paths):
+                if po is None or pa is None or po not in sizes or pa not in sizes:
+                    continue
+                if sizes[po] != sizes[pa]:
+                    if size_policy == "error":
+                        line = int(table.frame["row"].iat[i])
+                        problems.append(_Problem(line, images.describe_size_mismatch(
+                            f"{name} line {line}", sizes[po], sizes[pa])))
+                    else:
+                        report.resized_pairs += 1
+    report.table = table
+    report.problems = _sorted_messages(problems)
+    return report

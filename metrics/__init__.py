@@ -1,0 +1,1 @@
+"""Metric adapters: per-pair (PairMetric) and per-set (SetMetric) image metrics."""

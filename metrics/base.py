@@ -1,0 +1,233 @@
+"""The adapter contract every metric follows.
+
+Two kinds of metric:
+
+- `PairMetric`: one float64 per (original, anonymized) pair. Feature-based metrics (LPIPS,
+  Inception distance, PerceptAnon) subclass `FeaturePairMetric`, which splits scoring into
+  `features(images)` and `compare(original_features, anonymized_features)` so that the runner
+  can compute an original's features once and reuse them for every anonymization of it.
+- `SetMetric` (FID, KID): one value per group of pairs, from per-image features accumulated
+  with `update()` and reduced by `compute()`.
+
+Inputs are float32 NCHW tensors in [0, 1], RGB, on the adapter's device; both tensors of a
+call have the same shape. `check_inputs` is the one place that enforces this.
+
+Metadata lives in class attributes (name, version, direction) so tables never switch on
+metric names. `higher_is_more_anonymous` orients every correlation: a distance (MSE, LPIPS)
+is True, a similarity (PSNR, SSIM) is False.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from metrics.errors import MetricInputError as InputError
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """Which weight file produced a result, and whether its bytes were checked."""
+
+    name: str
+    sha256: str
+    # "verified": hash matches the published one; "unverified": unknown file the user
+    # imported; "stand-in": made up by tests or demos, never a real pretrained network.
+    status: str
+
+    @property
+    def verified(self) -> bool:
+        return self.status == "verified"
+
+
+@dataclass
+class ConventionCard:
+    """What a number means: written next to every result so it can be reproduced."""
+
+    metric: str
+    version: str
+    higher_is_more_anonymous: bool
+    input_range: str = "[0, 1] float32 RGB"
+    details: dict[str, Any] = field(default_factory=dict)
+    weights: list[WeightsRecord] = field(default_factory=list)
+    libraries: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_inputs(original: torch.Tensor | None, anonymized: torch.Tensor, *, metric: str) -> None:
+    """The single input contract: float32 NCHW RGB in [0, 1], equal shapes, finite."""
+    for role, images in (("original", original), ("anonymized", anonymized)):
+        if images is None:
+            continue
+        if not isinstance(images, torch.Tensor):
+            raise InputError(f"{metric}: {role} images must be a torch.Tensor, got {type(images).__name__}")
+        if images.dtype != torch.float32:
+            raise InputError(f"{metric}: {role} images must be float32, got {images.dtype}")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise InputError(f"{metric}: {role} images must be N x 3 x H x W, got {tuple(images.shape)}")
+        if images.numel() and (images.min() < 0 or images.max() > 1 or not torch.isfinite(images).all()):
+            raise InputError(f"{metric}: {role} images must lie in [0, 1]; convert with bench.images.to_float")
+    if original is not None and original.shape != anonymized.shape:
+        raise InputError(
+            f"{metric}: original {tuple(original.shape)} and anonymized {tuple(anonymized.shape)} differ in shape; "
+            "use --size-policy resize to resize anonymized images to their originals"
+        )
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto` picks the first GPU when there is one; `cpu` and `cuda:N` are taken as given."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"unknown device {device!r}: use auto, cpu or cuda:N") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but torch sees no CUDA GPU: use --device cpu or auto")
+    return resolved
+
+
+class Metric:
+    """Common metadata and provenance of every adapter."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    higher_is_more_anonymous: ClassVar[bool]
+    level: ClassVar[str]
+    # HA1-style metrics judge the anonymized image alone.
+    needs_original: ClassVar[bool] = True
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = resolve_device(device)
+
+    # -- provenance ---------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Options that change the values (part of the cache key). Override to add yours."""
+        return {}
+
+    def weights(self) -> list[WeightsRecord]:
+        """Weight files this adapter loaded (empty for pixel metrics)."""
+        return []
+
+    def conventions(self) -> dict[str, Any]:
+        """Adapter-specific convention details: window, data_range, resize filter, ..."""
+        return {}
+
+    def card(self) -> ConventionCard:
+        return ConventionCard(
+            metric=self.name,
+            version=self.version,
+            higher_is_more_anonymous=self.higher_is_more_anonymous,
+            details=self.conventions(),
+            weights=self.weights(),
+            libraries=library_versions(),
+        )
+
+    def key(self) -> str:
+        """Cache key: anything that can change a value is in it; the device is not."""
+        payload = {
+            "name": self.name,
+            "version": self.version,
+            "config": self.config(),
+            "weights": sorted(w.sha256 for w in self.weights()),
+        }
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return f"{self.name}@{self.version}:{digest}"
+
+    @property
+    def verified(self) -> bool:
+        """False when any weight file is unverified or a stand-in: tables must say so."""
+        return all(w.verified for w in self.weights())
+
+
+class PairMetric(Metric):
+    level: ClassVar[str] = "pair"
+
+    def score(self, original: torch.Tensor, anonymized: torch.Tensor) -> np.ndarray:
+        """One float64 per pair."""
+        check_inputs(original if self.needs_original else None, anonymized, metric=self.name)
+        with torch.inference_mode():
+            values = self._score(original, anonymized)
+        return np.asarray(values.detach().cpu().double() if isinstance(values, torch.Tensor) else values,
+                          dtype=np.float64).reshape(-1)
+
+    def _score(self, original: torch.Tensor, anonymized: torch.Tensor) -> torch.Tensor | np.ndarray:
+        raise NotImplementedError
+
+
+class FeaturePairMetric(PairMetric):
+    """A pair metric computed from per-image features, so shared originals are encoded once."""
+
+    def features(self, images: torch.Tensor) -> Any:
+        """Per-image features of a batch; any structure that `select`/`compare` understand."""
+        check_inputs(None, images, metric=self.name)
+        with torch.inference_mode():
+            return self._features(images)
+
+    def compare(self, original_features: Any, anonymized_features: Any) -> np.ndarray:
+        with torch.inference_mode():
+            values = self._compare(original_features, anonymized_features)
+        return np.asarray(values.detach().cpu().double() if isinstance(values, torch.Tensor) else values,
+                          dtype=np.float64).reshape(-1)
+
+    @staticmethod
+    def select(features: Any, index: torch.Tensor) -> Any:
+        """Rows `index` of a feature batch (tensors, or lists/tuples of tensors)."""
+        if isinstance(features, (list, tuple)):
+            return type(features)(FeaturePairMetric.select(f, index) for f in features)
+        return features[index.to(features.device)]
+
+    def _score(self, original: torch.Tensor, anonymized: torch.Tensor) -> torch.Tensor | np.ndarray:
+        original_features = self._features(original) if self.needs_original else None
+        return self._compare(original_features, self._features(anonymized))
+
+    def _features(self, images: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def _compare(self, original_features: Any, anonymized_features: Any) -> torch.Tensor | np.ndarray:
+        raise NotImplementedError
+
+
+class SetMetric(Metric):
+    """A metric of a whole group of pairs (e.g. one method x scope x dataset)."""
+
+    level: ClassVar[str] = "set"
+    # Fewer samples than this give a meaningless value; compute() refuses them.
+    min_samples: ClassVar[int] = 2
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        super().__init__(device)
+        self.reset()
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def update(self, original: torch.Tensor, anonymized: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> float:
+        raise NotImplementedError
+
+
+_LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "scikit-image", "lpips", "pytorch-fid", "torchmetrics")
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for dist in _LIBRARIES:
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return found

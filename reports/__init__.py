@@ -1,0 +1,1 @@
+"""Tables, plots and HTML reports rendered from stored results."""
