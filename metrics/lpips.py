@@ -6,7 +6,6 @@ ImageNet AlexNet trunk comes from the weights manager, because lpips would downl
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,15 +14,12 @@ import torch
 
 from metrics.base import FeaturePairMetric, WeightsRecord
 from metrics.errors import WeightsError
+from metrics.hashing import file_sha256
 
 # sha256 of lpips/weights/v0.1/alex.pth as shipped in lpips 0.1.4.
 LINEAR_HEADS_SHA256 = "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"
 LINEAR_HEADS_NAME = "lpips-v0.1-alex-linear-heads"
 TRUNK_WEIGHTS_NAME = "alexnet"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _build_network() -> torch.nn.Module:
@@ -43,7 +39,7 @@ def _load_linear_heads(network: torch.nn.Module) -> WeightsRecord:
     path = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
     if not path.is_file():
         raise WeightsError(f"LPIPS linear heads {path} are missing; reinstall the package: pip install lpips==0.1.4")
-    sha256 = _sha256(path)
+    sha256 = file_sha256(path)
     try:
         heads = torch.load(path, map_location="cpu", weights_only=True)
         # The file names the heads lin0..lin4; lpips holds the same modules as the list `lins`.

@@ -1,0 +1,743 @@
+"""Score every pair of an annotation table with a list of pair metrics.
+
+How the work is organised, and why:
+
+- **Metrics are built once per run.** A metric whose construction raises a `MetricError`
+  (missing weights, a plugin that does not import) is reported as *unavailable* with its
+  one-line reason and fix; the others go on.
+- **Nothing is computed twice.** Every image file is hashed once (sha256 of its bytes); a
+  pair's score is looked up in the `ResultsStore` under (original hash, anonymized hash,
+  metric key) and only missing scores are computed. A finished job re-run computes nothing.
+- **Each image is decoded once** and that decode feeds every metric. The unit of work is an
+  *original*: `OriginalsDataset` item i decodes original i (through `bench.images`, the one
+  decode path) together with every anonymization of it that still lacks a score, applying
+  the size policy there. A DataLoader runs that in `workers` processes.
+- **Batches are groups of equal-size pairs** (at most `batch_size`). All pairs of one
+  original go into the same batch whenever they fit, so a feature metric (LPIPS, Inception
+  distance, PerceptAnon) encodes each original once and compares it with all of its
+  anonymizations. Batch size never changes a value.
+- **Every batch is written to the store (one transaction) before the next one**, so a killed
+  run loses at most the batch in flight and a re-run resumes.
+- **One bad image does not stop a run**: its pairs are recorded as failed with the one-line
+  reason; so are pairs a metric rejects (e.g. an image smaller than the SSIM window).
+
+Set metrics (FID, KID: one value per group of pairs) are not per-pair scores; `score_pairs`
+leaves them out with a note.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from bench import images
+from bench.dataset import PairsTable
+from bench.errors import ImageError, InputError
+from bench.store import PairKey, ResultsStore, run_provenance, weights_status
+from metrics.base import FeaturePairMetric, PairMetric, resolve_device
+from metrics.errors import MetricError
+from metrics.hashing import file_sha256
+from metrics.registry import metric_class
+
+#: Weight statuses whose results every table must mark.
+MARKED_WEIGHTS = ("unverified", "stand-in")
+
+# Bound on decoded pairs waiting for a batch of their size, in batches: images of many
+# different sizes must not pile up in memory.
+_PENDING_BATCHES = 4
+_HASH_THREADS = 8
+# Failures listed in a summary; the rest are in the error column of the per-pair table.
+_LISTED_FAILURES = 10
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class MetricOutcome:
+    """What happened to one requested metric in a run."""
+
+    name: str
+    #: "ok", "unavailable" (could not be built) or "failed" (raised while scoring).
+    status: str
+    key: str | None = None
+    #: The one-line reason (with what to do) when unavailable or failed.
+    reason: str = ""
+    #: Weakest status of its weight files: verified / unverified / stand-in / none.
+    weights_status: str = "none"
+    computed: int = 0
+    reused: int = 0
+    #: Pairs that have no value for this metric after the run.
+    failed: int = 0
+    card: dict[str, Any] | None = None
+
+    @property
+    def marked(self) -> bool:
+        """True when its values come from unverified or stand-in weights."""
+        return self.weights_status in MARKED_WEIGHTS
+
+    @property
+    def column(self) -> str:
+        """Its column name in per-pair tables; carries the weights mark where needed."""
+        return f"{self.name} [{self.weights_status} weights]" if self.marked else self.name
+
+
+@dataclass(frozen=True)
+class PairFailure:
+    """A pair (CSV row) left without a value: by every metric, or by one (`metric`)."""
+
+    row: int
+    original: str
+    anonymized: str
+    reason: str
+    metric: str | None = None
+
+
+@dataclass
+class ScoreResult:
+    """Scores of one run (reused and computed alike) and what went wrong."""
+
+    #: Long table: row, original, anonymized, metric, metric_key, value.
+    scores: pd.DataFrame
+    #: The scored table's pairs: row, original, anonymized and the descriptive columns.
+    pairs: pd.DataFrame
+    metrics: list[MetricOutcome]
+    failures: list[PairFailure]
+    #: Lines about requested metrics that per-pair scoring leaves out (set metrics).
+    notes: list[str]
+    run_id: int
+    store_path: Path
+    provenance: dict[str, Any]
+
+    @property
+    def unverified(self) -> list[str]:
+        """Metrics whose values come from unverified or stand-in weights."""
+        return [m.name for m in self.metrics if m.marked and m.status == "ok"]
+
+    @property
+    def complete(self) -> bool:
+        return not self.failures and all(m.status == "ok" for m in self.metrics)
+
+    def wide(self) -> pd.DataFrame:
+        """One row per pair, one column per metric (marked where weights are unverified),
+        plus ``error``: why a pair lacks values (empty when it has them all)."""
+        wide = self.pairs.copy()
+        for metric in self.metrics:
+            values = self.scores.loc[self.scores["metric"] == metric.name, ["row", "value"]]
+            wide[metric.column] = wide["row"].map(dict(zip(values["row"], values["value"]))).astype(float)
+        errors: dict[int, list[str]] = {}
+        for failure in self.failures:
+            prefix = f"{failure.metric}: " if failure.metric else ""
+            errors.setdefault(failure.row, []).append(prefix + failure.reason)
+        wide["error"] = wide["row"].map(lambda row: " | ".join(errors.get(row, [])))
+        return wide
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"pairs: {len(self.pairs)}  (run {self.run_id}, device {self.provenance.get('device')})"]
+        for metric in self.metrics:
+            if metric.status == "ok":
+                detail = f"computed {metric.computed}, reused from the store {metric.reused}"
+                if metric.failed:
+                    detail += f", failed {metric.failed}"
+            else:
+                detail = f"{metric.status}: {metric.reason}"
+            lines.append(f"  {metric.column}: {detail}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        if self.failures:
+            lines.append(f"failed pairs: {len(self.failures)}")
+            lines.extend(
+                f"  line {f.row}{f' ({f.metric})' if f.metric else ''}: {f.reason}"
+                for f in self.failures[:_LISTED_FAILURES]
+            )
+            if len(self.failures) > _LISTED_FAILURES:
+                lines.append(
+                    f"  ... and {len(self.failures) - _LISTED_FAILURES} more: see the error column of scores.csv"
+                )
+        if self.unverified:
+            lines.append(
+                "results from unverified or stand-in weights are marked so in every table: "
+                + ", ".join(m.column for m in self.metrics if m.marked and m.status == "ok")
+            )
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "store": str(self.store_path),
+            "provenance": self.provenance,
+            "value_encoding": 'JSON numbers; +inf and -inf as the strings "inf" and "-inf"; NaN and missing as null',
+            "metrics": {
+                m.name: {
+                    "column": m.column,
+                    "key": m.key,
+                    "status": m.status,
+                    "reason": m.reason,
+                    "weights_status": m.weights_status,
+                    "computed": m.computed,
+                    "reused": m.reused,
+                    "failed": m.failed,
+                    "card": m.card,
+                }
+                for m in self.metrics
+            },
+            "notes": self.notes,
+            "pairs": [
+                {column: _json_value(value) for column, value in record.items()}
+                for record in self.wide().to_dict(orient="records")
+            ],
+        }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_outputs(result: ScoreResult, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``scores.csv`` and ``scores.json`` into `out_dir`, each atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / "scores.csv", out_dir / "scores.json"
+    _write_atomic(csv_path, result.wide().to_csv(index=False))
+    _write_atomic(json_path, json.dumps(result.to_json(), indent=2, allow_nan=False, default=str) + "\n")
+    return csv_path, json_path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- decoding
+@dataclass
+class WorkUnit:
+    """One original and the anonymizations of it that still need a score."""
+
+    original_path: Path
+    #: (pair key, anonymized path, where) for each anonymization, e.g. where="HA1.csv line 7".
+    pairs: list[tuple[PairKey, Path, str]]
+
+
+@dataclass
+class DecodedPair:
+    key: PairKey
+    anonymized: np.ndarray
+    resized: bool
+
+
+@dataclass
+class DecodedUnit:
+    """An original decoded once, its decoded anonymizations, and the pairs that failed."""
+
+    index: int
+    original: np.ndarray | None
+    pairs: list[DecodedPair]
+    errors: list[tuple[PairKey, str]]
+
+
+class OriginalsDataset(Dataset):
+    """Item i: original i and all its pending anonymizations, decoded, size policy applied."""
+
+    def __init__(self, units: Sequence[WorkUnit], size_policy: str) -> None:
+        self.units = list(units)
+        self.size_policy = images.check_size_policy(size_policy)
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, index: int) -> DecodedUnit:
+        unit = self.units[index]
+        try:
+            original = images.load_rgb(unit.original_path)
+        except ImageError as exc:
+            return DecodedUnit(index, None, [], [(key, str(exc)) for key, _, _ in unit.pairs])
+        decoded, errors = [], []
+        for key, anonymized_path, where in unit.pairs:
+            try:
+                anonymized = images.load_rgb(anonymized_path)
+                reconciled = images.reconcile_sizes(original, anonymized, self.size_policy, where=where)
+            except ImageError as exc:
+                errors.append((key, str(exc)))
+                continue
+            decoded.append(DecodedPair(key, reconciled, resized=reconciled is not anonymized))
+        return DecodedUnit(index, original, decoded, errors)
+
+
+def _as_is(item: DecodedUnit) -> DecodedUnit:
+    """DataLoader collate: items differ in size and shape, so they are passed on untouched."""
+    return item
+
+
+# ----------------------------------------------------------------------------- batching
+@dataclass
+class _BatchPair:
+    unit: int
+    original: np.ndarray
+    pair: DecodedPair
+
+
+class _Batcher:
+    """Groups decoded pairs into batches of at most `batch_size` pairs of one image size.
+
+    An original's pairs are never split across batches unless they are more than
+    `batch_size`; waiting pairs are bounded, by flushing the fullest size when too many wait.
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.max_pending = _PENDING_BATCHES * batch_size
+        self.buckets: dict[tuple[int, ...], list[_BatchPair]] = {}
+        self.pending = 0
+
+    def add(self, unit: DecodedUnit) -> Iterator[list[_BatchPair]]:
+        if unit.original is None or not unit.pairs:
+            return
+        size = unit.original.shape
+        members = [_BatchPair(unit.index, unit.original, pair) for pair in unit.pairs]
+        for start in range(0, len(members), self.batch_size):
+            chunk = members[start:start + self.batch_size]
+            if len(self.buckets.get(size, ())) + len(chunk) > self.batch_size:
+                yield self._take(size)
+            self.buckets.setdefault(size, []).extend(chunk)
+            self.pending += len(chunk)
+            if len(self.buckets[size]) == self.batch_size:
+                yield self._take(size)
+        while self.pending > self.max_pending:
+            yield self._take(max(self.buckets, key=lambda s: len(self.buckets[s])))
+
+    def drain(self) -> Iterator[list[_BatchPair]]:
+        while self.buckets:
+            yield self._take(next(iter(self.buckets)))
+
+    def _take(self, size: tuple[int, ...]) -> list[_BatchPair]:
+        batch = self.buckets.pop(size)
+        self.pending -= len(batch)
+        return batch
+
+
+class _Batch:
+    """A batch on the device: unique originals once, anonymized images, and which is whose."""
+
+    def __init__(self, members: list[_BatchPair], device: torch.device) -> None:
+        self.keys = [m.pair.key for m in members]
+        self.resized = [m.pair.resized for m in members]
+        first_seen: dict[int, int] = {}
+        originals = []
+        for member in members:
+            if member.unit not in first_seen:
+                first_seen[member.unit] = len(originals)
+                originals.append(member.original)
+        self.originals = _to_device(originals, device)
+        self.original_index = torch.tensor([first_seen[m.unit] for m in members], dtype=torch.long)
+        self.anonymized = _to_device([m.pair.anonymized for m in members], device)
+
+
+def _to_device(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """HWC uint8 arrays -> float32 NCHW [0, 1] on `device`, converted by `images.to_float`."""
+    batch = torch.from_numpy(images.to_float(np.stack(arrays)))
+    return batch.to(device).permute(0, 3, 1, 2).contiguous()
+
+
+def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``tensor[index]``; the tensor itself (no copy) when `index` is every row in order."""
+    if len(index) == len(tensor) and torch.equal(index, torch.arange(len(tensor))):
+        return tensor
+    return tensor[index.to(tensor.device)]
+
+
+def _score_metric(metric: PairMetric, batch: _Batch, rows: torch.Tensor) -> np.ndarray:
+    """Values of `metric` for the batch pairs at positions `rows`."""
+    anonymized = _rows(batch.anonymized, rows)
+    if isinstance(metric, FeaturePairMetric):
+        anonymized_features = metric.features(anonymized)
+        if not metric.needs_original:
+            return metric.compare(None, anonymized_features)
+        # Encode each original of these pairs once, then compare it with all its anonymizations.
+        used, position = torch.unique(batch.original_index[rows], return_inverse=True)
+        original_features = metric.features(_rows(batch.originals, used))
+        return metric.compare(metric.select(original_features, position), anonymized_features)
+    if not metric.needs_original:
+        return metric.score(None, anonymized)
+    return metric.score(_rows(batch.originals, batch.original_index[rows]), anonymized)
+
+
+class _MetricCrashed(Exception):
+    """A metric raised something that is not a user-facing MetricError: a bug in it."""
+
+
+@dataclass
+class _ActiveMetric:
+    outcome: MetricOutcome
+    metric: PairMetric
+    #: Pair keys without a stored value when the run started.
+    missing: set[PairKey]
+    #: Every value of this run, reused or computed.
+    values: dict[PairKey, float] = field(default_factory=dict)
+    #: Pair key -> reason, for pairs this metric rejected.
+    rejected: dict[PairKey, str] = field(default_factory=dict)
+
+
+def _run_metric(active: _ActiveMetric, batch: _Batch) -> list[tuple[int, float]]:
+    """(batch position, value) for the batch pairs this metric still lacks.
+
+    A `MetricError` on the batch is retried pair by pair, so only the pairs the metric
+    rejects fail; anything else is a crash of the metric.
+    """
+    positions = [i for i, key in enumerate(batch.keys) if key in active.missing]
+    if not positions:
+        return []
+    try:
+        values = _checked(active.metric, batch, positions)
+    except MetricError:
+        values = []
+        for position in positions:
+            try:
+                values.extend(_checked(active.metric, batch, [position]))
+            except MetricError as exc:
+                active.rejected[batch.keys[position]] = str(exc)
+                values.append(None)
+    return [(p, v) for p, v in zip(positions, values) if v is not None]
+
+
+def _checked(metric: PairMetric, batch: _Batch, positions: list[int]) -> list[float]:
+    try:
+        values = _score_metric(metric, batch, torch.tensor(positions, dtype=torch.long))
+    except MetricError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a third-party metric's bug must not end the run
+        raise _MetricCrashed(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+    if len(values) != len(positions):
+        raise _MetricCrashed(f"returned {len(values)} values for {len(positions)} pairs")
+    return [float(v) for v in values]
+
+
+# ----------------------------------------------------------------------------- building
+def _build_metrics(
+    names: Sequence[str], device: torch.device
+) -> tuple[list[MetricOutcome], list[tuple[MetricOutcome, PairMetric]], list[str]]:
+    """Build each pair metric once.
+
+    Returns an outcome per pair metric (unavailable ones with their reason), the built
+    metrics with their outcomes, and notes on the metrics that are not pair metrics.
+    """
+    outcomes: list[MetricOutcome] = []
+    built: list[tuple[MetricOutcome, PairMetric]] = []
+    notes: list[str] = []
+    for name in names:
+        try:
+            cls = metric_class(name)
+            if cls.level != "pair":
+                notes.append(f"{name}: a {cls.level} metric (one value per group of pairs), not scored per pair")
+                continue
+            metric = cls(device=str(device))
+        except MetricError as exc:
+            outcomes.append(MetricOutcome(name=name, status="unavailable", reason=str(exc)))
+            continue
+        outcome = MetricOutcome(
+            name=name,
+            status="ok",
+            key=metric.key(),
+            weights_status=weights_status(metric),
+            card=metric.card().to_dict(),
+        )
+        outcomes.append(outcome)
+        built.append((outcome, metric))
+    return outcomes, built, notes
+
+
+# ----------------------------------------------------------------------------- hashing
+def _hash_files(paths: Sequence[Path]) -> tuple[dict[Path, str], dict[Path, str]]:
+    """sha256 of each unique path (once per run), and a one-line reason for unreadable ones."""
+    unique = list(dict.fromkeys(paths))
+
+    def attempt(path: Path) -> tuple[Path, str | None, str | None]:
+        try:
+            return path, file_sha256(path), None
+        except OSError as exc:
+            reason = exc.strerror or " ".join(str(exc).split())
+            return path, None, f"cannot read image {path}: {reason}; fix the path or remove its row"
+
+    hashes, errors = {}, {}
+    with ThreadPoolExecutor(max_workers=min(_HASH_THREADS, max(1, len(unique)))) as pool:
+        for path, digest, error in pool.map(attempt, unique):
+            if digest is None:
+                errors[path] = error
+            else:
+                hashes[path] = digest
+    return hashes, errors
+
+
+# ----------------------------------------------------------------------------- the run
+def _progress_enabled(requested: bool) -> bool:
+    return requested and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def score_pairs(
+    table: PairsTable,
+    metric_names: Sequence[str],
+    *,
+    store: ResultsStore,
+    device: str = "auto",
+    batch_size: int = 32,
+    workers: int = 0,
+    size_policy: str = "error",
+    progress: bool = True,
+    command: str = "score_pairs",
+) -> ScoreResult:
+    """Score every pair of `table` with `metric_names` (registry names or "module:Class").
+
+    Values already in `store` are reused; the rest are computed and written batch by batch.
+    """
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise InputError(f"--workers must be 0 or more, got {workers}")
+    images.check_size_policy(size_policy)
+    resolved = resolve_device(device)
+
+    outcomes, built, notes = _build_metrics(metric_names, resolved)
+    frame = table.frame
+    keys, failures = _pair_keys(table)
+    known_keys = list(dict.fromkeys(k for k in keys if k is not None))
+
+    active: list[_ActiveMetric] = []
+    for outcome, metric in built:
+        store.register_metric(metric)
+        stored = store.lookup(outcome.key, known_keys, allow_resized=size_policy == "resize")
+        outcome.reused = len(stored)
+        active.append(_ActiveMetric(outcome, metric, set(known_keys) - stored.keys(), dict(stored)))
+
+    provenance = run_provenance(
+        device=_describe_device(resolved),
+        dataset_hash=table.dataset_hash,
+        annotations=str(table.source),
+        root=str(table.root),
+        metrics={o.name: o.key for o in outcomes},
+        batch_size=batch_size,
+        workers=workers,
+        size_policy=size_policy,
+        decode=images.decode_settings(),
+    )
+    run_id = store.start_run(command, provenance)
+    try:
+        decode_errors = _compute_missing(
+            table, keys, active, store=store, run_id=run_id, device=resolved,
+            batch_size=batch_size, workers=workers, size_policy=size_policy, progress=progress,
+        )
+    except BaseException as exc:
+        store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        raise
+
+    failures.extend(_scoring_failures(frame, keys, decode_errors, active))
+    failures.sort(key=lambda f: (f.row, f.metric or ""))
+    for item in active:
+        item.outcome.failed = sum(1 for key in keys if key not in item.values)
+    result = ScoreResult(
+        scores=_long_table(frame, keys, active),
+        pairs=_pair_columns(frame),
+        metrics=outcomes,
+        failures=failures,
+        notes=notes,
+        run_id=run_id,
+        store_path=store.path,
+        provenance=provenance,
+    )
+    store.finish_run(run_id, "finished", _run_summary(result))
+    return result
+
+
+def _pair_keys(table: PairsTable) -> tuple[list[PairKey | None], list[PairFailure]]:
+    """The content key of each pair row (None where a file cannot be read), and those failures."""
+    original_paths, anonymized_paths = table.paths("original"), table.paths("anonymized")
+    hashes, unreadable = _hash_files(original_paths + anonymized_paths)
+    keys: list[PairKey | None] = []
+    failures: list[PairFailure] = []
+    for i, (original, anonymized) in enumerate(zip(original_paths, anonymized_paths)):
+        reason = unreadable.get(original) or unreadable.get(anonymized)
+        if reason:
+            failures.append(_failure(table.frame, i, reason))
+            keys.append(None)
+        else:
+            keys.append((hashes[original], hashes[anonymized]))
+    return keys, failures
+
+
+def _scoring_failures(
+    frame: pd.DataFrame,
+    keys: Sequence[PairKey | None],
+    decode_errors: dict[PairKey, str],
+    active: list[_ActiveMetric],
+) -> list[PairFailure]:
+    """Pair rows that failed to decode (for every metric) or that one metric rejected."""
+    failures = []
+    for i, key in enumerate(keys):
+        if key in decode_errors:
+            failures.append(_failure(frame, i, decode_errors[key]))
+        failures.extend(
+            _failure(frame, i, item.rejected[key], metric=item.outcome.name) for item in active if key in item.rejected
+        )
+    return failures
+
+
+def _compute_missing(
+    table: PairsTable,
+    keys: Sequence[PairKey | None],
+    active: list[_ActiveMetric],
+    *,
+    store: ResultsStore,
+    run_id: int,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    size_policy: str,
+    progress: bool,
+) -> dict[PairKey, str]:
+    """Decode and score every pair some metric lacks; returns pair key -> decode error."""
+    units = _work_units(table, keys, set().union(*(item.missing for item in active)))
+    decode_errors: dict[PairKey, str] = {}
+    if not units:
+        return decode_errors
+    loader = DataLoader(
+        OriginalsDataset(units, size_policy),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_as_is,
+        persistent_workers=False,
+    )
+    batcher = _Batcher(batch_size)
+    total = sum(len(unit.pairs) for unit in units)
+    with tqdm(total=total, unit="pair", desc="scoring", file=sys.stderr,
+              disable=not _progress_enabled(progress), dynamic_ncols=True) as bar:
+        for decoded in loader:
+            decode_errors.update(decoded.errors)
+            bar.update(len(decoded.errors))
+            for members in batcher.add(decoded):
+                _score_and_store(members, active, store=store, run_id=run_id, device=device)
+                bar.update(len(members))
+        for members in batcher.drain():
+            _score_and_store(members, active, store=store, run_id=run_id, device=device)
+            bar.update(len(members))
+    return decode_errors
+
+
+def _work_units(table: PairsTable, keys: Sequence[PairKey | None], pending: set[PairKey]) -> list[WorkUnit]:
+    """One unit per original content with at least one pending pair; each pair once."""
+    units: dict[str, WorkUnit] = {}
+    seen: set[PairKey] = set()
+    original_paths, anonymized_paths = table.paths("original"), table.paths("anonymized")
+    for i, key in enumerate(keys):
+        if key is None or key not in pending or key in seen:
+            continue
+        seen.add(key)
+        unit = units.setdefault(key[0], WorkUnit(original_paths[i], []))
+        unit.pairs.append((key, anonymized_paths[i], table.where(i)))
+    return list(units.values())
+
+
+def _score_and_store(
+    members: list[_BatchPair],
+    active: list[_ActiveMetric],
+    *,
+    store: ResultsStore,
+    run_id: int,
+    device: torch.device,
+) -> None:
+    """Score one batch with every metric that lacks values for it, then store it (one transaction)."""
+    batch = _Batch(members, device)
+    rows_by_metric: dict[str, list[tuple[str, str, float, bool]]] = {}
+    for item in active:
+        if item.outcome.status != "ok":
+            continue
+        try:
+            scored = _run_metric(item, batch)
+        except _MetricCrashed as exc:
+            item.outcome.status = "failed"
+            item.outcome.reason = f"{exc} (a bug in the metric; report it to its authors)"
+            continue
+        rows = []
+        for position, value in scored:
+            key = batch.keys[position]
+            item.values[key] = value
+            rows.append((key[0], key[1], value, batch.resized[position]))
+        item.outcome.computed += len(rows)
+        rows_by_metric[item.outcome.key] = rows
+    store.write_batch(rows_by_metric, run_id=run_id)
+
+
+def _failure(frame: pd.DataFrame, i: int, reason: str, metric: str | None = None) -> PairFailure:
+    return PairFailure(
+        row=int(frame["row"].iat[i]),
+        original=str(frame["original"].iat[i]),
+        anonymized=str(frame["anonymized"].iat[i]),
+        reason=reason,
+        metric=metric,
+    )
+
+
+_PAIR_COLUMNS = ("row", "original", "anonymized", "dataset", "scope", "method", "score_mean")
+
+
+def _pair_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[[c for c in _PAIR_COLUMNS if c in frame.columns]].reset_index(drop=True)
+
+
+def _long_table(frame: pd.DataFrame, keys: Sequence[PairKey | None], active: list[_ActiveMetric]) -> pd.DataFrame:
+    records = [
+        {
+            "row": int(frame["row"].iat[i]),
+            "original": frame["original"].iat[i],
+            "anonymized": frame["anonymized"].iat[i],
+            "metric": item.outcome.name,
+            "metric_key": item.outcome.key,
+            "value": item.values[key],
+        }
+        for item in active
+        for i, key in enumerate(keys)
+        if key in item.values
+    ]
+    columns = ["row", "original", "anonymized", "metric", "metric_key", "value"]
+    return pd.DataFrame.from_records(records, columns=columns).astype({"value": "float64"})
+
+
+def _run_summary(result: ScoreResult) -> dict[str, Any]:
+    return {
+        "pairs": len(result.pairs),
+        "failed_pairs": len(result.failures),
+        "metrics": {
+            m.name: {"status": m.status, "computed": m.computed, "reused": m.reused, "failed": m.failed}
+            for m in result.metrics
+        },
+        "notes": result.notes,
+    }
+
+
+def _describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)

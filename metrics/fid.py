@@ -1,0 +1,238 @@
+"""Inception-feature metrics on pytorch-fid's TF-Inception (2015-12-05) port, pool3 2048-d.
+
+- `InceptionDistance` (per pair): squared Euclidean distance between the pool3 features of
+  the original and of the anonymized image. FID of one pair is undefined: the covariance of
+  a single sample does not exist. The paper's released per-pair "FID" silently reduced to
+  roughly this distance with numpy < 2.2 and yields NaN with numpy >= 2.2. The squared
+  distance is FID between two point masses (zero covariance), and any monotone variant
+  (e.g. its square root) has the same rank correlations.
+- `FID` and `KID` (per group of pairs): originals vs anonymized images of a group.
+
+Images go through the network as pytorch_fid.inception.InceptionV3([3]) feeds them:
+bilinear resize to 299x299 (align_corners=False, no antialias), then [0, 1] -> [-1, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metrics import functional
+from metrics.base import FeaturePairMetric, SetMetric, WeightsRecord, check_inputs
+from metrics.errors import MetricInputError, WeightsError
+from metrics.weights import resolve
+
+WEIGHTS_NAME = "fid_inception"
+FEATURE_DIMENSIONS = 2048
+INPUT_SIZE = 299
+
+
+class InceptionPool3(nn.Module):
+    """pytorch-fid's FID Inception up to pool3, with its module names (so its state dicts
+    load strictly) and without the 1008-way classifier, which pool3 features never use.
+
+    Built like pytorch_fid.inception.fid_inception_v3, minus the download: torchvision's
+    Inception v3 with the TF-specific blocks swapped in. Modules are registered in
+    pytorch-fid's order; the offline weights converter relies on it.
+    """
+
+    _TORCHVISION_BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3")
+    _STAGES = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
+               "Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+    def __init__(self) -> None:
+        super().__init__()
+        import torchvision
+        from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
+
+        trunk = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False)
+        fid_blocks = {
+            "Mixed_5b": FIDInceptionA(192, pool_features=32),
+            "Mixed_5c": FIDInceptionA(256, pool_features=64),
+            "Mixed_5d": FIDInceptionA(288, pool_features=64),
+            "Mixed_6b": FIDInceptionC(768, channels_7x7=128),
+            "Mixed_6c": FIDInceptionC(768, channels_7x7=160),
+            "Mixed_6d": FIDInceptionC(768, channels_7x7=160),
+            "Mixed_6e": FIDInceptionC(768, channels_7x7=192),
+            "Mixed_7b": FIDInceptionE_1(1280),
+            "Mixed_7c": FIDInceptionE_2(2048),
+        }
+        for name in self._TORCHVISION_BLOCKS + self._STAGES:
+            self.add_module(name, fid_blocks[name] if name in fid_blocks else getattr(trunk, name))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images of any size -> (N, 2048) pool3 features."""
+        x = F.interpolate(images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        x = 2 * x - 1
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, kernel_size=3, stride=2)
+        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
+        x = F.max_pool2d(x, kernel_size=3, stride=2)
+        for name in self._STAGES:
+            x = getattr(self, name)(x)
+        return F.adaptive_avg_pool2d(x, output_size=1).flatten(1)
+
+
+def pool3_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """pytorch-fid's published file also holds the classifier (fc.*); pool3 does not use it."""
+    return {key: value for key, value in state_dict.items() if not key.startswith("fc.")}
+
+
+class InceptionExtractor:
+    """The pool3 network with resolved weights loaded strictly; one per adapter instance.
+
+    Never downloads: missing weights raise WeightsError with the command that fetches them.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.resolved = resolve(WEIGHTS_NAME)
+        network = InceptionPool3()
+        try:
+            network.load_state_dict(pool3_state_dict(self.resolved.state_dict()), strict=True)
+        except RuntimeError as exc:
+            raise WeightsError(f"{self.resolved.path} does not fit pytorch-fid's Inception "
+                               f"({str(exc).splitlines()[0]}); run `bench weights verify {WEIGHTS_NAME}`") from exc
+        self.network = network.eval().requires_grad_(False).to(device)
+        self.device = device
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images.to(self.device))
+
+    def record(self) -> WeightsRecord:
+        return self.resolved.record()
+
+    def conventions(self) -> dict[str, Any]:
+        return {
+            "network": "pytorch-fid TF-Inception (2015-12-05) port",
+            "feature_layer": f"pool3, {FEATURE_DIMENSIONS}-d",
+            "resize": f"bilinear to {INPUT_SIZE}x{INPUT_SIZE}, align_corners=False, no antialias",
+            "network_input": "[0, 1] mapped to [-1, 1] (2x - 1)",
+            "weights_file": self.resolved.path.name,
+            "weights_sha256": self.resolved.sha256,
+            "weights_status": self.resolved.status,
+        }
+
+
+class InceptionDistance(FeaturePairMetric):
+    """Squared Euclidean distance of pool3 features, per pair: larger means more anonymous."""
+
+    name: ClassVar[str] = "inception_dist"
+    version: ClassVar[str] = "1"
+    higher_is_more_anonymous: ClassVar[bool] = True
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        super().__init__(device)
+        self._extractor = InceptionExtractor(self.device)
+
+    def weights(self) -> list[WeightsRecord]:
+        return [self._extractor.record()]
+
+    def conventions(self) -> dict[str, Any]:
+        return {**self._extractor.conventions(),
+                "distance": "squared Euclidean ||f(original) - f(anonymized)||^2 of pool3 features, float64",
+                "note": "FID of a single pair is undefined (covariance of one sample); this is its mean term"}
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        return self._extractor(images)
+
+    def _compare(self, original_features: torch.Tensor, anonymized_features: torch.Tensor) -> torch.Tensor:
+        return functional.squared_feature_distance(original_features, anonymized_features)
+
+
+class _InceptionSetMetric(SetMetric):
+    """Accumulates pool3 features of a group's originals and anonymized images."""
+
+    higher_is_more_anonymous: ClassVar[bool] = True
+    # Why min_samples is what it is, for the error message.
+    min_samples_reason: ClassVar[str]
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        super().__init__(device)
+        self._extractor = InceptionExtractor(self.device)
+
+    def reset(self) -> None:
+        self._original_features: list[np.ndarray] = []
+        self._anonymized_features: list[np.ndarray] = []
+
+    def update(self, original: torch.Tensor, anonymized: torch.Tensor) -> None:
+        check_inputs(original, anonymized, metric=self.name)
+        with torch.inference_mode():
+            for images, store in ((original, self._original_features), (anonymized, self._anonymized_features)):
+                store.append(self._extractor(images).double().cpu().numpy())
+
+    @property
+    def n_samples(self) -> int:
+        return sum(len(batch) for batch in self._original_features)
+
+    def _group_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """(original, anonymized) features, refusing groups too small for the statistic."""
+        if self.n_samples < self.min_samples:
+            raise MetricInputError(f"{self.name}: a group of {self.n_samples} pairs is too small; "
+                                   f"{self.name} needs at least {self.min_samples} ({self.min_samples_reason})")
+        return np.concatenate(self._original_features), np.concatenate(self._anonymized_features)
+
+    def weights(self) -> list[WeightsRecord]:
+        return [self._extractor.record()]
+
+    def conventions(self) -> dict[str, Any]:
+        return {**self._extractor.conventions(), "sets": "originals vs anonymized images of one group",
+                "min_samples": self.min_samples}
+
+
+class FID(_InceptionSetMetric):
+    """Frechet distance between Gaussians fitted to the two sets' pool3 features."""
+
+    name: ClassVar[str] = "fid"
+    version: ClassVar[str] = "1"
+    # The covariance needs 2 samples to exist at all, but with n samples its rank is at most
+    # n - 1 of 2048, so at very small n the trace term is mostly sampling noise and FID is
+    # strongly biased upwards. 10 is a floor, not a guarantee: compare equal-size groups.
+    min_samples: ClassVar[int] = 10
+    min_samples_reason: ClassVar[str] = ("fewer samples make the 2048 x 2048 covariance almost entirely noise; "
+                                         "FID is biased at small n, so compare groups of equal size")
+
+    def conventions(self) -> dict[str, Any]:
+        return {**super().conventions(), "statistic": "Frechet distance, scipy.linalg.sqrtm, eps 1e-6 fallback "
+                                                      "(pytorch-fid's calculate_frechet_distance)",
+                "covariance": "sample covariance, ddof 1"}
+
+    def compute(self) -> float:
+        original, anonymized = self._group_features()
+        return functional.frechet_distance(*functional.feature_stats(original), *functional.feature_stats(anonymized))
+
+
+class KID(_InceptionSetMetric):
+    """Kernel Inception Distance: unbiased polynomial-kernel MMD^2, averaged over subsets."""
+
+    name: ClassVar[str] = "kid"
+    version: ClassVar[str] = "1"
+    # The unbiased estimator divides by m (m - 1).
+    min_samples: ClassVar[int] = 2
+    min_samples_reason: ClassVar[str] = "the unbiased MMD estimator needs two samples per set"
+
+    def __init__(self, device: str | torch.device = "cpu", *, subsets: int = 100, subset_size: int = 1000,
+                 seed: int = 0) -> None:
+        if not isinstance(subsets, int) or subsets < 1:
+            raise MetricInputError(f"kid: subsets must be an integer >= 1, got {subsets!r}")
+        if not isinstance(subset_size, int) or subset_size < 2:
+            raise MetricInputError(f"kid: subset_size must be an integer >= 2, got {subset_size!r}")
+        self.subsets, self.subset_size, self.seed = subsets, subset_size, seed
+        super().__init__(device)
+
+    def config(self) -> dict[str, Any]:
+        return {"subsets": self.subsets, "subset_size": self.subset_size, "seed": self.seed}
+
+    def conventions(self) -> dict[str, Any]:
+        return {**super().conventions(), **self.config(),
+                "kernel": "polynomial (x.y / d + 1)^3", "estimator": "unbiased MMD^2, mean over subsets",
+                "subset_size_used": "min(subset_size, group size); one evaluation when that is the whole group"}
+
+    def compute(self) -> float:
+        original, anonymized = self._group_features()
+        mean, _ = functional.kid(original, anonymized, subsets=self.subsets, subset_size=self.subset_size,
+                                 rng=np.random.default_rng(self.seed))
+        return mean

@@ -1,0 +1,214 @@
+"""Pure metric maths: stateless torch/numpy functions on batched NCHW tensors.
+
+Adapters in `metrics/*.py` wrap these with metadata, input checks and weights; everything
+that decides a value lives here so it can be tested against reference implementations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from metrics.errors import MetricInputError
+
+# ==== pixel and SSIM: mse, psnr, mean_finite, ssim ========================================
+
+
+def mse(original: torch.Tensor, anonymized: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each pair over channels and pixels, float64, shape (N,)."""
+    difference = original.double() - anonymized.double()
+    return difference.square().flatten(1).mean(dim=1)
+
+
+def psnr(original: torch.Tensor, anonymized: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio of each pair in dB, float64; identical images give +inf."""
+    return 10.0 * torch.log10(data_range**2 / mse(original, anonymized))
+
+
+def mean_finite(values: np.ndarray | torch.Tensor) -> tuple[float, int]:
+    """(mean of the finite values, number of infinite values).
+
+    PSNR of identical images is +inf; averaging it would swallow every other pair, so such
+    pairs are counted instead. NaN is not dropped: it propagates into the mean.
+    """
+    array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+    infinite = np.isinf(array)
+    kept = array[~infinite]
+    return (float(kept.mean()) if kept.size else math.nan), int(infinite.sum())
+
+
+# The Gaussian window of Wang et al. 2004 as scikit-image builds it: scipy.ndimage's
+# radius int(truncate * sigma + 0.5) with truncate 3.5 gives 11 taps at sigma 1.5.
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5
+
+
+def gaussian_window(sigma: float = SSIM_SIGMA, truncate: float = SSIM_TRUNCATE) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps, float64, exactly scipy.ndimage.gaussian_filter's."""
+    radius = int(truncate * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return taps / taps.sum()
+
+
+def _valid_gaussian_blur(planes: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter of (B, 1, H, W) planes, keeping only the 'valid' region.
+
+    scikit-image filters with reflect padding and then crops (win_size - 1) // 2 pixels at
+    every border before averaging. The crop equals the filter radius, so no cropped-in pixel
+    ever reads the padding: an unpadded convolution gives the same values with less work.
+    """
+    taps = window.to(planes.device, planes.dtype)
+    blurred = torch.nn.functional.conv2d(planes, taps.view(1, 1, -1, 1))
+    return torch.nn.functional.conv2d(blurred, taps.view(1, 1, 1, -1))
+
+
+def ssim(
+    original: torch.Tensor,
+    anonymized: torch.Tensor,
+    *,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range: float = 1.0,
+    sigma: float = SSIM_SIGMA,
+) -> torch.Tensor:
+    """Mean SSIM of each pair (Wang et al. 2004), float64, shape (N,).
+
+    Gaussian-weighted local statistics with population covariance, per channel, averaged
+    over the valid region and then over channels: scikit-image's structural_similarity(
+    gaussian_weights=True, sigma=sigma, use_sample_covariance=False, data_range=data_range,
+    K1=k1, K2=k2, channel_axis=...) computed in float64.
+    """
+    window = gaussian_window(sigma)
+    height, width = original.shape[-2:]
+    if min(height, width) < window.numel():
+        raise MetricInputError(
+            f"ssim: images of {height} x {width} pixels are smaller than its {window.numel()}-pixel "
+            f"Gaussian window; drop or upscale images under {window.numel()} x {window.numel()}"
+        )
+    batch, channels = original.shape[:2]
+    x = original.double().reshape(batch * channels, 1, height, width)
+    y = anonymized.double().reshape(batch * channels, 1, height, width)
+    # One convolution pass over all five local moments.
+    moments = _valid_gaussian_blur(torch.cat([x, y, x * x, y * y, x * y]), window)
+    mean_x, mean_y, mean_xx, mean_yy, mean_xy = moments.chunk(5)
+    var_x = mean_xx - mean_x * mean_x
+    var_y = mean_yy - mean_y * mean_y
+    cov_xy = mean_xy - mean_x * mean_y
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)) / (
+        (mean_x * mean_x + mean_y * mean_y + c1) * (var_x + var_y + c2)
+    )
+    return ssim_map.reshape(batch, channels, -1).mean(dim=2).mean(dim=1)
+
+
+# ==== end of pixel and SSIM ===============================================================
+
+
+# ==== FID, KID and Inception-feature distances ============================================
+# Features are (N, D) arrays of per-image network activations (pool3, D = 2048, for FID).
+# Set metrics reduce them to sufficient statistics (mean, covariance) or kernel sums, in
+# float64, so that groups can be merged and compared with reference implementations.
+
+
+def squared_feature_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
+    """||a - b||^2 per row, float64: the Frechet distance between two point masses."""
+    return (features_a.double() - features_b.double()).square().sum(dim=1)
+
+
+def _as_feature_matrix(features: np.ndarray | torch.Tensor, *, role: str) -> np.ndarray:
+    array = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features, dtype=np.float64)
+    if array.ndim != 2:
+        raise MetricInputError(f"{role} features must be N x D, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        # A NaN covariance makes scipy's sqrtm run forever; refuse before it gets there.
+        raise MetricInputError(f"{role} features contain NaN or infinity; check the images and the weights")
+    return array
+
+
+def feature_stats(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, sample covariance with ddof 1) of N x D features, as pytorch-fid computes them."""
+    array = _as_feature_matrix(features, role="FID")
+    if array.shape[0] < 2:
+        raise MetricInputError(f"a covariance needs at least 2 samples, got {array.shape[0]}: "
+                               "FID of a single image is undefined; use a per-pair distance")
+    return array.mean(axis=0), np.cov(array, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)), as pytorch-fid does it.
+
+    The product of two covariances estimated from fewer samples than dimensions is singular;
+    when its square root is not finite, eps is added to both diagonals (pytorch-fid's
+    fallback). A tiny imaginary part from rounding is dropped; a large one is an error.
+    """
+    import warnings
+
+    import scipy.linalg
+
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
+        raise MetricInputError(f"Frechet distance of mismatched statistics: means {mu1.shape} and {mu2.shape}, "
+                               f"covariances {sigma1.shape} and {sigma2.shape}")
+    with warnings.catch_warnings():
+        # Singular for every group of fewer than D + 1 images: expected, and handled below.
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise MetricInputError(f"FID: the covariance product's square root has an imaginary part of "
+                                   f"{np.abs(covmean.imag).max():.3g}; use more samples per group")
+        covmean = covmean.real
+    difference = mu1 - mu2
+    return float(difference @ difference + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def polynomial_mmd(features_a: np.ndarray, features_b: np.ndarray, *, degree: int = 3,
+                   gamma: float | None = None, coef: float = 1.0) -> float:
+    """Unbiased squared MMD of two equal-size samples under k(x, y) = (gamma x.y + coef)^degree,
+    gamma = 1/D by default (Binkowski et al. 2018; torchmetrics' and torch-fidelity's KID)."""
+    size = features_a.shape[0]
+    gamma = 1.0 / features_a.shape[1] if gamma is None else gamma
+
+    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (gamma * (x @ y.T) + coef) ** degree
+
+    within_a, within_b = kernel(features_a, features_a), kernel(features_b, features_b)
+    # The unbiased estimator leaves out each sample's kernel with itself.
+    off_diagonal = within_a.sum() - np.trace(within_a) + within_b.sum() - np.trace(within_b)
+    return float(off_diagonal / (size * (size - 1)) - 2 * kernel(features_a, features_b).mean())
+
+
+def kid(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor, *, subsets: int = 100,
+        subset_size: int = 1000, degree: int = 3, gamma: float | None = None, coef: float = 1.0,
+        rng: np.random.Generator | None = None) -> tuple[float, float]:
+    """Kernel Inception Distance: (mean, population std) of the polynomial MMD over random
+    subsets, as torchmetrics defines it, with subset_size capped at the smaller sample.
+
+    When the subsets are the whole of both samples every draw gives the same value (the
+    MMD ignores order), so it is computed once and the std is 0.
+    """
+    array_a, array_b = _as_feature_matrix(features_a, role="KID"), _as_feature_matrix(features_b, role="KID")
+    size = min(subset_size, array_a.shape[0], array_b.shape[0])
+    if size < 2:
+        raise MetricInputError(f"KID needs at least 2 samples per set, got {array_a.shape[0]} and {array_b.shape[0]}")
+    if size == array_a.shape[0] == array_b.shape[0]:
+        return polynomial_mmd(array_a, array_b, degree=degree, gamma=gamma, coef=coef), 0.0
+    rng = rng or np.random.default_rng(0)
+    values = [
+        polynomial_mmd(array_a[rng.permutation(array_a.shape[0])[:size]],
+                       array_b[rng.permutation(array_b.shape[0])[:size]], degree=degree, gamma=gamma, coef=coef)
+        for _ in range(subsets)
+    ]
+    return float(np.mean(values)), float(np.std(values))
+
+
+# ==== end of FID, KID and Inception-feature distances =====================================
