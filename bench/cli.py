@@ -160,6 +160,100 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- run
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the main job: with no options, the whole evaluation on the demo set; "
+             "with --method, benchmark anonymization methods into a leaderboard",
+    )
+    p.add_argument("--method", action="append", default=None, metavar="METHOD",
+                   help="benchmark this method (repeatable): a built-in (mask, blur, pixelate, inpaint), "
+                        "an installed plugin name, module:function, or NAME=DIR of already-anonymized images")
+    p.add_argument("--dataset", default="fixtures",
+                   help="benchmark set for --method: 'fixtures' (the demo set) or a folder with images/ and pii.json")
+    p.add_argument("--annotations", type=Path, action="append", default=None,
+                   help="annotated pairs to evaluate (repeatable; default: the demo set's HA1.csv and HA2.csv)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/demo, runs/evaluate or runs/bench)")
+    _add_evaluation_options(p)
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.method:
+        from bench import benchmark
+
+        return benchmark.run_from_cli(args)
+    return _evaluate(args, splits=None)
+
+
+def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
+    from bench import evaluate
+
+    evaluations = evaluate.run_demo_or_annotations(
+        annotations=args.annotations, root=args.root, metrics_spec=args.metrics,
+        checkpoint_ha1=args.checkpoint_ha1, checkpoint_ha2=args.checkpoint_ha2, splits=splits,
+        out=args.out, store_path=args.store, device=args.device, batch_size=args.batch_size,
+        workers=args.workers, size_policy=args.size_policy, n_boot=args.n_boot, seed=args.seed,
+        progress=not args.no_progress,
+    )
+    for evaluation in evaluations:
+        print(f"== {evaluation.name}")
+        print("\n".join(evaluation.score_summary))
+        for line in evaluation.skipped_splits:
+            print(f"  split skipped: {line}")
+        print(f"  tables: {evaluation.out_dir / 'tables'}")
+        print(f"  report: {evaluation.report}")
+    return 0
+
+
+# --------------------------------------------------------------------------- correlate / report
+def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `run` (without --method) and `correlate`."""
+    p.add_argument("--root", type=Path, default=None, help="image root of --annotations (default: the CSV's folder)")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated metric names (default: mse,psnr,ssim,lpips,inception_dist)")
+    p.add_argument("--checkpoint-ha1", type=Path, default=None, help="PerceptAnon HA1 checkpoint to add as a metric")
+    p.add_argument("--checkpoint-ha2", type=Path, default=None, help="PerceptAnon HA2 checkpoint to add as a metric")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=int, default=32, help="pairs per batch (never changes a value; default 32)")
+    p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes (default 0)")
+    p.add_argument("--size-policy", choices=("error", "resize"), default="error",
+                   help="when original and anonymized sizes differ (default: error)")
+    p.add_argument("--store", type=Path, default=None, help="results store (default: <out>/results.sqlite)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (splits always use the paper's 42)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_correlate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("correlate", help="correlate metrics with human scores per split and granularity, with a report")
+    p.add_argument("--annotations", type=Path, action="append", required=True,
+                   help="HA1.csv / HA2.csv (repeatable); each gets its own folder under --out")
+    p.add_argument("--split", action="append", default=None, help="only these splits (repeatable; default: all ten)")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default: runs/evaluate)")
+    _add_evaluation_options(p)
+    p.set_defaults(func=_cmd_correlate)
+
+
+def _cmd_correlate(args: argparse.Namespace) -> int:
+    return _evaluate(args, splits=args.split)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="re-render tables, plots and the HTML report from stored results")
+    p.add_argument("results", type=Path, help="a results folder written by `bench correlate` or `bench run`")
+    p.add_argument("--out", type=Path, default=None, help="report file (default: RESULTS/report.html)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench import evaluate
+
+    print(f"report: {evaluate.render(args.results, args.out)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -170,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run(sub)
+    _add_correlate(sub)
+    _add_report(sub)
     _add_validate(sub)
     _add_splits(sub)
     _add_score(sub)

@@ -31,8 +31,7 @@ import json
 import math
 import os
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +49,9 @@ from bench.errors import ImageError, InputError
 from bench.store import PairKey, ResultsStore, run_provenance, weights_status
 from metrics.base import FeaturePairMetric, PairMetric, resolve_device
 from metrics.errors import MetricError
+from metrics.atomic import write_atomic
 from metrics.hashing import file_sha256
-from metrics.registry import metric_class
+from metrics.registry import build_metric, metric_class
 
 #: Weight statuses whose results every table must mark.
 MARKED_WEIGHTS = ("unverified", "stand-in")
@@ -72,6 +72,10 @@ class MetricOutcome:
     name: str
     #: "ok", "unavailable" (could not be built) or "failed" (raised while scoring).
     status: str
+    #: Column title for tables (e.g. "LPIPS", "PerceptAnon HA1 (best.pt)").
+    label: str = ""
+    #: The metric's declared direction; None when it could not even be built.
+    higher_is_more_anonymous: bool | None = None
     key: str | None = None
     #: The one-line reason (with what to do) when unavailable or failed.
     reason: str = ""
@@ -217,20 +221,9 @@ def write_outputs(result: ScoreResult, out_dir: Path) -> tuple[Path, Path]:
     """Write ``scores.csv`` and ``scores.json`` into `out_dir`, each atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "scores.csv", out_dir / "scores.json"
-    _write_atomic(csv_path, result.wide().to_csv(index=False))
-    _write_atomic(json_path, json.dumps(result.to_json(), indent=2, allow_nan=False, default=str) + "\n")
+    write_atomic(csv_path, result.wide().to_csv(index=False))
+    write_atomic(json_path, json.dumps(result.to_json(), indent=2, allow_nan=False, default=str) + "\n")
     return csv_path, json_path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -438,9 +431,9 @@ def _checked(metric: PairMetric, batch: _Batch, positions: list[int]) -> list[fl
 
 # ----------------------------------------------------------------------------- building
 def _build_metrics(
-    names: Sequence[str], device: torch.device
+    names: Sequence[str], device: torch.device, options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> tuple[list[MetricOutcome], list[tuple[MetricOutcome, PairMetric]], list[str]]:
-    """Build each pair metric once.
+    """Build each pair metric once, with its options (e.g. a PerceptAnon checkpoint).
 
     Returns an outcome per pair metric (unavailable ones with their reason), the built
     metrics with their outcomes, and notes on the metrics that are not pair metrics.
@@ -454,13 +447,15 @@ def _build_metrics(
             if cls.level != "pair":
                 notes.append(f"{name}: a {cls.level} metric (one value per group of pairs), not scored per pair")
                 continue
-            metric = cls(device=str(device))
+            metric = build_metric(name, device=str(device), **dict((options or {}).get(name, {})))
         except MetricError as exc:
             outcomes.append(MetricOutcome(name=name, status="unavailable", reason=str(exc)))
             continue
         outcome = MetricOutcome(
             name=name,
             status="ok",
+            label=metric.display_label,
+            higher_is_more_anonymous=metric.higher_is_more_anonymous,
             key=metric.key(),
             weights_status=weights_status(metric),
             card=metric.card().to_dict(),
@@ -508,10 +503,13 @@ def score_pairs(
     size_policy: str = "error",
     progress: bool = True,
     command: str = "score_pairs",
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ScoreResult:
     """Score every pair of `table` with `metric_names` (registry names or "module:Class").
 
-    Values already in `store` are reused; the rest are computed and written batch by batch.
+    `metric_options` maps a metric name to its constructor options, e.g.
+    {"perceptanon_ha1": {"checkpoint": "ha1.pt"}}. Values already in `store` are reused; the
+    rest are computed and written batch by batch.
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
@@ -520,7 +518,7 @@ def score_pairs(
     images.check_size_policy(size_policy)
     resolved = resolve_device(device)
 
-    outcomes, built, notes = _build_metrics(metric_names, resolved)
+    outcomes, built, notes = _build_metrics(metric_names, resolved, metric_options)
     frame = table.frame
     keys, failures = _pair_keys(table)
     known_keys = list(dict.fromkeys(k for k in keys if k is not None))

@@ -368,6 +368,39 @@ class ResultsStore:
         ).fetchone()
         return None if row is None else _from_sql(*row)
 
+    # -- benchmark runs ---------------------------------------------------------------
+    # Created on first use, so stores written before it existed keep working (additive; no
+    # schema version change).
+    _BENCHMARK_TABLE = (
+        "CREATE TABLE IF NOT EXISTS benchmark_runs ("
+        " run_id INTEGER PRIMARY KEY REFERENCES runs (run_id),"
+        " dataset TEXT NOT NULL,"
+        " dataset_sha256 TEXT NOT NULL,"
+        " record TEXT NOT NULL)"
+    )
+
+    def record_benchmark(self, run_id: int, dataset: str, dataset_sha256: str, record: Mapping[str, Any]) -> None:
+        """Remember what a `bench run --method` run benchmarked: its methods (identities and
+        pairs), metric keys and failures, as a JSON `record`, under its dataset's identity."""
+        with self._transaction():
+            self._db.execute(self._BENCHMARK_TABLE)
+            self._db.execute(
+                "INSERT OR REPLACE INTO benchmark_runs (run_id, dataset, dataset_sha256, record) VALUES (?, ?, ?, ?)",
+                (run_id, dataset, dataset_sha256, json.dumps(record, sort_keys=True, default=str)),
+            )
+
+    def benchmark_records(self, dataset_sha256: str) -> list[dict[str, Any]]:
+        """The records of every benchmark run on the dataset with this identity, oldest first."""
+        exists = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'benchmark_runs'"
+        ).fetchone()
+        if exists is None:
+            return []
+        rows = self._db.execute(
+            "SELECT record FROM benchmark_runs WHERE dataset_sha256 = ? ORDER BY run_id", (dataset_sha256,)
+        )
+        return [json.loads(record) for (record,) in rows]
+
 
 # ------------------------------------------------------------------------------ helpers
 def members_digest(members: Iterable[PairKey]) -> str:

@@ -41,6 +41,11 @@ class WeightsRecord:
     status: str
 
     @property
+    def display_label(self) -> str:
+        """Column title; adapters with several instances (checkpoints) add what tells them apart."""
+        return self.label or self.name
+
+    @property
     def verified(self) -> bool:
         return self.status == "verified"
 
@@ -100,6 +105,8 @@ class Metric:
     """Common metadata and provenance of every adapter."""
 
     name: ClassVar[str]
+    # How tables and plots title the metric's column.
+    label: ClassVar[str] = ""
     version: ClassVar[str]
     higher_is_more_anonymous: ClassVar[bool]
     level: ClassVar[str]
@@ -142,6 +149,11 @@ class Metric:
         }
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
         return f"{self.name}@{self.version}:{digest}"
+
+    @property
+    def display_label(self) -> str:
+        """Column title; adapters with several instances (checkpoints) add what tells them apart."""
+        return self.label or self.name
 
     @property
     def verified(self) -> bool:

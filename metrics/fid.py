@@ -121,6 +121,7 @@ class InceptionDistance(FeaturePairMetric):
     """Squared Euclidean distance of pool3 features, per pair: larger means more anonymous."""
 
     name: ClassVar[str] = "inception_dist"
+    label: ClassVar[str] = "Inception dist."
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
 
@@ -187,6 +188,7 @@ class FID(_InceptionSetMetric):
     """Frechet distance between Gaussians fitted to the two sets' pool3 features."""
 
     name: ClassVar[str] = "fid"
+    label: ClassVar[str] = "FID"
     version: ClassVar[str] = "1"
     # The covariance needs 2 samples to exist at all, but with n samples its rank is at most
     # n - 1 of 2048, so at very small n the trace term is mostly sampling noise and FID is
@@ -209,6 +211,7 @@ class KID(_InceptionSetMetric):
     """Kernel Inception Distance: unbiased polynomial-kernel MMD^2, averaged over subsets."""
 
     name: ClassVar[str] = "kid"
+    label: ClassVar[str] = "KID"
     version: ClassVar[str] = "1"
     # The unbiased estimator divides by m (m - 1).
     min_samples: ClassVar[int] = 2

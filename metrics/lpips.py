@@ -79,6 +79,7 @@ class LPIPS(FeaturePairMetric):
     """
 
     name: ClassVar[str] = "lpips"
+    label: ClassVar[str] = "LPIPS"
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
 

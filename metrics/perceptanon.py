@@ -458,6 +458,11 @@ class _PerceptAnonMetric(FeaturePairMetric):
     def weights(self) -> list[WeightsRecord]:
         return [self.checkpoint.weights_record()]
 
+    @property
+    def display_label(self) -> str:
+        # Several trained models can sit side by side in one table: name each by its file.
+        return f"{self.label} ({Path(self.checkpoint.path).name})"
+
     def conventions(self) -> dict[str, Any]:
         return {
             "reference": "Patwari et al., PerceptAnon, ICML 2024",
@@ -495,6 +500,7 @@ class PerceptAnonHA1Metric(_PerceptAnonMetric):
     """PerceptAnon HA1: anonymity of the anonymized image alone; the original is not used."""
 
     name: ClassVar[str] = "perceptanon_ha1"
+    label: ClassVar[str] = "PerceptAnon HA1"
     ha: ClassVar[str] = "HA1"
     needs_original: ClassVar[bool] = False
 
@@ -510,6 +516,7 @@ class PerceptAnonHA2Metric(_PerceptAnonMetric):
     """PerceptAnon HA2: anonymity of a pair; features are the shared backbone's embeddings."""
 
     name: ClassVar[str] = "perceptanon_ha2"
+    label: ClassVar[str] = "PerceptAnon HA2"
     ha: ClassVar[str] = "HA2"
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ class MSE(PairMetric):
     """Mean squared error on [0, 1] RGB: a distance, so larger means more anonymous."""
 
     name: ClassVar[str] = "mse"
+    label: ClassVar[str] = "MSE"
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
 
@@ -34,6 +35,7 @@ class PSNR(PairMetric):
     """Peak signal-to-noise ratio in dB with data_range 1; identical images score +inf."""
 
     name: ClassVar[str] = "psnr"
+    label: ClassVar[str] = "PSNR"
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = False
     data_range: ClassVar[float] = 1.0

@@ -20,6 +20,7 @@ class SSIM(PairMetric):
     """
 
     name: ClassVar[str] = "ssim"
+    label: ClassVar[str] = "SSIM"
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = False
     k1: ClassVar[float] = 0.01
@@ -58,6 +59,7 @@ class SSIMPaperCompat(SSIM):
     """
 
     name: ClassVar[str] = "ssim_paper_compat"
+    label: ClassVar[str] = "SSIM (paper compat)"
     k1: ClassVar[float] = 0.01**2
     k2: ClassVar[float] = 0.03**2
 

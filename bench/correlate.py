@@ -1,0 +1,400 @@
+"""Agreement of image metrics with human anonymity scores (the paper's Tables 1-2), with
+confidence intervals, significance tests and a noise ceiling the paper did not report.
+
+For every split of the PerceptAnon protocol the TEST rows are used. For each label
+granularity and form the human target is `protocol.labels(score_mean)`; each metric is
+oriented (negated when higher means LESS anonymous, so a positive correlation always means
+agreement; never abs()) and correlated with the target. Around each value:
+
+- ci_low/ci_high: 95% percentile interval from a bootstrap that resamples ORIGINAL images
+  (the `original` column), since the anonymizations of one original are not independent.
+  One set of resamples per split serves every metric, granularity and statistic, so every
+  comparison between metrics is paired.
+- p_vs_best: paired bootstrap test of this metric against the group's best metric on the
+  pairs both have, Holm-adjusted over the group's metrics.
+- p_williams: Williams' t for two dependent correlations sharing the target (Spearman on
+  ranks, Pearson on values; not defined for Kendall), Holm-adjusted the same way.
+- fraction_of_ceiling: value / noise ceiling. The ceiling is the Spearman-Brown corrected
+  split-half reliability of the annotators on the same test rows and target (what an
+  independent panel of the same size would reach); for Kendall and Pearson it is carried to
+  their scale by `stats.ceiling_for` (bivariate-normal relations). A metric can exceed 1.
+
+Metric values that are NaN are dropped pair by pair and counted in `reason`; Pearson also
+drops pairs with an infinite metric value (PSNR of identical images), rank statistics keep
+them. Undefined values (constant column, fewer than 3 pairs, empty test set, a split that
+cannot be stratified) are NaN with the reason, never 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from bench import protocol, stats
+from bench.errors import InputError, SplitError
+
+FORMS: tuple[str, ...] = ("regression", "classification")
+DEFAULT_STATISTICS: tuple[str, ...] = ("spearman", "kendall")
+#: Statistics the Williams test applies to (it needs product-moment correlations).
+WILLIAMS_STATISTICS: tuple[str, ...] = ("spearman", "pearson")
+CORRELATION_COLUMNS: tuple[str, ...] = (
+    "split", "granularity", "form", "metric", "statistic", "value", "ci_low", "ci_high", "n",
+    "n_clusters", "p_vs_best", "p_williams", "is_best", "fraction_of_ceiling", "reason",
+)  # fmt: skip
+CEILING_COLUMNS: tuple[str, ...] = (
+    "split", "granularity", "form", "split_half", "loo", "cronbach_alpha", "n", "n_annotators", "reason",
+)  # fmt: skip
+CEILING_VALUES: tuple[str, ...] = ("split_half", "loo", "cronbach_alpha")
+EMPTY_TEST_SET = "empty test set"
+METRIC_TARGET_NAMES = ("metric column", "human target")
+
+
+@dataclass(frozen=True)
+class CorrelationResult:
+    correlations: pd.DataFrame
+    ceiling: pd.DataFrame
+    skipped: list[str]
+
+
+@dataclass(frozen=True)
+class _Metric:
+    name: str
+    oriented: np.ndarray  # every row of the pairs table, positive = more anonymous
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One split x granularity x form: the human target on the test rows and what every
+    statistic needs (all arrays over the test rows)."""
+
+    target: np.ndarray
+    clusters: np.ndarray
+    weights: np.ndarray  # (test rows, n_boot) cluster-bootstrap weights
+    spearman_ceiling: float
+
+
+# --------------------------------------------------------------------------- validation
+def _checked_choices(values: Iterable[str], allowed: Sequence[str], what: str) -> list[str]:
+    chosen = list(dict.fromkeys(values))
+    unknown = [v for v in chosen if v not in allowed]
+    if unknown:
+        raise InputError(f"unknown {what} {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+    return chosen
+
+
+def _require_columns(pairs: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in pairs.columns]
+    if missing:
+        raise InputError(
+            f"the pairs table lacks the {what} column(s) {', '.join(missing)}; add them or drop those names"
+        )
+
+
+def _numeric(pairs: pd.DataFrame, column: str, what: str) -> np.ndarray:
+    try:
+        return pd.to_numeric(pairs[column], errors="raise").to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} column '{column}' has non-numeric values; fix or remove them") from None
+
+
+def _oriented_metrics(pairs: pd.DataFrame, metrics: list[dict[str, Any]]) -> list[_Metric]:
+    names = []
+    for info in metrics:
+        if "name" not in info or "higher_is_more_anonymous" not in info:
+            raise InputError(f"metric info {info!r} needs 'name' and 'higher_is_more_anonymous'")
+        names.append(str(info["name"]))
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InputError(f"metric(s) {', '.join(duplicated)} listed more than once; list each metric once")
+    _require_columns(pairs, names, "metric")
+    oriented = []
+    for name, info in zip(names, metrics):
+        values = _numeric(pairs, name, "metric")
+        oriented.append(_Metric(name, values if info["higher_is_more_anonymous"] else -values))
+    return oriented
+
+
+# --------------------------------------------------------------------------- rows
+def _measurement(
+    metric: str, statistic: str, estimate: stats.Estimate, interval: stats.Interval, *, n: int, n_clusters: int
+) -> dict[str, Any]:
+    """A correlation row without its split/granularity/form (the caller adds those)."""
+    return {
+        "metric": metric,
+        "statistic": statistic,
+        "value": estimate.value,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        "n": int(n),
+        "n_clusters": int(n_clusters),
+        "p_vs_best": math.nan,
+        "p_williams": math.nan,
+        "is_best": False,
+        "fraction_of_ceiling": math.nan,
+        "reason": estimate.reason,
+    }
+
+
+def _undefined_measurements(statistics: list[str], metrics: list[_Metric], reason: str) -> list[dict[str, Any]]:
+    undefined, no_interval = stats.Estimate(math.nan, reason), stats.Interval(math.nan, math.nan)
+    return [
+        _measurement(metric.name, statistic, undefined, no_interval, n=0, n_clusters=0)
+        for statistic in statistics
+        for metric in metrics
+    ]
+
+
+def _ceiling_row(ceilings: dict[str, stats.Estimate], *, n: int, n_annotators: int, reason: str = "") -> dict[str, Any]:
+    """A ceiling row without its split/granularity/form; `reason` overrides the parts' own."""
+    own = "; ".join(f"{column}: {e.reason}" for column, e in ceilings.items() if e.reason)
+    values = {column: e.value for column, e in ceilings.items()}
+    return {**values, "n": int(n), "n_annotators": int(n_annotators), "reason": reason or own}
+
+
+def _labelled(split: str, granularity: str, form: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"split": split, "granularity": granularity, "form": form, **row} for row in rows]
+
+
+# --------------------------------------------------------------------------- one group
+def _used_rows(values: np.ndarray, statistic: str) -> tuple[np.ndarray, str]:
+    """Rows a statistic can use (NaN dropped; for Pearson also infinities) and the note."""
+    missing = np.isnan(values)
+    notes = [f"NaN scores: {int(missing.sum())} pairs dropped"] if missing.any() else []
+    used = ~missing
+    if statistic == "pearson":
+        infinite = np.isinf(values)
+        if infinite.any():
+            notes.append(f"infinite scores: {int(infinite.sum())} pairs dropped (Pearson)")
+        used &= ~infinite
+    return used, "; ".join(notes)
+
+
+def _group_measurements(
+    group: _Group, statistic: str, metrics: list[_Metric], test: np.ndarray
+) -> list[dict[str, Any]]:
+    """Every metric's row for one statistic in one group, with the comparisons to the best."""
+    values = [metric.oriented[test] for metric in metrics]
+    views: dict[tuple[int, bytes], tuple[stats.Estimate, np.ndarray]] = {}
+
+    def view(index: int, rows: np.ndarray) -> tuple[stats.Estimate, np.ndarray]:
+        """Estimate and bootstrap distribution of a metric on some rows, computed once."""
+        # Rows left out (NaN scores) just drop out of the split's resamples, so every metric
+        # and every comparison sees the same draws of originals.
+        key = (index, rows.tobytes())
+        if key not in views:
+            x, y = values[index][rows], group.target[rows]
+            views[key] = (
+                stats.correlation(x, y, statistic, METRIC_TARGET_NAMES),
+                stats.bootstrap_distribution(x, y, group.weights[rows], statistic),
+            )
+        return views[key]
+
+    used, rows = [], []
+    for index, metric in enumerate(metrics):
+        metric_used, note = _used_rows(values[index], statistic)
+        estimate, distribution = view(index, metric_used)
+        reason = "; ".join(filter(None, (note, estimate.reason)))
+        interval = stats.percentile_interval(distribution)
+        n_clusters = np.unique(group.clusters[metric_used]).size
+        rows.append(
+            _measurement(
+                metric.name,
+                statistic,
+                estimate._replace(reason=reason),
+                interval,
+                n=metric_used.sum(),
+                n_clusters=n_clusters,
+            )
+        )
+        used.append(metric_used)
+
+    ranked = [row["value"] for row in rows]
+    if not any(math.isfinite(v) for v in ranked):
+        return rows
+    best = int(np.nanargmax(ranked))  # the first of equals, in the caller's metric order
+    rows[best]["is_best"] = True
+    p_paired = np.full(len(metrics), math.nan)
+    p_williams = np.full(len(metrics), math.nan)
+    for index in range(len(metrics)):
+        if index == best or not math.isfinite(ranked[index]):
+            continue
+        common = used[index] & used[best]  # compared on the pairs both have
+        (mine, mine_distribution), (theirs, theirs_distribution) = view(index, common), view(best, common)
+        paired = stats.paired_test_from_distributions(mine.value - theirs.value, mine_distribution, theirs_distribution)
+        p_paired[index] = paired.p
+        if statistic in WILLIAMS_STATISTICS:
+            between = stats.correlation(values[index][common], values[best][common], statistic).value
+            p_williams[index] = stats.williams_test(mine.value, theirs.value, between, int(common.sum())).p
+    ceiling = stats.ceiling_for(statistic, group.spearman_ceiling)
+    for row, paired_p, williams_p in zip(rows, stats.holm(p_paired), stats.holm(p_williams)):
+        row["p_vs_best"], row["p_williams"] = float(paired_p), float(williams_p)
+        if math.isfinite(ceiling) and ceiling > 0:
+            row["fraction_of_ceiling"] = row["value"] / ceiling
+    return rows
+
+
+# --------------------------------------------------------------------------- driver
+def _granularity_forms(granularities: list[str], forms: list[str]) -> list[tuple[str, str]]:
+    """Every granularity x form except 'mean' x classification ('mean' is regression-only)."""
+    return [(g, f) for g in granularities for f in forms if not (g == "mean" and f == "classification")]
+
+
+def _ceilings(ratings: np.ndarray, granularity: str, form: str, seed: int) -> dict[str, stats.Estimate]:
+    """The noise ceiling's three views (keyed by their CEILING_VALUES column), each on the
+    annotators' scores passed through the group's label transform."""
+
+    def transform(scores: np.ndarray) -> np.ndarray:
+        return protocol.labels(scores, granularity, classification=form == "classification")
+
+    return {
+        "split_half": stats.split_half_reliability(ratings, seed=seed, transform=transform),
+        "loo": stats.leave_one_out_agreement(ratings, transform=transform),
+        "cronbach_alpha": stats.cronbach_alpha(ratings, transform=transform),
+    }
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The validated columns of the pairs table, every row."""
+
+    metrics: list[_Metric]
+    ratings: np.ndarray  # (pairs, annotators), NaN where an annotator skipped
+    score_mean: np.ndarray
+    originals: np.ndarray
+
+
+def _target_signature(target: np.ndarray, statistic: str) -> bytes:
+    """What a statistic sees of the target: its ranks for rank statistics, else its values.
+    Targets with one signature give identical results (e.g. a class and class / (k - 1))."""
+    if statistic == "pearson":
+        return target.tobytes()
+    return scipy_stats.rankdata(target).tobytes()
+
+
+def _split_tables(
+    name: str,
+    test: np.ndarray,
+    inputs: _Inputs,
+    granularity_forms: list[tuple[str, str]],
+    statistics: list[str],
+    *,
+    n_boot: int,
+    seed: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Correlation and ceiling rows of one split with a non-empty test set."""
+    clusters = inputs.originals[test]
+    weights = stats.cluster_weights(clusters, n_boot, seed)  # one set of resamples for the split
+    ratings = inputs.ratings[test]
+    ratings = ratings[:, ~np.isnan(ratings).all(axis=0)]  # the annotators who rated these pairs
+    correlation_rows: list[dict[str, Any]] = []
+    ceiling_rows: list[dict[str, Any]] = []
+    computed: dict[tuple, list[dict[str, Any]]] = {}
+    for granularity, form in granularity_forms:
+        ceilings = _ceilings(ratings, granularity, form, seed)
+        ceiling_rows += _labelled(
+            name, granularity, form, [_ceiling_row(ceilings, n=test.size, n_annotators=ratings.shape[1])]
+        )
+        classification = form == "classification"
+        target = np.asarray(
+            protocol.labels(inputs.score_mean[test], granularity, classification=classification), dtype=np.float64
+        )
+        group = _Group(target, clusters, weights, ceilings["split_half"].value)
+        for statistic in statistics:
+            # The forms of a granularity differ by an increasing affine map: compute once.
+            key = (statistic, group.spearman_ceiling, _target_signature(target, statistic))
+            if key not in computed:
+                computed[key] = _group_measurements(group, statistic, inputs.metrics, test)
+            correlation_rows += _labelled(name, granularity, form, computed[key])
+    return correlation_rows, ceiling_rows
+
+
+def _undefined_split_tables(
+    name: str, reason: str, granularity_forms: list[tuple[str, str]], statistics: list[str], metrics: list[_Metric]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """NaN rows, all carrying `reason`, for a split with no test rows or none at all."""
+    undefined_ceiling = dict.fromkeys(CEILING_VALUES, stats.Estimate(math.nan, ""))
+    correlation_rows: list[dict[str, Any]] = []
+    ceiling_rows: list[dict[str, Any]] = []
+    for granularity, form in granularity_forms:
+        correlation_rows += _labelled(name, granularity, form, _undefined_measurements(statistics, metrics, reason))
+        ceiling_rows += _labelled(
+            name, granularity, form, [_ceiling_row(undefined_ceiling, n=0, n_annotators=0, reason=reason)]
+        )
+    return correlation_rows, ceiling_rows
+
+
+def correlate(
+    pairs: pd.DataFrame,
+    metrics: list[dict[str, Any]],
+    *,
+    annotators: list[str],
+    splits: Iterable[str] | None = None,
+    granularities: Iterable[str] = protocol.GRANULARITIES,
+    forms: Iterable[str] = FORMS,
+    statistics: Iterable[str] = DEFAULT_STATISTICS,
+    pearson: bool = False,
+    n_boot: int = 2000,
+    seed: int = 0,
+    split_seed: int = protocol.DEFAULT_SEED,
+    source: str = "annotations",
+) -> CorrelationResult:
+    """Correlate every metric with the human scores on the test rows of every split.
+
+    `pairs` has the columns of SCHEMA.md's pairs table (original, dataset, method,
+    score_mean, the annotator columns and one column per metric); `metrics` are MetricInfo
+    dicts (name, higher_is_more_anonymous, ...). Returns the long correlation table, the
+    noise-ceiling table and one line per split that could not be made (`skipped`)."""
+    split_names = _checked_choices(protocol.SPLITS if splits is None else splits, protocol.SPLITS, "split")
+    granularity_forms = _granularity_forms(
+        _checked_choices(granularities, protocol.GRANULARITIES, "granularity"), _checked_choices(forms, FORMS, "form")
+    )
+    chosen_statistics = _checked_choices(
+        [*statistics, *(["pearson"] if pearson else [])], stats.STATISTICS, "statistic"
+    )
+    if n_boot < 1:
+        raise InputError(f"n_boot must be at least 1, got {n_boot}")
+    _require_columns(pairs, ["original", "score_mean"], "required")
+    _require_columns(pairs, annotators, "annotator")
+    inputs = _Inputs(
+        metrics=_oriented_metrics(pairs, metrics),
+        ratings=np.column_stack([_numeric(pairs, a, "annotator") for a in annotators] or [np.empty((len(pairs), 0))]),
+        score_mean=_numeric(pairs, "score_mean", "score"),
+        originals=pairs["original"].astype(str).to_numpy(),
+    )
+
+    correlation_rows: list[dict[str, Any]] = []
+    ceiling_rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for name in split_names:
+        try:
+            test = protocol.make_split(pairs, name, seed=split_seed, source=source).test
+        except SplitError as exc:
+            skipped.append(str(exc))
+            tables = _undefined_split_tables(name, str(exc), granularity_forms, chosen_statistics, inputs.metrics)
+        else:
+            if test.size == 0:
+                tables = _undefined_split_tables(
+                    name, EMPTY_TEST_SET, granularity_forms, chosen_statistics, inputs.metrics
+                )
+            else:
+                tables = _split_tables(
+                    name, test, inputs, granularity_forms, chosen_statistics, n_boot=n_boot, seed=seed
+                )
+        correlation_rows += tables[0]
+        ceiling_rows += tables[1]
+
+    correlations = pd.DataFrame(correlation_rows, columns=list(CORRELATION_COLUMNS))
+    ceiling = pd.DataFrame(ceiling_rows, columns=list(CEILING_COLUMNS))
+    return CorrelationResult(_typed(correlations), _typed(ceiling), skipped)
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stable dtypes even for an empty table (int counts, bool is_best, str text)."""
+    types = {"n": "int64", "n_clusters": "int64", "n_annotators": "int64", "is_best": "bool"}
+    return frame.astype({column: kind for column, kind in types.items() if column in frame.columns})

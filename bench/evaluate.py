@@ -1,0 +1,280 @@
+"""The evaluation flow: annotated pairs -> scores -> correlations -> tables, plots, report.
+
+`evaluate` runs it for one annotation file and writes a results folder:
+
+    <out>/scores.csv, scores.json        per-pair scores (runner)
+    <out>/results.json                   correlations, ceiling, metrics, provenance (the bundle)
+    <out>/pairs.csv                      the pairs with their metric columns (for plots)
+    <out>/tables/...                     Markdown, LaTeX, CSV, JSON tables
+    <out>/plots/*.png                    figures
+    <out>/report.html                    one self-contained report
+
+`render` re-creates tables, plots and report from a results folder without recomputing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from bench import dataset, runner
+from bench.correlate import correlate
+from bench.errors import InputError
+from bench.store import DEFAULT_STORE_NAME, ResultsStore
+from metrics.atomic import write_atomic
+from metrics.registry import PAPER_METRICS, parse_metric_list
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
+DEMO_ROOT = DEMO_DIR / "images"
+RESULTS_FILE = "results.json"
+PAIRS_FILE = "pairs.csv"
+# Pairs shown with thumbnails in the report, spread over the human-score range.
+SAMPLE_PAIRS = 8
+CHECKPOINT_METRICS = {"ha1": "perceptanon_ha1", "ha2": "perceptanon_ha2"}
+
+
+@dataclass
+class Evaluation:
+    """What one evaluated annotation file produced."""
+
+    name: str
+    out_dir: Path
+    report: Path
+    score_summary: list[str]
+    skipped_splits: list[str]
+
+
+def demo_annotations() -> list[Path]:
+    paths = [DEMO_DIR / "HA1.csv", DEMO_DIR / "HA2.csv"]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise InputError(
+            f"demo set not found at {DEMO_DIR} (run from a clone of the repository), "
+            "or pass --annotations FILE --root DIR"
+        )
+    return paths
+
+
+def is_demo(path: Path) -> bool:
+    return DEMO_DIR in Path(path).resolve().parents
+
+
+def metric_options(checkpoint_ha1: Path | None, checkpoint_ha2: Path | None) -> dict[str, dict[str, Any]]:
+    given = {"ha1": checkpoint_ha1, "ha2": checkpoint_ha2}
+    return {CHECKPOINT_METRICS[ha]: {"checkpoint": str(path)} for ha, path in given.items() if path is not None}
+
+
+def metric_names(spec: str | None, options: dict[str, dict[str, Any]]) -> list[str]:
+    """The paper's five metrics by default, plus PerceptAnon for each checkpoint given."""
+    names = parse_metric_list(spec, default=PAPER_METRICS)
+    return names + [name for name in options if name not in names]
+
+
+def evaluate(
+    annotations: Path,
+    *,
+    out_dir: Path,
+    store: ResultsStore,
+    root: Path | None = None,
+    metrics: Sequence[str] = PAPER_METRICS,
+    options: dict[str, dict[str, Any]] | None = None,
+    splits: Sequence[str] | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    workers: int = 0,
+    size_policy: str = "error",
+    n_boot: int = 2000,
+    seed: int = 0,
+    simulated: bool = False,
+    progress: bool = True,
+    command: str = "evaluate",
+) -> Evaluation:
+    """Score, correlate and report one annotation file into `out_dir`."""
+    table = dataset.load_pairs(annotations, root=root)
+    scored = runner.score_pairs(
+        table, metrics, store=store, device=device, batch_size=batch_size, workers=workers,
+        size_policy=size_policy, progress=progress, command=command, metric_options=options,
+    )
+    runner.write_outputs(scored, out_dir)
+    ok = [outcome for outcome in scored.metrics if outcome.status == "ok"]
+    pairs = pairs_with_scores(table, scored, ok)
+    infos = [metric_info(outcome) for outcome in ok]
+    correlation = correlate(
+        pairs, infos, annotators=table.annotators, splits=splits, n_boot=n_boot, seed=seed,
+        source=table.source.name,
+    )
+    provenance = report_provenance(scored, ok, table=table, seed=seed, simulated=simulated, command=command)
+    bundle = {
+        "title": f"How well do metrics agree with human anonymity scores? {table.source.name}",
+        "correlations": correlation.correlations,
+        "ceiling": correlation.ceiling,
+        "metrics": infos,
+        "provenance": provenance,
+        "skipped": correlation.skipped,
+        "root": str(table.root),
+    }
+    save_bundle(out_dir, bundle, pairs)
+    report = render(out_dir)
+    return Evaluation(
+        name=table.source.stem, out_dir=out_dir, report=report,
+        score_summary=scored.summary_lines(), skipped_splits=list(correlation.skipped),
+    )
+
+
+def pairs_with_scores(table: dataset.PairsTable, scored: runner.ScoreResult, ok) -> pd.DataFrame:
+    """The annotation table with one column per metric, named by the metric (NaN where missing)."""
+    pairs = table.frame.copy()
+    for outcome in ok:
+        values = scored.scores.loc[scored.scores["metric"] == outcome.name, ["row", "value"]]
+        pairs[outcome.name] = pairs["row"].map(dict(zip(values["row"], values["value"]))).astype(float)
+    return pairs.rename(columns={"row": "pair"})
+
+
+def metric_info(outcome: runner.MetricOutcome) -> dict[str, Any]:
+    notes = {"stand-in": "stand-in weights (not the published network)",
+             "unverified": "weights whose sha256 is not the published one"}
+    return {
+        "name": outcome.name,
+        "label": outcome.label or outcome.name,
+        "higher_is_more_anonymous": bool(outcome.higher_is_more_anonymous),
+        "verified": outcome.weights_status in ("verified", "none"),
+        "weights_note": notes.get(outcome.weights_status, ""),
+        "key": outcome.key,
+    }
+
+
+def report_provenance(scored: runner.ScoreResult, ok, *, table: dataset.PairsTable, seed: int,
+                      simulated: bool, command: str) -> dict[str, Any]:
+    run = scored.provenance
+    weights = [
+        {"metric": outcome.name, **record}
+        for outcome in ok
+        for record in (outcome.card or {}).get("weights", [])
+    ]
+    return {
+        "package_versions": {"bench": run.get("bench"), "python": run.get("python"), **run.get("packages", {})},
+        "git_commit": run.get("git_commit"),
+        "device": run.get("device"),
+        "seeds": {"split": 42, "bootstrap": seed},
+        "weights": weights,
+        "dataset_hash": table.dataset_hash,
+        "annotations": str(table.source),
+        "simulated_scores": simulated,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "results_store": str(scored.store_path),
+        "run_id": scored.run_id,
+    }
+
+
+# ------------------------------------------------------------------------- the bundle
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    def clean(value: Any) -> Any:
+        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+    return [{key: clean(value) for key, value in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def save_bundle(out_dir: Path, bundle: dict[str, Any], pairs: pd.DataFrame) -> None:
+    payload = dict(bundle)
+    payload["correlations"] = _records(bundle["correlations"])
+    payload["ceiling"] = _records(bundle["ceiling"])
+    write_atomic(out_dir / PAIRS_FILE, pairs.to_csv(index=False))
+    write_atomic(out_dir / RESULTS_FILE, json.dumps(payload, indent=1, allow_nan=False, default=str) + "\n")
+
+
+def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    folder = results if results.is_dir() else results.parent
+    path = folder / RESULTS_FILE
+    if not path.is_file():
+        raise InputError(f"{path}: no results here; give the folder that `bench correlate` or `bench run` wrote")
+    try:
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+        pairs = pd.read_csv(folder / PAIRS_FILE, keep_default_na=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable results ({exc}); re-run `bench correlate`") from exc
+    for key in ("correlations", "ceiling"):
+        bundle[key] = pd.DataFrame.from_records(bundle[key]).replace({"inf": math.inf, "-inf": -math.inf})
+    return bundle, pairs
+
+
+def render(results: Path, out: Path | None = None) -> Path:
+    """Tables, plots and the HTML report from a results folder; nothing is recomputed."""
+    from reports import html, plots, tables
+
+    folder = results if results.is_dir() else results.parent
+    bundle, pairs = load_bundle(folder)
+    tables.render_all(bundle, folder / "tables")
+    figures = plots.all_plots(correlations=bundle["correlations"], metrics=bundle["metrics"],
+                              provenance=bundle["provenance"], pairs=pairs)
+    plots.write_plots(figures, folder / "plots")
+    skipped = bundle.get("skipped") or []
+    sections = [("Splits that could not be made", "\n".join(skipped))] if skipped else []
+    return html.render_report(
+        correlations=bundle["correlations"], ceiling=bundle["ceiling"], pairs=pairs,
+        metrics=bundle["metrics"], provenance=bundle["provenance"],
+        sample_pairs=sample_pairs(pairs, Path(bundle["root"])), title=bundle["title"],
+        out_path=out or folder / "report.html", sections=sections,
+    )
+
+
+def sample_pairs(pairs: pd.DataFrame, root: Path, count: int = SAMPLE_PAIRS) -> list[tuple[Path, Path, dict]]:
+    """Pairs spread evenly over the human-score range, for the report's thumbnails."""
+    ordered = pairs.sort_values(["score_mean", "pair"], kind="stable").reset_index(drop=True)
+    if ordered.empty:
+        return []
+    picks = sorted(set(np.linspace(0, len(ordered) - 1, min(count, len(ordered))).round().astype(int)))
+    return [(root / row["original"], root / row["anonymized"], row)
+            for row in (ordered.iloc[i].to_dict() for i in picks)]
+
+
+# ------------------------------------------------------------------------- CLI entry
+def run_demo_or_annotations(
+    *,
+    annotations: Sequence[Path] | None,
+    root: Path | None,
+    metrics_spec: str | None,
+    checkpoint_ha1: Path | None,
+    checkpoint_ha2: Path | None,
+    splits: Sequence[str] | None,
+    out: Path | None,
+    store_path: Path | None,
+    device: str,
+    batch_size: int,
+    workers: int,
+    size_policy: str,
+    n_boot: int,
+    seed: int,
+    progress: bool,
+) -> list[Evaluation]:
+    """Evaluate each annotation file (default: the demo set's HA1 and HA2) into out/<stem>."""
+    use_demo = not annotations
+    files = demo_annotations() if use_demo else list(annotations)
+    out = out or Path("runs") / ("demo" if use_demo else "evaluate")
+    options = metric_options(checkpoint_ha1, checkpoint_ha2)
+    names = metric_names(metrics_spec, options)
+    command = shlex.join(["bench", *sys.argv[1:]])
+    evaluations = []
+    with ResultsStore(store_path or out / DEFAULT_STORE_NAME) as store:
+        for path in files:
+            evaluations.append(evaluate(
+                path, out_dir=out / path.stem, store=store,
+                root=DEMO_ROOT if use_demo else root, metrics=names, options=options, splits=splits,
+                device=device, batch_size=batch_size, workers=workers, size_policy=size_policy,
+                n_boot=n_boot, seed=seed, simulated=use_demo or is_demo(path), progress=progress,
+                command=command,
+            ))
+    return evaluations

@@ -1,0 +1,446 @@
+"""Statistics for metric-vs-human agreement: correlations, cluster bootstrap, paired tests,
+multiple-testing correction and noise ceilings. Pure functions of numpy arrays (numpy/scipy
+only); randomness comes from `np.random.default_rng(seed)`, so every result is reproducible.
+
+Conventions:
+- A correlation is returned as `Estimate(value, reason)`: `reason` is "" when the value is
+  defined, otherwise one of "NaN values", "n < 3", "constant x", "constant y" (value NaN;
+  `names` rewords x and y), or, for Pearson only, a note that infinite pairs were dropped.
+- +inf / -inf are legitimate scores (PSNR of identical images). Rank statistics (Spearman,
+  Kendall tau-b) keep them: +inf ranks above every finite value, -inf below. Pearson cannot
+  use them and DROPS every pair with an infinite value, saying how many in `reason`.
+- Bootstrap resamples are integer weights per row: resampling whole clusters (e.g. original
+  images shared by several anonymizations) with replacement gives each row the number of
+  times its cluster was drawn. A weighted statistic with integer weights equals the plain
+  statistic on the expanded resample (ties, midranks and tie corrections included), which
+  lets every resample be computed at once as an (n, n_boot) array. Kendall's resamples
+  use an n x n sign matrix (O(n^2) memory: 8 MB at n = 1000).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+STATISTICS: tuple[str, ...] = ("spearman", "kendall", "pearson")
+
+#: Most rows x resamples held at once by the Kendall bootstrap (bounds its memory).
+_KENDALL_BLOCK_ELEMENTS = 4_000_000
+
+
+class Estimate(NamedTuple):
+    value: float
+    reason: str
+
+
+class Interval(NamedTuple):
+    low: float
+    high: float
+
+
+class PairedTest(NamedTuple):
+    """corr(a, y) - corr(b, y): point difference, bootstrap CI of it, two-sided p."""
+
+    diff: float
+    ci_low: float
+    ci_high: float
+    p: float
+
+
+class WilliamsTest(NamedTuple):
+    t: float
+    p: float
+
+
+def _check_statistic(statistic: str) -> None:
+    if statistic not in STATISTICS:
+        raise ValueError(f"unknown statistic {statistic!r}; allowed: {', '.join(STATISTICS)}")
+
+
+def _as_vector(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).ravel()
+
+
+# --------------------------------------------------------------------------- point estimates
+def undefined_reason(x, y, names: tuple[str, str] = ("x", "y")) -> str:
+    """Why a correlation of x and y is undefined ("" when it is defined).
+    `names` words the constant-column reasons, e.g. ("metric column", "human target")."""
+    x, y = _as_vector(x), _as_vector(y)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in length ({x.size} vs {y.size})")
+    if np.isnan(x).any() or np.isnan(y).any():
+        return "NaN values"
+    if x.size < 3:
+        return "n < 3"
+    for values, name in zip((x, y), names):
+        if np.all(values == values[0]):
+            return f"constant {name}"
+    return ""
+
+
+def spearman(x, y, names: tuple[str, str] = ("x", "y")) -> Estimate:
+    """Spearman's rho (scipy.stats.spearmanr); infinities keep their rank."""
+    reason = undefined_reason(x, y, names)
+    if reason:
+        return Estimate(math.nan, reason)
+    return Estimate(float(scipy_stats.spearmanr(_as_vector(x), _as_vector(y)).statistic), "")
+
+
+def kendall_tau_b(x, y, names: tuple[str, str] = ("x", "y")) -> Estimate:
+    """Kendall's tau-b (scipy.stats.kendalltau, variant 'b'); infinities keep their rank."""
+    reason = undefined_reason(x, y, names)
+    if reason:
+        return Estimate(math.nan, reason)
+    return Estimate(float(scipy_stats.kendalltau(_as_vector(x), _as_vector(y)).statistic), "")
+
+
+def _drop_infinite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    finite = ~(np.isinf(x) | np.isinf(y))
+    dropped = int(finite.size - finite.sum())
+    note = f"{dropped} pairs with infinite values dropped (Pearson)" if dropped else ""
+    return x[finite], y[finite], note
+
+
+def pearson(x, y, names: tuple[str, str] = ("x", "y")) -> Estimate:
+    """Pearson's r (scipy.stats.pearsonr) on the pairs where both values are finite."""
+    x, y = _as_vector(x), _as_vector(y)
+    if np.isnan(x).any() or np.isnan(y).any():
+        return Estimate(math.nan, "NaN values")
+    x, y, note = _drop_infinite(x, y)
+    reason = undefined_reason(x, y, names)
+    if reason:
+        return Estimate(math.nan, "; ".join(filter(None, (note, reason))))
+    return Estimate(float(scipy_stats.pearsonr(x, y).statistic), note)
+
+
+_POINT_ESTIMATES: dict[str, Callable[..., Estimate]] = {
+    "spearman": spearman,
+    "kendall": kendall_tau_b,
+    "pearson": pearson,
+}
+
+
+def correlation(x, y, statistic: str, names: tuple[str, str] = ("x", "y")) -> Estimate:
+    """The named statistic ("spearman", "kendall" or "pearson") of x and y; `names` words
+    the reason when a column is constant."""
+    _check_statistic(statistic)
+    return _POINT_ESTIMATES[statistic](x, y, names)
+
+
+# --------------------------------------------------------------------------- bootstrap
+def cluster_weights(clusters, n_boot: int, seed: int | None) -> np.ndarray:
+    """(n, n_boot) float64 weights, one column per resample: row i's weight is how often
+    its cluster was drawn when drawing as many clusters as there are, with replacement.
+    (Rows first so that selecting rows and summing over them run on contiguous memory.)"""
+    _, codes = np.unique(np.asarray(clusters), return_inverse=True)
+    n_clusters = int(codes.max()) + 1 if codes.size else 0
+    if n_clusters == 0:
+        return np.zeros((0, n_boot))
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_boot)
+    return counts.T[codes].astype(np.float64)
+
+
+class _Groups(NamedTuple):
+    """Tie groups of one vector and their weights in every resample: sort order, group of
+    each sorted position, (n_groups, n_boot) weight below each group and of each group."""
+
+    order: np.ndarray
+    group: np.ndarray
+    below: np.ndarray
+    size: np.ndarray
+
+    @property
+    def midranks(self) -> np.ndarray:
+        """(n, n_boot) midrank of every row in each expanded resample (rows in input order)."""
+        ranks = np.empty((self.group.size, self.size.shape[1]))
+        ranks[self.order] = (self.below + (self.size + 1.0) / 2.0)[self.group]
+        return ranks
+
+    @property
+    def constant(self) -> np.ndarray:
+        """Per resample: does only one distinct value carry weight?"""
+        return (self.size > 0).sum(axis=0) <= 1
+
+    @property
+    def tied_pairs(self) -> np.ndarray:
+        return (self.size * (self.size - 1.0) / 2.0).sum(axis=0)
+
+
+def _weighted_groups(values: np.ndarray, weights: np.ndarray) -> _Groups:
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new_group = np.concatenate(([True], ordered[1:] != ordered[:-1]))  # inf == inf: one group
+    size = np.add.reduceat(weights[order], np.flatnonzero(new_group), axis=0)
+    return _Groups(order, np.cumsum(new_group) - 1, np.cumsum(size, axis=0) - size, size)
+
+
+def _weighted_pearson(weights: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r per resample; x and y are (n, 1) or (n, n_boot)."""
+    total = weights.sum(axis=0)
+    dx = x - (weights * x).sum(axis=0) / total
+    dy = y - (weights * y).sum(axis=0) / total
+    covariance = (weights * dx * dy).sum(axis=0)
+    return covariance / np.sqrt((weights * dx * dx).sum(axis=0) * (weights * dy * dy).sum(axis=0))
+
+
+def _pairwise_sign(values: np.ndarray) -> np.ndarray:
+    """sign(v_i - v_j) as int8, by comparison so that inf - inf never appears."""
+    return (values[:, None] > values[None, :]).astype(np.int8) - (values[:, None] < values[None, :]).astype(np.int8)
+
+
+def _weighted_kendall(
+    weights: np.ndarray, x: np.ndarray, y: np.ndarray, x_groups: _Groups, y_groups: _Groups
+) -> np.ndarray:
+    """tau-b per resample: (C - D) / sqrt((n0 - n1)(n0 - n2)) on the expanded resample, with
+    C - D = 1/2 w' S w for S_ij = sign(x_i - x_j) sign(y_i - y_j), and the tie counts n1, n2
+    from the weight of each tie group (copies of one row are tied in x and in y).
+    O(n^2) memory for S; the resamples go through in blocks."""
+    agreement = (_pairwise_sign(x) * _pairwise_sign(y)).astype(np.float64)
+    block = max(1, _KENDALL_BLOCK_ELEMENTS // max(1, x.size))
+    columns = range(0, weights.shape[1], block)
+    net = np.concatenate(
+        [0.5 * ((agreement @ weights[:, c : c + block]) * weights[:, c : c + block]).sum(axis=0) for c in columns]
+    )
+    total = weights.sum(axis=0)
+    pairs = total * (total - 1.0) / 2.0
+    return net / np.sqrt((pairs - x_groups.tied_pairs) * (pairs - y_groups.tied_pairs))
+
+
+def bootstrap_distribution(x, y, weights: np.ndarray, statistic: str) -> np.ndarray:
+    """The statistic on every weighted resample (`weights` is (n, n_boot), as from
+    `cluster_weights`): (n_boot,) with NaN where a resample is undefined (constant in x or
+    y). All NaN when the statistic is undefined on the data. Pearson drops pairs with
+    infinite values first, as `pearson` does."""
+    _check_statistic(statistic)
+    x, y = _as_vector(x), _as_vector(y)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 2 or weights.shape[0] != x.size:
+        raise ValueError(f"weights must be (n, n_boot) with n = {x.size}, got {weights.shape}")
+    if statistic == "pearson" and not (np.isnan(x).any() or np.isnan(y).any()):
+        finite = ~(np.isinf(x) | np.isinf(y))
+        x, y, weights = x[finite], y[finite], weights[finite]
+    if undefined_reason(x, y):
+        return np.full(weights.shape[1], math.nan)
+    x_groups, y_groups = _weighted_groups(x, weights), _weighted_groups(y, weights)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if statistic == "spearman":
+            values = _weighted_pearson(weights, x_groups.midranks, y_groups.midranks)
+        elif statistic == "kendall":
+            values = _weighted_kendall(weights, x, y, x_groups, y_groups)
+        else:
+            values = _weighted_pearson(weights, x[:, None], y[:, None])
+    values[x_groups.constant | y_groups.constant] = math.nan
+    return np.clip(values, -1.0, 1.0)
+
+
+def percentile_interval(distribution, level: float = 0.95) -> Interval:
+    """Percentile interval of the defined resamples; NaN when fewer than half are defined
+    (the data are then too degenerate for the interval to mean anything)."""
+    values = _as_vector(distribution)
+    defined = values[np.isfinite(values)]
+    if defined.size == 0 or defined.size < values.size / 2:
+        return Interval(math.nan, math.nan)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(defined, [tail, 1.0 - tail])
+    return Interval(float(low), float(high))
+
+
+def cluster_bootstrap_ci(
+    x, y, clusters, statistic: str, n_boot: int = 2000, seed: int | None = 0, level: float = 0.95
+) -> Interval:
+    """Percentile CI of the statistic, resampling whole clusters with replacement."""
+    distribution = bootstrap_distribution(x, y, cluster_weights(clusters, n_boot, seed), statistic)
+    return percentile_interval(distribution, level)
+
+
+def bootstrap_p_value(differences) -> float:
+    """Two-sided p that the bootstrapped difference is centred on 0:
+    2 * min(#(d <= 0) + 1, #(d >= 0) + 1) / (B + 1), capped at 1 (B = defined resamples)."""
+    values = _as_vector(differences)
+    defined = values[np.isfinite(values)]
+    if defined.size == 0:
+        return math.nan
+    below = np.count_nonzero(defined <= 0) + 1
+    above = np.count_nonzero(defined >= 0) + 1
+    return float(min(1.0, 2.0 * min(below, above) / (defined.size + 1)))
+
+
+def paired_test_from_distributions(
+    diff: float, distribution_a: np.ndarray, distribution_b: np.ndarray, level: float = 0.95
+) -> PairedTest:
+    """Paired test from two bootstrap distributions computed on the SAME resamples."""
+    if not math.isfinite(diff):
+        return PairedTest(math.nan, math.nan, math.nan, math.nan)
+    differences = np.asarray(distribution_a) - np.asarray(distribution_b)
+    low, high = percentile_interval(differences, level)
+    return PairedTest(float(diff), low, high, bootstrap_p_value(differences))
+
+
+def paired_bootstrap_test(
+    x_a, x_b, y, clusters, statistic: str, n_boot: int = 2000, seed: int | None = 0, level: float = 0.95
+) -> PairedTest:
+    """Is corr(a, y) different from corr(b, y)? Both on the same cluster resamples."""
+    diff = correlation(x_a, y, statistic).value - correlation(x_b, y, statistic).value
+    weights = cluster_weights(clusters, n_boot, seed)
+    return paired_test_from_distributions(
+        diff,
+        bootstrap_distribution(x_a, y, weights, statistic),
+        bootstrap_distribution(x_b, y, weights, statistic),
+        level,
+    )
+
+
+def williams_test(r_ay: float, r_by: float, r_ab: float, n: int) -> WilliamsTest:
+    """Williams' t for H0: rho(a, y) = rho(b, y), two correlations sharing y (Steiger 1980,
+    eq. 7), df = n - 3, two-sided p. NaN when n < 4 or the correlations are inconsistent."""
+    values = (r_ay, r_by, r_ab)
+    if n < 4 or not all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in values):
+        return WilliamsTest(math.nan, math.nan)
+    determinant = 1.0 - r_ay**2 - r_by**2 - r_ab**2 + 2.0 * r_ay * r_by * r_ab
+    mean_r = (r_ay + r_by) / 2.0
+    denominator = 2.0 * (n - 1) / (n - 3) * determinant + mean_r**2 * (1.0 - r_ab) ** 3
+    if denominator <= 0.0:
+        return WilliamsTest(math.nan, math.nan)
+    t = (r_ay - r_by) * math.sqrt((n - 1) * (1.0 + r_ab) / denominator)
+    return WilliamsTest(t, float(2.0 * scipy_stats.t.sf(abs(t), n - 3)))
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm step-down adjusted p-values (statsmodels multipletests(method="holm")).
+    NaN entries stay NaN and do not count towards the number of tests."""
+    p = _as_vector(pvalues)
+    adjusted = np.full_like(p, math.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = order.size
+    scaled = (m - np.arange(m)) * p[order]
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return adjusted
+
+
+# --------------------------------------------------------------------------- noise ceiling
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def _transformed(values: np.ndarray, transform: Transform | None) -> np.ndarray:
+    return values if transform is None else np.asarray(transform(values), dtype=np.float64)
+
+
+def _ratings_matrix(ratings) -> np.ndarray:
+    matrix = np.asarray(ratings, dtype=np.float64)
+    if matrix.ndim != 2:
+        raise ValueError("ratings must be a (pairs, annotators) matrix")
+    return matrix
+
+
+def _row_means(matrix: np.ndarray) -> np.ndarray:
+    """Mean of each row's ratings, skipping NaN; NaN for a row nobody rated."""
+    rated = ~np.isnan(matrix)
+    counts = rated.sum(axis=1)
+    sums = np.where(rated, matrix, 0.0).sum(axis=1)
+    return np.divide(sums, counts, out=np.full(sums.shape, math.nan), where=counts > 0)
+
+
+def _rank_agreement(a: np.ndarray, b: np.ndarray, transform: Transform | None) -> Estimate:
+    """Spearman of two score vectors on the rows both have, after `transform`."""
+    rated = ~(np.isnan(a) | np.isnan(b))
+    return spearman(_transformed(a[rated], transform), _transformed(b[rated], transform))
+
+
+def _mean_estimate(estimates: list[Estimate], what: str) -> Estimate:
+    defined = [e.value for e in estimates if math.isfinite(e.value)]
+    if not defined:
+        reasons = sorted({e.reason for e in estimates if e.reason})
+        return Estimate(math.nan, f"undefined for every one of the {what}: {', '.join(reasons)}")
+    return Estimate(float(np.mean(defined)), "")
+
+
+def _half_splits(n_annotators: int, n_splits: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Boolean annotator masks of the first half: every distinct split when there are at
+    most n_splits of them (odd counts give halves of k//2 and k - k//2), else random ones."""
+    half = n_annotators // 2
+    even = 2 * half == n_annotators
+    distinct = math.comb(n_annotators, half) // (2 if even else 1)
+    if distinct <= n_splits:
+        members = [c for c in itertools.combinations(range(n_annotators), half) if not even or 0 in c]
+    else:
+        members = [rng.permutation(n_annotators)[:half] for _ in range(n_splits)]
+    masks = np.zeros((len(members), n_annotators), dtype=bool)
+    for mask, chosen in zip(masks, members):
+        mask[list(chosen)] = True
+    return list(masks)
+
+
+def _spearman_brown(r: float) -> float:
+    return 2.0 * r / (1.0 + r) if r > -1.0 else math.nan
+
+
+def split_half_reliability(
+    ratings, *, n_splits: int = 100, seed: int | None = 0, transform: Transform | None = None
+) -> Estimate:
+    """Spearman-Brown corrected split-half reliability of the annotators' mean score.
+
+    Each split divides the annotators into two halves; each half's score of a pair is the
+    mean of its members' ratings (NaN = skipped; pairs a half did not rate are left out),
+    passed through `transform` (e.g. the label granularity). The Spearman r of the halves
+    is corrected to the full panel, 2r / (1 + r), and averaged over the splits. This
+    estimates how well our panel's mean agrees with an independent panel of the same size."""
+    matrix = _ratings_matrix(ratings)
+    if matrix.shape[1] < 2:
+        return Estimate(math.nan, "fewer than 2 annotators")
+    estimates = []
+    for first in _half_splits(matrix.shape[1], n_splits, np.random.default_rng(seed)):
+        r, reason = _rank_agreement(_row_means(matrix[:, first]), _row_means(matrix[:, ~first]), transform)
+        estimates.append(Estimate(_spearman_brown(r), reason))
+    return _mean_estimate(estimates, "split halves")
+
+
+def leave_one_out_agreement(ratings, *, transform: Transform | None = None) -> Estimate:
+    """Mean over annotators of Spearman(annotator, mean of the other annotators), each on
+    the pairs the annotator rated (and at least one other did)."""
+    matrix = _ratings_matrix(ratings)
+    if matrix.shape[1] < 2:
+        return Estimate(math.nan, "fewer than 2 annotators")
+    estimates = [
+        _rank_agreement(matrix[:, annotator], _row_means(np.delete(matrix, annotator, axis=1)), transform)
+        for annotator in range(matrix.shape[1])
+    ]
+    return _mean_estimate(estimates, "annotators")
+
+
+def cronbach_alpha(ratings, *, transform: Transform | None = None) -> Estimate:
+    """Cronbach's alpha of the annotators as items, on the COMPLETE rows only (pairs every
+    annotator rated): k/(k-1) * (1 - sum of annotator variances / variance of row sums),
+    variances with ddof=1, each annotator's ratings passed through `transform` first."""
+    matrix = _ratings_matrix(ratings)
+    n_annotators = matrix.shape[1]
+    if n_annotators < 2:
+        return Estimate(math.nan, "fewer than 2 annotators")
+    complete = matrix[~np.isnan(matrix).any(axis=1)]
+    if complete.shape[0] < 2:
+        return Estimate(math.nan, f"{complete.shape[0]} complete rows (rated by every annotator), need 2")
+    complete = np.column_stack([_transformed(column, transform) for column in complete.T])
+    total_variance = complete.sum(axis=1).var(ddof=1)
+    if total_variance == 0.0:
+        return Estimate(math.nan, "constant total score")
+    item_variance = complete.var(axis=0, ddof=1).sum()
+    return Estimate(float(n_annotators / (n_annotators - 1) * (1.0 - item_variance / total_variance)), "")
+
+
+def ceiling_for(statistic: str, spearman_reliability: float) -> float:
+    """The split-half (Spearman) ceiling on the scale of another statistic, assuming
+    bivariate normality: Pearson r = 2 sin(pi rho_s / 6), Kendall tau = (2/pi) arcsin(r)
+    (Greiner's relation). Spearman is returned unchanged."""
+    _check_statistic(statistic)
+    if statistic == "spearman" or not math.isfinite(spearman_reliability):
+        return spearman_reliability
+    r = 2.0 * math.sin(math.pi * spearman_reliability / 6.0)
+    if statistic == "pearson":
+        return r
+    return 2.0 / math.pi * math.asin(max(-1.0, min(1.0, r)))

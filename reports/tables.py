@@ -1,0 +1,563 @@
+"""Result tables laid out like the paper's Tables 1 and 2, rendered to Markdown, LaTeX and CSV/JSON.
+
+A table is built ONCE from the long results (see .notes/SCHEMA.md) into a `Table` model -- rows
+= split x statistic, columns = metrics, cells that already know their value, CI, significance
+marks, "best" flag and n/a reason -- and each renderer only decorates that model in its own
+syntax. The HTML report renders the same model through its template.
+
+Every rendering carries the two warnings a reader must not miss: the human scores are SIMULATED
+(provenance["simulated_scores"]) and a metric computed with unverified or stand-in weights (its
+MetricInfo "verified" is False) has a dagger on its header and a footnote.
+
+This module also holds what all report modules share: metric metadata, the result bundle and
+the atomic file writer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metrics.atomic import write_atomic  # noqa: F401  (re-exported: plots and html write through it)
+
+SIMULATED_NOTE = "SIMULATED annotator scores — not human judgments."
+DAGGER = "†"
+DAGGER_NOTE = "† computed with unverified or stand-in weights"
+STATISTIC_SYMBOLS = {"spearman": "ρ", "kendall": "τ", "pearson": "r"}
+DEFAULT_STATISTICS = ("spearman", "kendall")
+#: The view a report shows first: the paper's headline (mean score, regression).
+PRIMARY_VIEW = ("mean", "regression")
+CI_STYLES = ("halfwidth", "interval")
+
+CORRELATION_COLUMNS = (
+    "split", "granularity", "form", "metric", "statistic", "value", "ci_low", "ci_high",
+    "n", "n_clusters", "p_vs_best", "p_williams", "is_best", "fraction_of_ceiling", "reason",
+)
+CEILING_COLUMNS = (
+    "split", "granularity", "form", "split_half", "loo", "cronbach_alpha", "n", "n_annotators", "reason",
+)
+# Ceiling measures shown as table columns: (column, header, tooltip, is a count).
+_CEILING_MEASURES = (
+    ("split_half", "Split-half", "split-half Spearman, Spearman-Brown corrected", False),
+    ("loo", "LOO ρ", "mean leave-one-annotator-out Spearman", False),
+    ("cronbach_alpha", "Cronbach α", "Cronbach's alpha over annotators", False),
+    ("n", "n", "pairs in the test set", True),
+    ("n_annotators", "Annotators", "annotators per pair", True),
+)
+
+
+# --------------------------------------------------------------------------- shared inputs
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a report needs to know about one metric column."""
+
+    name: str
+    label: str
+    higher_is_more_anonymous: bool
+    verified: bool
+    weights_note: str = ""
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_more_anonymous else "↓"
+
+    @property
+    def header(self) -> str:
+        """Label, direction arrow, and the dagger when the weights are not verified."""
+        return f"{self.label}{'' if self.verified else DAGGER} {self.arrow}"
+
+
+def metric_infos(metrics: Iterable[Mapping[str, Any] | MetricInfo] | Mapping[str, Mapping[str, Any]]) -> list[MetricInfo]:
+    """MetricInfo dicts (a list, or a mapping name -> dict) as MetricInfo, in the given order.
+
+    A dict without "verified" counts as unverified: a missing flag must not hide stand-in weights."""
+    if isinstance(metrics, Mapping):
+        metrics = [{"name": name, **info} for name, info in metrics.items()]
+    infos = []
+    for info in metrics:
+        if isinstance(info, MetricInfo):
+            infos.append(info)
+            continue
+        missing = [key for key in ("name", "higher_is_more_anonymous") if key not in info]
+        if missing:
+            raise ValueError(f"metric info {dict(info)!r} lacks {', '.join(missing)}")
+        infos.append(
+            MetricInfo(
+                name=str(info["name"]),
+                label=str(info.get("label") or info["name"]),
+                higher_is_more_anonymous=bool(info["higher_is_more_anonymous"]),
+                verified=bool(info.get("verified", False)),
+                weights_note=str(info.get("weights_note") or ""),
+            )
+        )
+    return infos
+
+
+def is_simulated(provenance: Mapping[str, Any] | None) -> bool:
+    return bool((provenance or {}).get("simulated_scores", False))
+
+
+def dagger_note(infos: Iterable[MetricInfo]) -> str:
+    """The footnote naming every unverified metric and its weights, or "" when all are verified."""
+    unverified = [info for info in infos if not info.verified]
+    if not unverified:
+        return ""
+    named = "; ".join(f"{info.label} ({info.weights_note})" if info.weights_note else info.label for info in unverified)
+    return f"{DAGGER_NOTE}: {named}."
+
+
+@dataclass(frozen=True)
+class Results:
+    """The result bundle renderers take; `coerce` also accepts a mapping or any object with
+    these attributes (e.g. bench's own result class)."""
+
+    correlations: pd.DataFrame
+    ceiling: pd.DataFrame
+    metrics: Sequence[Mapping[str, Any]]
+    provenance: Mapping[str, Any]
+    pairs: pd.DataFrame | None = None
+
+    @classmethod
+    def coerce(cls, result: Any) -> Results:
+        if isinstance(result, Results):
+            return result
+        get = result.get if isinstance(result, Mapping) else (lambda key, default=None: getattr(result, key, default))
+        fields = {key: get(key) for key in ("correlations", "ceiling", "metrics", "provenance")}
+        missing = [key for key, value in fields.items() if value is None]
+        if missing:
+            raise ValueError(f"results lack {', '.join(missing)}")
+        return cls(**fields, pairs=get("pairs"))
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} table lacks column(s) {', '.join(missing)}; see .notes/SCHEMA.md")
+
+
+def unique_in_order(values: Iterable[Any]) -> list[Any]:
+    return list(dict.fromkeys(values))
+
+
+def views(correlations: pd.DataFrame) -> list[tuple[str, str]]:
+    """(granularity, form) pairs in the producer's order, the primary view first."""
+    found = unique_in_order(zip(correlations["granularity"], correlations["form"]))
+    return sorted(found, key=lambda view: view != PRIMARY_VIEW)
+
+
+# --------------------------------------------------------------------------- table model
+@dataclass(frozen=True)
+class Column:
+    header: str  # plain text; may contain ↑ ↓ † which each renderer spells its own way
+    tooltip: str = ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str  # formatted number (with a true minus sign) or "n/a"
+    ci: str = ""  # "± 0.081" or "[0.410, 0.600]"
+    marks: str = ""  # "*" / "**": significantly worse than the row's best
+    best: bool = False
+    footnote: str = ""  # key of the footnote explaining an n/a or a caveat
+    reason: str = ""
+
+    @property
+    def missing(self) -> bool:
+        return self.text == "n/a"
+
+    @property
+    def superscript(self) -> str:
+        """Marks and footnote key together, as LaTeX and HTML set them."""
+        return ",".join(part for part in (self.marks, self.footnote) if part)
+
+
+@dataclass(frozen=True)
+class Row:
+    labels: tuple[str, ...]  # (split, statistic symbol) or (split,)
+    cells: tuple[Cell, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str  # file-name-safe identifier, e.g. "correlations-mean-regression"
+    title: str
+    row_header: tuple[str, ...]
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    notes: tuple[str, ...]  # plain-text notes, SIMULATED first when it applies
+    footnotes: tuple[tuple[str, str], ...]  # (key, reason)
+
+    def row_groups(self) -> list[tuple[str, list[Row]]]:
+        """Consecutive rows sharing their first label (a split), for row-spanning headers."""
+        groups: list[tuple[str, list[Row]]] = []
+        for row in self.rows:
+            if groups and groups[-1][0] == row.labels[0]:
+                groups[-1][1].append(row)
+            else:
+                groups.append((row.labels[0], [row]))
+        return groups
+
+
+class _Footnotes:
+    """Gives each distinct reason one letter, in order of first use."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, str] = {}
+
+    def key(self, reason: str) -> str:
+        if reason not in self._keys:
+            index = len(self._keys)
+            self._keys[reason] = chr(ord("a") + index) if index < 26 else str(index + 1)
+        return self._keys[reason]
+
+    def items(self) -> tuple[tuple[str, str], ...]:
+        return tuple((key, reason) for reason, key in self._keys.items())
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def format_number(value: float, decimals: int) -> str:
+    # A true minus sign: a hyphen is too short next to digits in every typeface.
+    return f"{float(value):.{decimals}f}".replace("-", "−")
+
+
+def _ci_text(low: Any, high: Any, decimals: int, style: str) -> str:
+    if not (_finite(low) and _finite(high)):
+        return ""
+    if style == "interval":
+        return f"[{format_number(low, decimals)}, {format_number(high, decimals)}]"
+    return f"± {format_number((float(high) - float(low)) / 2, decimals)}"
+
+
+def _marks(p_value: Any) -> str:
+    if not _finite(p_value):
+        return ""
+    return "**" if p_value < 0.01 else "*" if p_value < 0.05 else ""
+
+
+def _reason(record: Mapping[str, Any] | None, fallback: str) -> str:
+    reason = "" if record is None else record.get("reason")
+    return str(reason) if isinstance(reason, str) and reason.strip() else fallback
+
+
+def _quantity_cell(record: Mapping[str, Any] | None, quantity: str, footnotes: _Footnotes, *,
+                   decimals: int, ci: str | None, fallback: str) -> Cell:
+    """One metric's cell: value (+ CI) with marks, or n/a with its reason as a footnote."""
+    if record is None or not _finite(record.get(quantity)):
+        reason = _reason(record, "not computed" if record is None else fallback)
+        return Cell(text="n/a", footnote=footnotes.key(reason), reason=reason)
+    caveat = _reason(record, "")  # e.g. "NaN scores: 3 pairs dropped" next to a defined value
+    return Cell(
+        text=format_number(record[quantity], decimals),
+        ci=_ci_text(record.get("ci_low"), record.get("ci_high"), decimals, ci) if ci else "",
+        marks=_marks(record.get("p_vs_best")),
+        best=record.get("is_best") in (True, 1),  # NaN (read back from CSV) is not best
+        footnote=footnotes.key(caveat) if caveat else "",
+        reason=caveat,
+    )
+
+
+def _common_notes(infos: Iterable[MetricInfo], simulated: bool) -> list[str]:
+    notes = [SIMULATED_NOTE] if simulated else []
+    dagger = dagger_note(infos)
+    return notes + ([dagger] if dagger else [])
+
+
+def _metric_columns(view: pd.DataFrame, infos: list[MetricInfo]) -> list[MetricInfo]:
+    names = unique_in_order(view["metric"])
+    known = {info.name: info for info in infos}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"metric(s) {', '.join(map(repr, unknown))} in the correlations have no MetricInfo")
+    return [info for info in infos if info.name in set(names)]
+
+
+def correlation_table(
+    correlations: pd.DataFrame,
+    metrics: Any,
+    provenance: Mapping[str, Any] | None,
+    granularity: str,
+    form: str,
+    *,
+    statistics: Sequence[str] = DEFAULT_STATISTICS,
+    quantity: str = "value",
+    decimals: int = 3,
+    ci: str = "halfwidth",
+) -> Table:
+    """Rows = split x statistic, columns = metrics, for one granularity x form.
+
+    quantity "value" gives the correlation table (with CIs), "fraction_of_ceiling" the same
+    layout as a fraction of each split's noise ceiling."""
+    require_columns(correlations, CORRELATION_COLUMNS, "correlations")
+    unknown = [statistic for statistic in statistics if statistic not in STATISTIC_SYMBOLS]
+    if unknown or ci not in CI_STYLES or quantity not in ("value", "fraction_of_ceiling"):
+        raise ValueError(
+            f"statistics must be among {', '.join(STATISTIC_SYMBOLS)}, ci one of {', '.join(CI_STYLES)}, "
+            f"quantity 'value' or 'fraction_of_ceiling'; got {list(statistics)}, {ci!r}, {quantity!r}"
+        )
+    view = correlations[(correlations["granularity"] == granularity) & (correlations["form"] == form)]
+    infos = metric_infos(metrics)
+    shown = _metric_columns(view, infos)
+    records = {(r["split"], r["statistic"], r["metric"]): r for r in view.to_dict(orient="records")}
+    present = [statistic for statistic in statistics if statistic in set(view["statistic"])]
+    footnotes = _Footnotes()
+    fallback = "undefined" if quantity == "value" else "noise ceiling undefined"
+    rows = tuple(
+        Row(
+            labels=(str(split), STATISTIC_SYMBOLS[statistic]),
+            cells=tuple(
+                _quantity_cell(records.get((split, statistic, info.name)), quantity, footnotes, decimals=decimals,
+                               ci=ci if quantity == "value" else None, fallback=fallback)
+                for info in shown
+            ),
+        )
+        for split in unique_in_order(view["split"])
+        for statistic in present
+    )
+    notes = _common_notes(shown, is_simulated(provenance))
+    notes.append("↑: higher = more anonymous; ↓: lower = more anonymous. Correlations are oriented: "
+                 "positive = the metric agrees with the human anonymity scores.")
+    if quantity == "value":
+        title = f"Correlation with human scores ({granularity}, {form})"
+        notes.append("± : half-width of the 95% cluster-bootstrap CI (resampling originals)." if ci == "halfwidth"
+                     else "[lo, hi]: 95% cluster-bootstrap CI (resampling originals).")
+    else:
+        title = f"Fraction of the noise ceiling ({granularity}, {form})"
+        notes.append("Each correlation divided by the noise ceiling of its split (1 = as good as the annotators).")
+    notes.append("Bold: best metric in the row. * p < .05, ** p < .01: worse than the best "
+                 "(paired test against the best metric, Holm-adjusted).")
+    kind = "correlations" if quantity == "value" else "fraction-of-ceiling"
+    return Table(
+        key=f"{kind}-{granularity}-{form}",
+        title=title,
+        row_header=("Split", "Stat."),
+        columns=tuple(Column(info.header, _metric_tooltip(info)) for info in shown),
+        rows=rows,
+        notes=tuple(notes),
+        footnotes=footnotes.items(),
+    )
+
+
+def _metric_tooltip(info: MetricInfo) -> str:
+    direction = "higher" if info.higher_is_more_anonymous else "lower"
+    tooltip = f"{info.name}: {direction} = more anonymous"
+    if not info.verified:
+        tooltip += f"; unverified weights{': ' + info.weights_note if info.weights_note else ''}"
+    return tooltip
+
+
+def ceiling_table(ceiling: pd.DataFrame, provenance: Mapping[str, Any] | None, granularity: str, form: str,
+                  *, decimals: int = 3) -> Table:
+    """Rows = split, columns = the annotator-consistency measures, for one granularity x form."""
+    require_columns(ceiling, CEILING_COLUMNS, "ceiling")
+    view = ceiling[(ceiling["granularity"] == granularity) & (ceiling["form"] == form)]
+    footnotes = _Footnotes()
+    rows = []
+    for record in view.to_dict(orient="records"):
+        cells = []
+        for column, _, _, is_count in _CEILING_MEASURES:
+            if _finite(record[column]):
+                value = record[column]
+                cells.append(Cell(text=str(int(value)) if is_count else format_number(value, decimals)))
+            else:
+                reason = _reason(record, "undefined")
+                cells.append(Cell(text="n/a", footnote=footnotes.key(reason), reason=reason))
+        rows.append(Row(labels=(str(record["split"]),), cells=tuple(cells)))
+    notes = [SIMULATED_NOTE] if is_simulated(provenance) else []
+    notes.append("How well annotators agree with each other: the best a metric can be expected to correlate.")
+    return Table(
+        key=f"noise-ceiling-{granularity}-{form}",
+        title=f"Noise ceiling from annotators ({granularity}, {form})",
+        row_header=("Split",),
+        columns=tuple(Column(header, tooltip) for _, header, tooltip, _ in _CEILING_MEASURES),
+        rows=tuple(rows),
+        notes=tuple(notes),
+        footnotes=footnotes.items(),
+    )
+
+
+def tables_by_view(result: Any, *, statistics: Sequence[str] = DEFAULT_STATISTICS, decimals: int = 3,
+                   ci: str = "halfwidth") -> list[tuple[tuple[str, str], list[Table]]]:
+    """For every (granularity, form), primary first: correlations, fraction of ceiling, noise ceiling."""
+    results = Results.coerce(result)
+    require_columns(results.ceiling, CEILING_COLUMNS, "ceiling")
+    grouped = []
+    for granularity, form in views(results.correlations):
+        tables = [
+            correlation_table(results.correlations, results.metrics, results.provenance, granularity, form,
+                              statistics=statistics, quantity=quantity, decimals=decimals, ci=ci)
+            for quantity in ("value", "fraction_of_ceiling")
+        ]
+        in_ceiling = (results.ceiling["granularity"] == granularity) & (results.ceiling["form"] == form)
+        if in_ceiling.any():
+            tables.append(ceiling_table(results.ceiling, results.provenance, granularity, form, decimals=decimals))
+        grouped.append(((granularity, form), tables))
+    return grouped
+
+
+def build_tables(result: Any, *, statistics: Sequence[str] = DEFAULT_STATISTICS, decimals: int = 3,
+                 ci: str = "halfwidth") -> list[Table]:
+    """Every table of `tables_by_view`, in order."""
+    return [table for _, tables in tables_by_view(result, statistics=statistics, decimals=decimals, ci=ci)
+            for table in tables]
+
+
+# --------------------------------------------------------------------------- Markdown
+_MARKDOWN_SPECIAL = str.maketrans({char: "\\" + char for char in "\\`*_[]<>|#~!"})
+
+
+def markdown_escape(text: str) -> str:
+    return str(text).translate(_MARKDOWN_SPECIAL)
+
+
+def _markdown_cell(cell: Cell) -> str:
+    text = f"**{cell.text}**" if cell.best else cell.text
+    parts = [text, cell.ci, markdown_escape(cell.marks), f"({cell.footnote})" if cell.footnote else ""]
+    return " ".join(part for part in parts if part)
+
+
+def to_markdown(table: Table) -> str:
+    """A GitHub table with its title as a heading and its notes as a list below it."""
+    header = [*table.row_header, *(column.header for column in table.columns)]
+    lines = [
+        f"### {markdown_escape(table.title)}",
+        "",
+        "| " + " | ".join(markdown_escape(text) for text in header) + " |",
+        "|" + "|".join([":---"] * len(table.row_header) + ["---:"] * len(table.columns)) + "|",
+    ]
+    for row in table.rows:
+        cells = [markdown_escape(label) for label in row.labels] + [_markdown_cell(cell) for cell in row.cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {markdown_escape(note)}" for note in table.notes]
+    lines += [f"- ({key}) {markdown_escape(reason)}" for key, reason in table.footnotes]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_document(tables: Sequence[Table], provenance: Mapping[str, Any] | None) -> str:
+    head = ["# Results tables", ""]
+    if is_simulated(provenance):
+        head += [f"> **{SIMULATED_NOTE}**", ""]
+    return "\n".join(head) + "\n" + "\n".join(to_markdown(table) for table in tables)
+
+
+# --------------------------------------------------------------------------- LaTeX
+# One pass over the text both escapes LaTeX's specials and spells our symbols in ASCII LaTeX,
+# so no replacement is ever escaped twice.
+_LATEX = str.maketrans({
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+    "†": r"\textsuperscript{\dag}", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "±": r"$\pm$",
+    "−": r"$-$", "—": "---", "ρ": r"$\rho$", "τ": r"$\tau$", "α": r"$\alpha$",
+})
+
+
+def latex_escape(text: str) -> str:
+    return str(text).translate(_LATEX)
+
+
+def _latex_cell(cell: Cell) -> str:
+    text = latex_escape(cell.text)
+    parts = [rf"\textbf{{{text}}}" if cell.best else text]
+    if cell.ci:
+        # A smaller CI keeps a many-metric table within the page width.
+        parts.append(rf"\,{{\scriptsize {latex_escape(cell.ci)}}}")
+    if cell.superscript:
+        parts.append(f"$^{{{cell.superscript}}}$")
+    return "".join(parts)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs `table` environment, ready for \\input (needs \\usepackage{booktabs})."""
+    spec = "l" * len(table.row_header) + "c" * len(table.columns)
+    header = [*table.row_header, *(column.header for column in table.columns)]
+    lines = ["% Generated by perceptanon-bench; needs \\usepackage{booktabs}."]
+    if SIMULATED_NOTE in table.notes:
+        lines.append(f"% {SIMULATED_NOTE}")
+    lines += [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(table.title)}}}",
+        rf"\label{{tab:{table.key}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(latex_escape(text) for text in header) + r" \\",
+        r"\midrule",
+    ]
+    for row in table.rows:
+        cells = [latex_escape(label) for label in row.labels] + [_latex_cell(cell) for cell in row.cells]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip", r"{\footnotesize"]
+    notes = [latex_escape(note) for note in table.notes]
+    notes += [f"$^{{{key}}}$ {latex_escape(reason)}" for key, reason in table.footnotes]
+    lines += [note + r"\par" for note in notes]
+    lines += ["}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- CSV / JSON
+def long_table(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None, metrics: Any = None) -> pd.DataFrame:
+    """The long table with the caveats as columns, so that every row carries them: the metric's
+    label and whether its weights are verified, and whether the human scores are simulated."""
+    out = frame.copy()
+    if metrics is not None and "metric" in out.columns:
+        infos = {info.name: info for info in metric_infos(metrics)}
+        out["metric_label"] = [infos[name].label if name in infos else str(name) for name in out["metric"]]
+        out["weights_verified"] = [bool(infos[name].verified) if name in infos else False for name in out["metric"]]
+    out["human_scores"] = "SIMULATED (not human judgments)" if is_simulated(provenance) else "human"
+    return out
+
+
+def to_csv(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None, metrics: Any = None) -> str:
+    return long_table(frame, provenance=provenance, metrics=metrics).to_csv(index=False)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def to_json(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None, metrics: Any = None) -> str:
+    """Records (one object per row), NaN and infinities as null."""
+    table = long_table(frame, provenance=provenance, metrics=metrics)
+    records = [{str(key): _json_value(value) for key, value in record.items()}
+               for record in table.to_dict(orient="records")]
+    return json.dumps(records, ensure_ascii=False, indent=1, allow_nan=False) + "\n"
+
+
+# --------------------------------------------------------------------------- all files
+def render_all(result: Any, out_dir: Path, *, statistics: Sequence[str] = DEFAULT_STATISTICS,
+               decimals: int = 3, ci: str = "halfwidth") -> list[Path]:
+    """Write tables.md, latex/<table>.tex per table, and the long correlations/ceiling tables
+    as CSV and JSON; return the written paths. Each file is written atomically."""
+    results = Results.coerce(result)
+    out_dir = Path(out_dir)
+    tables = build_tables(results, statistics=statistics, decimals=decimals, ci=ci)
+    written = [write_atomic(out_dir / "tables.md", markdown_document(tables, results.provenance))]
+    written += [write_atomic(out_dir / "latex" / f"{table.key}.tex", to_latex(table)) for table in tables]
+    for name, frame, metrics in (("correlations", results.correlations, results.metrics),
+                                 ("ceiling", results.ceiling, None)):
+        written.append(write_atomic(out_dir / f"{name}.csv", to_csv(frame, provenance=results.provenance, metrics=metrics)))
+        written.append(write_atomic(out_dir / f"{name}.json", to_json(frame, provenance=results.provenance, metrics=metrics)))
+    return written
