@@ -15,6 +15,7 @@ import torchvision
 from metrics.errors import WeightsError
 from metrics.lpips import LINEAR_HEADS_SHA256, LPIPS
 from metrics.weights import write_stand_in
+from tests.metrics.common import assert_batch_size_invariant, random_pairs
 
 # Same float32 network and operations on both sides; observed differences are 0.
 PACKAGE_TOLERANCE = 1e-5
@@ -53,13 +54,6 @@ def package_lpips(alexnet_state) -> torch.nn.Module:
         for index, layer in layer_slice.named_children():
             layer.load_state_dict(alexnet.features[int(index)].state_dict())
     return reference.eval()
-
-
-def random_pairs(count: int, height: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    original = torch.rand(count, 3, height, width, generator=generator)
-    noise = 0.4 * torch.rand(count, 3, height, width, generator=generator) - 0.2
-    return original, (original + noise).clamp(0, 1)
 
 
 def package_distance(reference: torch.nn.Module, original: torch.Tensor, anonymized: torch.Tensor) -> np.ndarray:
@@ -126,10 +120,4 @@ def test_network_is_frozen_and_oriented(metric) -> None:
 
 def test_batch_size_does_not_change_values(metric) -> None:
     original, anonymized = random_pairs(32, 64, 64, seed=7)
-    whole = metric.score(original, anonymized)
-    for batch_size in (1, 7):
-        batched = np.concatenate([
-            metric.score(original[start:start + batch_size], anonymized[start:start + batch_size])
-            for start in range(0, len(original), batch_size)
-        ])
-        np.testing.assert_allclose(batched, whole, rtol=0, atol=BATCH_TOLERANCE)
+    assert_batch_size_invariant(metric, original, anonymized, atol=BATCH_TOLERANCE)

@@ -13,6 +13,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio as torchmetric
 from metrics.errors import MetricInputError
 from metrics.functional import mean_finite
 from metrics.pixel import MSE, PSNR
+from tests.metrics.common import assert_batch_size_invariant, random_pairs
 
 # Both sides compute in float64 from the same float32 pixels: only summation order differs.
 REFERENCE_TOLERANCE = 1e-12
@@ -21,20 +22,13 @@ REFERENCE_TOLERANCE = 1e-12
 TORCHMETRICS_TOLERANCE = 1e-5
 
 
-def random_pairs(count: int, height: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    original = torch.rand(count, 3, height, width, generator=generator)
-    noise = 0.3 * torch.rand(count, 3, height, width, generator=generator) - 0.15
-    return original, (original + noise).clamp(0, 1)
-
-
 def as_hwc64(image: torch.Tensor) -> np.ndarray:
     return image.permute(1, 2, 0).double().numpy()
 
 
 @pytest.mark.parametrize("height, width", [(16, 16), (31, 47), (64, 40)])
 def test_mse_and_psnr_match_scikit_image_per_pair(height: int, width: int) -> None:
-    original, anonymized = random_pairs(5, height, width, seed=height * width)
+    original, anonymized = random_pairs(5, height, width, seed=height * width, noise=0.3)
     mse_values = MSE().score(original, anonymized)
     psnr_values = PSNR().score(original, anonymized)
     for index in range(len(original)):
@@ -48,21 +42,21 @@ def test_mse_and_psnr_match_scikit_image_per_pair(height: int, width: int) -> No
 
 
 def test_psnr_matches_torchmetrics_per_image() -> None:
-    original, anonymized = random_pairs(6, 24, 36, seed=3)
+    original, anonymized = random_pairs(6, 24, 36, seed=3, noise=0.3)
     reference = torchmetrics_psnr(anonymized, original, data_range=1.0, reduction="none", dim=(1, 2, 3))
     np.testing.assert_allclose(PSNR().score(original, anonymized), reference.double().numpy(),
                                rtol=0, atol=TORCHMETRICS_TOLERANCE)
 
 
 def test_scores_are_float64_and_oriented() -> None:
-    original, anonymized = random_pairs(2, 8, 8, seed=4)
+    original, anonymized = random_pairs(2, 8, 8, seed=4, noise=0.3)
     assert MSE().score(original, anonymized).dtype == np.float64
     assert MSE.higher_is_more_anonymous is True
     assert PSNR.higher_is_more_anonymous is False
 
 
 def test_identical_images_give_infinite_psnr_and_mean_finite_counts_them() -> None:
-    original, anonymized = random_pairs(3, 12, 12, seed=5)
+    original, anonymized = random_pairs(3, 12, 12, seed=5, noise=0.3)
     anonymized[1] = original[1]
     values = PSNR().score(original, anonymized)
     assert values[1] == math.inf
@@ -78,19 +72,12 @@ def test_mean_finite_of_only_infinite_values_is_nan() -> None:
 
 
 def test_shape_mismatch_is_a_metric_input_error() -> None:
-    original, anonymized = random_pairs(1, 12, 12, seed=6)
+    original, anonymized = random_pairs(1, 12, 12, seed=6, noise=0.3)
     with pytest.raises(MetricInputError, match="differ in shape"):
         PSNR().score(original, anonymized[:, :, :10])
 
 
 @pytest.mark.parametrize("metric_class", [MSE, PSNR])
 def test_batch_size_does_not_change_values(metric_class) -> None:
-    original, anonymized = random_pairs(32, 48, 64, seed=7)
-    metric = metric_class()
-    whole = metric.score(original, anonymized)
-    for batch_size in (1, 7):
-        batched = np.concatenate([
-            metric.score(original[start:start + batch_size], anonymized[start:start + batch_size])
-            for start in range(0, len(original), batch_size)
-        ])
-        np.testing.assert_array_equal(batched, whole)
+    original, anonymized = random_pairs(32, 48, 64, seed=7, noise=0.3)
+    assert_batch_size_invariant(metric_class(), original, anonymized)

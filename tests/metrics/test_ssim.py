@@ -9,6 +9,7 @@ from skimage.metrics import structural_similarity
 
 from metrics.errors import MetricInputError
 from metrics.ssim import SSIM, SSIMPaperCompat
+from tests.metrics.common import assert_batch_size_invariant, random_pairs
 
 # Both sides compute in float64 with the same 11-tap Gaussian; observed differences are ~1e-16.
 REFERENCE_TOLERANCE = 1e-10
@@ -22,13 +23,6 @@ RELEASED_CODE_CALL = dict(data_range=1, channel_axis=2, win_size=11, gaussian_we
                           use_sample_covariance=False, K1=0.01**2, K2=0.03**2)
 
 SIZES = [(11, 11), (12, 11), (17, 23), (33, 64), (65, 49)]
-
-
-def random_pairs(count: int, height: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    original = torch.rand(count, 3, height, width, generator=generator)
-    noise = 0.4 * torch.rand(count, 3, height, width, generator=generator) - 0.2
-    return original, (original + noise).clamp(0, 1)
 
 
 def structured_pairs(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,11 +101,4 @@ def test_orientation() -> None:
 @pytest.mark.parametrize("metric_class", [SSIM, SSIMPaperCompat])
 def test_batch_size_does_not_change_values(metric_class) -> None:
     original, anonymized = random_pairs(32, 48, 64, seed=9)
-    metric = metric_class()
-    whole = metric.score(original, anonymized)
-    for batch_size in (1, 7):
-        batched = np.concatenate([
-            metric.score(original[start:start + batch_size], anonymized[start:start + batch_size])
-            for start in range(0, len(original), batch_size)
-        ])
-        np.testing.assert_array_equal(batched, whole)
+    assert_batch_size_invariant(metric_class(), original, anonymized)
