@@ -175,6 +175,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", type=Path, action="append", default=None,
                    help="annotated pairs to evaluate (repeatable; default: the demo set's HA1.csv and HA2.csv)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/demo, runs/evaluate or runs/bench)")
+    p.add_argument("--sort", default=None, metavar="METRIC",
+                   help="with --method: the leaderboard's sort metric (default: PerceptAnon, else lpips, "
+                        "inception_dist, ssim)")
     _add_evaluation_options(p)
     p.set_defaults(func=_cmd_run)
 
@@ -220,7 +223,9 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes (default 0)")
     p.add_argument("--size-policy", choices=("error", "resize"), default="error",
                    help="when original and anonymized sizes differ (default: error)")
-    p.add_argument("--store", type=Path, default=None, help="results store (default: <out>/results.sqlite)")
+    p.add_argument("--store", type=Path, default=None,
+                   help="results store (default: <out>/results.sqlite; with --method: runs/results.sqlite, "
+                        "shared by every benchmark run so `bench leaderboard` sees them all)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (splits always use the paper's 42)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -254,6 +259,167 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- leaderboard
+def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("leaderboard",
+                       help="the leaderboard of every method ever benchmarked on a dataset, from the results store")
+    p.add_argument("--dataset", default="fixtures",
+                   help="benchmark set: 'fixtures' (the demo set) or a folder with images/ and pii.json")
+    p.add_argument("--store", type=Path, default=None, help="results store (default: runs/results.sqlite)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for leaderboard.{md,tex,csv,json,html} (default: runs/leaderboard/<dataset>)")
+    p.add_argument("--sort", default=None, metavar="METRIC",
+                   help="sort metric (default: PerceptAnon, else lpips, inception_dist, ssim)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=_cmd_leaderboard)
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench import leaderboard
+
+    return leaderboard.leaderboard_from_cli(args)
+
+
+# --------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train PerceptAnon on annotated pairs (the paper's recipe) and evaluate it")
+    p.add_argument("--annotations", type=Path, required=True, help="HA1.csv / HA2.csv or a generic CSV")
+    p.add_argument("--root", type=Path, default=None, help="image root (default: the CSV's folder)")
+    p.add_argument("--columns", default=None,
+                   help="column mapping for a generic CSV, e.g. original=src,anonymized=dst,score_mean=mos")
+    p.add_argument("--ha", choices=("HA1", "HA2"), default="HA1",
+                   help="HA1: the anonymized image alone; HA2: the (original, anonymized) pair (default HA1)")
+    p.add_argument("--split", default="all", help="the paper's split: all, task-*, loov-*, anon-* (default all)")
+    p.add_argument("--label", default="mean", help="target: mean, labels10, labels5, labels3 or binary (default mean)")
+    p.add_argument("--classification", action="store_true", help="classify (cross-entropy) instead of regress (MSE)")
+    p.add_argument("--class-weighted", action="store_true", help="weight the cross-entropy by inverse class frequency")
+    p.add_argument("--binary-compat", action="store_true",
+                   help="the released binary labels (class 0 = score > 5); scores stay higher = more anonymous")
+    p.add_argument("--backbone", default="resnet50",
+                   help="resnet18, resnet50, resnet152, densenet121, alexnet or vgg11 (default resnet50)")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                   help="start from random weights instead of ImageNet ones")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this PerceptAnon checkpoint instead of ImageNet weights "
+                        "(fine-tune it; with --epochs 0: only evaluate it)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="no random flip / rotation of training images")
+    p.add_argument("--epochs", type=int, default=200, help="epochs of the cosine schedule (default 200)")
+    p.add_argument("--batch-size", type=int, default=128, help="pairs per step (default 128)")
+    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate, momentum 0.9 (default 0.01)")
+    p.add_argument("--seed", type=int, default=42, help="seed of initialisation, order and augmentation (default 42)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader workers decoding images (default 0: in-process, inputs cached when they fit)")
+    p.add_argument("--size-policy", choices=("error", "resize"), default="error",
+                   help="HA2: when original and anonymized sizes differ (default: error)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder (default: runs/train/<ha>-<split>-<label>-<backbone>[-cls])")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
+                   help="end this invocation after EPOCH (e.g. a time-limited job); continue with --resume")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bench import dataset, train
+
+    config = train.TrainConfig(
+        annotations=args.annotations, root=args.root, columns=dataset.parse_column_mapping(args.columns),
+        ha=args.ha, split=args.split, label=args.label, classification=args.classification,
+        class_weighted=args.class_weighted, binary_compat=args.binary_compat, backbone=args.backbone,
+        pretrained=args.pretrained, init=args.init, augment=args.augment, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, workers=args.workers,
+        size_policy=args.size_policy, out=args.out, resume=args.resume, stop_after=args.stop_after,
+    )
+    train.train(config)
+    return 0
+
+
+# --------------------------------------------------------------------------- explain
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="Grad-CAM heatmaps of a PerceptAnon checkpoint, overlaid on the images")
+    p.add_argument("images", type=Path, nargs="+", help="anonymized images to explain")
+    p.add_argument("--checkpoint", type=Path, required=True, help="PerceptAnon checkpoint (e.g. best.pt)")
+    p.add_argument("--ha", choices=("HA1", "HA2"), default=None, help="model kind (default: read from the checkpoint)")
+    p.add_argument("--original", type=Path, default=None, help="HA2: the original the images anonymize")
+    p.add_argument("--out", type=Path, required=True, help="folder for the overlay PNGs")
+    p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity over the image (default 0.5)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
+    p.set_defaults(func=_cmd_explain)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from bench import explain
+
+    for line in explain.explain_files(args.checkpoint, args.images, args.out, ha=args.ha, original=args.original,
+                                      device=args.device, alpha=args.alpha):
+        print(line)
+    return 0
+
+
+# --------------------------------------------------------------------------- perf
+def _add_perf(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("perf", help="measure scoring speed and memory against a naive pipeline and the compute floor")
+    p.add_argument("--pairs", type=int, default=None,
+                   help="pairs to measure (default: 200 synthetic; with --annotations, all rows, else the first N)")
+    p.add_argument("--size", default="256x256", metavar="WxH", help="synthetic image size (default 256x256)")
+    p.add_argument("--per-original", type=int, default=4,
+                   help="synthetic anonymizations per original (default 4, as in the paper)")
+    p.add_argument("--annotations", type=Path, default=None, help="measure on this dataset instead of synthetic pairs")
+    p.add_argument("--root", type=Path, default=None, help="image root of --annotations (default: the CSV's folder)")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated pair metrics (default: mse,psnr,ssim,lpips,inception_dist)")
+    p.add_argument("--checkpoint-ha1", type=Path, default=None,
+                   help="PerceptAnon HA1 checkpoint (default: a stand-in ResNet-50, if perceptanon_ha1 is measured)")
+    p.add_argument("--checkpoint-ha2", type=Path, default=None,
+                   help="PerceptAnon HA2 checkpoint (default: a stand-in ResNet-50, if perceptanon_ha2 is measured)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=int, default=32, help="the runner's pairs per batch (default 32)")
+    p.add_argument("--workers", type=int, default=0, help="the runner's image-decoding processes (default 0)")
+    p.add_argument("--baseline-pairs", type=int, default=None,
+                   help="pairs the naive baseline is measured on, at most (default 20)")
+    p.add_argument("--phases", default=None,
+                   help="comma-separated subset of naive,runner,per-metric,floor (default: all)")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="float32 (default), or autocast to bfloat16 / float16 (CUDA) in every phase")
+    p.add_argument("--out", type=Path, default=None,
+                   help="keep data, weights and stores here and write perf.json / perf.txt (default: a temp folder)")
+    p.add_argument("--json", type=Path, default=None, help="also write the JSON report here")
+    p.set_defaults(func=_cmd_perf)
+
+
+def _cmd_perf(args: argparse.Namespace) -> int:
+    import shlex
+
+    from bench import perf
+    from metrics.registry import parse_metric_list
+
+    with perf.work_folder(args.out) as work:
+        report = perf.run_perf(
+            metric_names=parse_metric_list(args.metrics),
+            work=work,
+            pairs=args.pairs,
+            size=perf.parse_size(args.size),
+            per_original=args.per_original,
+            annotations=args.annotations,
+            root=args.root,
+            device=args.device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            baseline_pairs=perf.DEFAULT_BASELINE_PAIRS if args.baseline_pairs is None else args.baseline_pairs,
+            phases=perf.parse_phases(args.phases),
+            precision=args.precision,
+            checkpoints={"perceptanon_ha1": args.checkpoint_ha1, "perceptanon_ha2": args.checkpoint_ha2},
+            command=shlex.join(["bench", *sys.argv[1:]]),
+        )
+    print("\n".join(report.table_lines()))
+    for path in perf.write_report(report, args.json, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -271,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_splits(sub)
     _add_score(sub)
     _add_weights(sub)
+    _add_perf(sub)
+    _add_train(sub)
+    _add_explain(sub)
+    _add_leaderboard(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Built-in anonymization methods: pure numpy functions, one per method.
+"""Anonymization methods: the four built-ins (pure numpy functions) and finding a user's method.
 
 Contract of a method (the built-ins and a user's alike)::
 
@@ -17,21 +17,51 @@ are. Boxes are clipped to the image; a box that is empty after clipping is skipp
 processed in the given order, each from the unmodified input, so where two boxes overlap the
 later one wins.
 
-The checks that a method's output has the right shape, dtype and no NaN live elsewhere (they
-apply to user methods too); the built-ins satisfy them by construction.
+`anonymize` calls any method through this contract: it passes copies (a method cannot spoil
+the original for the next one) and checks the output's type, shape, dtype and NaNs, turning
+every problem into a one-line `MethodFailure` naming the method and the image. The built-ins
+satisfy the checks by construction.
+
+`resolve_method` finds a method by the ``--method`` spec, in this order:
+
+- ``NAME=DIR``: a folder of already-anonymized images, matched to the originals by relative
+  path (any image extension; see `match_folder`).
+- a built-in name (`BUILTIN_METHODS`);
+- an entry point in the group ``bench.methods`` of an installed package (a plugin may not
+  reuse a built-in's name, nor another plugin's: that is an error, never an override);
+- ``module:function``, imported (the current folder is searched last).
+
+Each resolved `Method` carries an ``identity`` that changes whenever its outputs may change,
+so unchanged methods are not re-run: built-ins by name and suite version, plugins by their
+distribution's name and version, ``module:function`` by the sha256 of the named module's file
+and of the file defining the function (its own source where there is no file), folders by the
+sha256 of every file in them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import inspect
 import math
+import os
+import re
+import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 import numpy as np
 
 from bench.errors import InputError
+from metrics.hashing import file_sha256
 
 Box = tuple[int, int, int, int]
-Method = Callable[[np.ndarray, np.ndarray, Sequence[Box]], np.ndarray]
+MethodFunction = Callable[[np.ndarray, np.ndarray, Sequence[Box]], np.ndarray]
+
+#: Entry-point group in which installed packages offer methods.
+ENTRY_POINT_GROUP = "bench.methods"
 
 #: RGB colour that `mask` paints over the PII region.
 MASK_FILL: tuple[int, int, int] = (0, 0, 0)
@@ -54,6 +84,16 @@ def local_crop(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
     """The local scope of a pair: the PII box cropped, ``image[y0:y1, x0:x1]``."""
     x0, y0, x1, y1 = (int(v) for v in box)
     return image[y0:y1, x0:x1]
+
+
+def local_box(boxes: Sequence[Sequence[int]], height: int, width: int) -> Box | None:
+    """The box of an image's local scope: the smallest box holding all its PII boxes, clipped
+    to the image; None when no box overlaps the image."""
+    clipped = [b for b in (_clip_box(box, height, width) for box in boxes) if b is not None]
+    if not clipped:
+        return None
+    x0s, y0s, x1s, y1s = zip(*clipped)
+    return min(x0s), min(y0s), max(x1s), max(y1s)
 
 
 def mask(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
@@ -152,7 +192,7 @@ def inpaint(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box]) -> np
 
 #: The built-in methods by name. The protocol maps ``blur`` and ``pixelate`` to the paper's
 #: ``blurpix`` family.
-BUILTIN_METHODS: dict[str, Method] = {
+BUILTIN_METHODS: dict[str, MethodFunction] = {
     "mask": mask,
     "blur": blur,
     "pixelate": pixelate,
@@ -160,10 +200,256 @@ BUILTIN_METHODS: dict[str, Method] = {
 }
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str) -> MethodFunction:
     """The built-in method called ``name``; an `InputError` lists the allowed names."""
     try:
         return BUILTIN_METHODS[name]
     except (KeyError, TypeError):
         allowed = ", ".join(BUILTIN_METHODS)
         raise InputError(f"unknown anonymization method {name!r}; allowed: {allowed}") from None
+
+
+# ----------------------------------------------------------------------------- resolution
+KINDS = ("built-in", "plugin", "function", "folder")
+# Folder names of a method's outputs; a leading "_" or "." is left to the suite's own folders.
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method found by `resolve_method`: a function to call, or a folder of outputs."""
+
+    name: str
+    #: One of `KINDS`.
+    kind: str
+    #: Changes whenever the method's outputs may change (see the module docstring).
+    identity: str
+    #: Where it comes from, for provenance: "bench.methods:blur", "mypkg:anon (mypkg 1.0)", a folder.
+    source: str
+    function: MethodFunction | None = field(default=None, compare=False, repr=False)
+    #: The folder of already-anonymized images (kind "folder").
+    folder: Path | None = None
+
+    @property
+    def slug(self) -> str:
+        """The method's folder name: its name with anything unsafe in a path replaced by ``_``."""
+        return method_slug(self.name)
+
+
+class MethodFailure(InputError):
+    """A method that failed on one image: raised, or returned something off the contract."""
+
+
+def method_slug(name: str) -> str:
+    slug = _SLUG_UNSAFE.sub("_", name).strip("._")
+    if not slug:
+        raise InputError(f"method name {name!r} has no letters or digits; give it a name like mine=DIR")
+    return slug
+
+
+def resolve_method(spec: str) -> Method:
+    """The method named by a ``--method`` value (see the module docstring for the order)."""
+    spec = spec.strip()
+    if not spec:
+        raise InputError("empty --method; give a built-in name, a plugin name, module:function or NAME=DIR")
+    name, is_folder, folder = spec.partition("=")
+    if is_folder:
+        return _folder_method(name.strip(), Path(folder.strip()))
+    if spec in BUILTIN_METHODS:
+        return _builtin(spec)
+    plugins = plugin_entry_points()
+    if spec in plugins:
+        return _plugin(plugins[spec])
+    if ":" in spec:
+        return _function_method(spec)
+    installed = ", ".join(sorted(plugins)) or "none installed"
+    raise InputError(
+        f"unknown anonymization method {spec!r}; use a built-in ({', '.join(BUILTIN_METHODS)}), "
+        f"an installed plugin ({installed}), module:function, or NAME=DIR for a folder of anonymized images"
+    )
+
+
+def builtin_methods() -> list[Method]:
+    return [_builtin(name) for name in BUILTIN_METHODS]
+
+
+def _builtin(name: str) -> Method:
+    from bench import __version__
+
+    return Method(name=name, kind="built-in", identity=f"built-in {name}, perceptanon-bench {__version__}",
+                  source=f"bench.methods:{name}", function=BUILTIN_METHODS[name])
+
+
+def plugin_entry_points() -> dict[str, EntryPoint]:
+    """Installed plugin methods by name; a name used twice (or a built-in's) is an error."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in BUILTIN_METHODS:
+            raise InputError(f"method plugin {ep.name!r} ({ep.value}, from {_distribution(ep)}) reuses a built-in's "
+                             "name; rename the entry point in that package's metadata")
+        if ep.name in found and found[ep.name].value != ep.value:
+            raise InputError(f"two installed packages offer the method {ep.name!r}: {found[ep.name].value} "
+                             f"({_distribution(found[ep.name])}) and {ep.value} ({_distribution(ep)}); uninstall one")
+        found[ep.name] = ep
+    return found
+
+
+def _distribution(ep: EntryPoint) -> str:
+    dist = ep.dist
+    return f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+
+
+def _plugin(ep: EntryPoint) -> Method:
+    try:
+        function = ep.load()
+    except Exception as exc:  # a plugin's import error must be one line
+        raise InputError(f"method plugin {ep.name!r}: cannot load {ep.value} ({_describe(exc)}); "
+                         f"fix or reinstall {_distribution(ep)}") from exc
+    _check_callable(function, f"method plugin {ep.name!r} ({ep.value})")
+    origin = _distribution(ep)
+    return Method(name=ep.name, kind="plugin", identity=f"plugin {ep.value} from {origin}",
+                  source=f"{ep.value} ({origin})", function=function)
+
+
+def _function_method(spec: str) -> Method:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise InputError(f"--method {spec!r}: expected module:function, e.g. mymethod:anonymize")
+    # Like `python -m`, find modules in the current folder too (last, so it shadows nothing).
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+        target = module
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except Exception as exc:  # the user's module may raise anything on import
+        raise InputError(f"--method {spec!r}: cannot import it ({_describe(exc)}); check the module is on "
+                         "PYTHONPATH (or in the current folder) and the function name") from exc
+    _check_callable(target, f"--method {spec!r}")
+    identity = f"function {spec}, source sha256 {_source_sha256(spec, module, target)}"
+    return Method(name=spec, kind="function", identity=identity, source=spec, function=target)
+
+
+def _source_sha256(spec: str, module: object, function: object) -> str:
+    """sha256 over the files of the named module and of the module defining the function
+    (so edits to helpers beside it count too); of the function's source where neither is a file."""
+    modules = [module, sys.modules.get(getattr(function, "__module__", None) or "")]
+    paths = (getattr(m, "__file__", None) for m in modules)
+    files = sorted({str(path) for path in paths if path and Path(path).is_file()})
+    if files:
+        return hashlib.sha256("\n".join(file_sha256(path) for path in files).encode()).hexdigest()
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError) as exc:
+        raise InputError(f"--method {spec!r}: cannot read its source to tell when it changes ({_describe(exc)}); "
+                         "define the function in a .py file") from exc
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def _check_callable(target: object, what: str) -> None:
+    if not callable(target):
+        raise InputError(f"{what} is a {type(target).__name__}, not a function "
+                         "fn(image, pii_mask, boxes) -> anonymized image")
+
+
+def _folder_method(name: str, folder: Path) -> Method:
+    if not name:
+        raise InputError(f"--method ={folder}: give the folder's method a name, e.g. mine={folder}")
+    if name in BUILTIN_METHODS:
+        raise InputError(f"--method {name}={folder}: {name!r} is a built-in method; choose another name")
+    method_slug(name)
+    if not folder.is_dir():
+        raise InputError(f"--method {name}={folder}: no such folder; give the folder of anonymized images")
+    digest = hashlib.sha256()
+    for path in _folder_files(folder):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
+    return Method(name=name, kind="folder", identity=f"folder of {digest.hexdigest()}", source=str(folder),
+                  folder=folder)
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """Every regular file under `folder`, hidden ones (``.DS_Store``, ``.git``) left out."""
+    return sorted(
+        path for path in folder.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
+@dataclass
+class FolderMatch:
+    """How a folder's files match the originals (by relative path, extension ignored)."""
+
+    #: original's relative path -> its anonymized file.
+    found: dict[str, Path]
+    #: originals without a file.
+    missing: list[str]
+    #: originals with several candidate files (e.g. a.png and a.jpg), with the candidates.
+    ambiguous: dict[str, list[Path]]
+    #: files that match no original.
+    extra: list[Path]
+
+
+def match_folder(folder: Path, originals: Sequence[str]) -> FolderMatch:
+    """Match the files of `folder` to `originals` (paths such as ``coco/a.png``) by relative
+    path without extension: ``coco/a.jpg`` in the folder is the anonymized ``coco/a.png``."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in _folder_files(folder):
+        by_stem.setdefault(_stem(path.relative_to(folder).as_posix()), []).append(path)
+    match = FolderMatch(found={}, missing=[], ambiguous={}, extra=[])
+    wanted = set()
+    for original in originals:
+        stem = _stem(original)
+        wanted.add(stem)
+        candidates = by_stem.get(stem, [])
+        if not candidates:
+            match.missing.append(original)
+        elif len(candidates) > 1:
+            match.ambiguous[original] = candidates
+        else:
+            match.found[original] = candidates[0]
+    match.extra = [path for stem, paths in by_stem.items() if stem not in wanted for path in paths]
+    return match
+
+
+def _stem(relative: str) -> str:
+    path = Path(relative)
+    return path.with_suffix("").as_posix() if path.suffix else path.as_posix()
+
+
+# ----------------------------------------------------------------------------- calling
+def anonymize(method: Method, image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box], *,
+              where: str) -> np.ndarray:
+    """Call a function method on copies of its inputs and check what it returns.
+
+    Raises `MethodFailure` (one line naming the method and `where`, e.g. the image's path)
+    when it raises, or returns anything but an array of the image's shape and dtype uint8.
+    """
+    if method.function is None:
+        raise TypeError(f"method {method.name!r} is a folder of images, not a function")
+    try:
+        output = method.function(image.copy(), pii_mask.copy(), [tuple(box) for box in boxes])
+    except Exception as exc:  # the user's method may raise anything
+        raise MethodFailure(f"method {method.name!r} failed on {where}: {_describe(exc)}") from exc
+    check_output(method.name, output, image.shape, where=where)
+    return output
+
+
+def check_output(name: str, output: object, shape: tuple[int, ...], *, where: str) -> None:
+    """The output contract: an ``H x W x 3`` uint8 array of the input's shape, no NaN."""
+    expected = f"expected a {' x '.join(map(str, shape))} uint8 array"
+    if not isinstance(output, np.ndarray):
+        raise MethodFailure(f"method {name!r} returned a {type(output).__name__} for {where}; {expected}")
+    if np.issubdtype(output.dtype, np.floating) and np.isnan(output).any():
+        raise MethodFailure(f"method {name!r} returned NaN values for {where}; {expected}")
+    if output.shape != tuple(shape):
+        raise MethodFailure(f"method {name!r} returned shape {' x '.join(map(str, output.shape))} for {where}; "
+                            f"{expected}")
+    if output.dtype != np.uint8:
+        raise MethodFailure(f"method {name!r} returned dtype {output.dtype} for {where}; {expected} "
+                            "(0-255, e.g. np.clip(x, 0, 255).astype(np.uint8))")
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -386,7 +386,8 @@ class ResultsStore:
             self._db.execute(self._BENCHMARK_TABLE)
             self._db.execute(
                 "INSERT OR REPLACE INTO benchmark_runs (run_id, dataset, dataset_sha256, record) VALUES (?, ?, ?, ?)",
-                (run_id, dataset, dataset_sha256, json.dumps(record, sort_keys=True, default=str)),
+                # Unsorted: the order of methods and metrics is the order a leaderboard shows.
+                (run_id, dataset, dataset_sha256, json.dumps(record, default=str)),
             )
 
     def benchmark_records(self, dataset_sha256: str) -> list[dict[str, Any]]:

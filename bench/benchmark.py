@@ -1,0 +1,620 @@
+"""`bench run --method ...`: benchmark anonymization methods into a leaderboard.
+
+The flow, for a benchmark set (originals + PII regions) and a list of methods:
+
+1. **Anonymize.** Every method -- the four built-ins always, beside the user's -- is applied
+   to every original with its PII mask and boxes (`bench.methods.anonymize` checks each
+   output). Outputs go to ``<out>/<dataset>/<method>/<scope>/<original's path>.png``:
+   ``global`` is the whole anonymized image, ``local`` its crop to the PII box (the smallest
+   box holding all the image's PII boxes); the original's local counterpart, the same crop
+   of the original, goes to ``<out>/<dataset>/_originals/local/``. A manifest beside each
+   method's outputs records the method's identity: an unchanged method whose outputs are
+   intact is not run again. A method that fails on an image (raises, or returns the wrong
+   shape, dtype or NaN) gets a one-line failure naming it and the image; the run goes on.
+2. **Score.** The (original, anonymized) pairs -- written to ``pairs.csv`` -- are scored by
+   `bench.runner.score_pairs` with every pair metric, and each method x scope group by the set
+   metrics (`bench.setmetrics`); stored values are reused, so an unchanged re-run computes
+   nothing. Metrics that cannot be built (missing weights) are reported with the fix.
+3. **Record and rank.** The run's record (method identities and pairs, dataset identity,
+   metric keys, failures) goes into the results store; the leaderboard is built from it
+   (`bench.leaderboard`) and written as Markdown, LaTeX, CSV, JSON and HTML.
+
+A benchmark set is a folder with ``images/`` (originals under ``images/originals/``),
+``pii.json`` (an original's path relative to ``images/`` -> its ``[x0, y0, x1, y1]`` PII
+boxes, x1/y1 exclusive) and optionally ``masks/`` (``masks/<path under originals/>``, white =
+PII; an original without a mask file uses the union of its boxes). ``fixtures`` names the
+demo set in fixtures/demo. Its identity is the sha256 of pii.json, every original and every
+mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from bench import evaluate, images
+from bench.dataset import PairsTable
+from bench.errors import ImageError, InputError
+from bench.leaderboard import DEFAULT_RUNS, DEFAULT_STORE, build_leaderboard
+from bench.methods import (
+    Box,
+    FolderMatch,
+    Method,
+    MethodFailure,
+    anonymize,
+    builtin_methods,
+    local_box,
+    local_crop,
+    match_folder,
+    method_slug,
+    resolve_method,
+)
+from bench.runner import MetricOutcome, ScoreResult, score_pairs, write_outputs
+from bench.setmetrics import (
+    GroupMember,
+    SetMetricOutcome,
+    SetScores,
+    group_key,
+    score_groups,
+)
+from bench.store import ResultsStore
+from metrics.atomic import write_atomic
+from metrics.errors import MetricError
+from metrics.hashing import file_sha256, remember_sha256
+from metrics.registry import metric_class
+from reports.leaderboard import Leaderboard, to_markdown_document, write_leaderboard
+
+FIXTURES = "fixtures"
+FIXTURES_FOLDER = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
+SCOPES = ("global", "local")
+ORIGINALS_PREFIX = "originals/"
+#: Folder of the originals' local crops; method folders never start with "_" (see method_slug).
+ORIGINAL_CROPS = "_originals"
+#: Identity of the originals' crops: changes only if the crop rule does.
+CROPS_IDENTITY = "local crop to the bounding box of the PII boxes, v1"
+MANIFEST = "manifest.json"
+#: Every metric the suite has, pair and set; PerceptAnon joins when a checkpoint is given.
+DEFAULT_METRICS = ("mse", "psnr", "ssim", "lpips", "inception_dist", "fid", "kid")
+# Failures printed per method; all of them are in the leaderboard files.
+_LISTED_FAILURES = 20
+
+
+# ----------------------------------------------------------------------------- benchmark set
+@dataclass(frozen=True)
+class OriginalImage:
+    #: Its pii.json key: the path relative to images/ ("originals/coco/a.png").
+    key: str
+    #: The path under originals/ ("coco/a.png"), by which outputs and folders are matched.
+    relative: str
+    path: Path
+    boxes: tuple[Box, ...]
+    mask_path: Path | None
+    #: The folder under originals/ ("coco"), "" for an original directly in it.
+    dataset: str
+
+    @property
+    def output_name(self) -> str:
+        return Path(self.relative).with_suffix(".png").as_posix()
+
+
+@dataclass(frozen=True)
+class BenchmarkSet:
+    name: str
+    folder: Path
+    originals: tuple[OriginalImage, ...]
+    sha256: str
+
+
+def load_benchmark_set(spec: str | os.PathLike[str]) -> BenchmarkSet:
+    """The benchmark set in folder `spec` (``fixtures``: the demo set); one-line `InputError`
+    on anything missing or malformed. Images are not decoded here."""
+    folder = FIXTURES_FOLDER if str(spec) == FIXTURES else Path(spec)
+    pii_path, images_dir, masks_dir = folder / "pii.json", folder / "images", folder / "masks"
+    if not folder.is_dir():
+        raise InputError(f"--dataset {spec}: no such folder; give 'fixtures' or a folder with images/ and pii.json")
+    for needed in (pii_path, images_dir):
+        if not needed.exists():
+            raise InputError(f"--dataset {spec}: {needed} is missing; a benchmark set has images/ and pii.json")
+    raw = _read_bytes(pii_path)
+    entries = _parse_pii(pii_path, raw)
+    originals = tuple(_original(pii_path, images_dir, masks_dir, key, boxes) for key, boxes in entries.items())
+    _check_output_names(pii_path, originals)
+    digest = hashlib.sha256(raw)
+    for original in originals:
+        digest.update(f"\n{original.key}\0{file_sha256(original.path)}".encode())
+        if original.mask_path is not None:
+            digest.update(f"\0mask {file_sha256(original.mask_path)}".encode())
+    name = "demo" if folder == FIXTURES_FOLDER else folder.resolve().name
+    return BenchmarkSet(name=method_slug(name), folder=folder, originals=originals, sha256=digest.hexdigest())
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _parse_pii(path: Path, raw: bytes) -> dict[str, tuple[Box, ...]]:
+    shape = "an object mapping each original's path (relative to images/) to a list of [x0, y0, x1, y1] boxes"
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({' '.join(str(exc).split())}); it must be {shape}") from None
+    if not isinstance(data, dict) or not data:
+        raise InputError(f"{path}: expected {shape}")
+    return {str(key): _boxes(path, key, value) for key, value in data.items()}
+
+
+def _boxes(path: Path, key: str, value: Any) -> tuple[Box, ...]:
+    def integer(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{path}: {key!r} needs a non-empty list of [x0, y0, x1, y1] boxes, got {value!r}")
+    boxes = []
+    for box in value:
+        if not (isinstance(box, list) and len(box) == 4 and all(integer(v) for v in box)):
+            raise InputError(f"{path}: {key!r} has box {box!r}; a box is four integers [x0, y0, x1, y1]")
+        x0, y0, x1, y1 = box
+        if x1 <= x0 or y1 <= y0:
+            raise InputError(f"{path}: {key!r} has the empty box {box!r}; x1 > x0 and y1 > y0 (x1, y1 exclusive)")
+        boxes.append((x0, y0, x1, y1))
+    return tuple(boxes)
+
+
+def _original(pii_path: Path, images_dir: Path, masks_dir: Path, key: str, boxes: tuple[Box, ...]) -> OriginalImage:
+    relative_path = Path(key)
+    if relative_path.is_absolute() or ".." in relative_path.parts:
+        raise InputError(f"{pii_path}: {key!r} must be a path relative to {images_dir} without '..'")
+    path = images_dir / relative_path
+    if not path.is_file():
+        raise InputError(f"{pii_path}: original {key!r} not found at {path}; fix the key or add the image")
+    relative = key.removeprefix(ORIGINALS_PREFIX)
+    parts = Path(relative).parts
+    mask_candidates = (masks_dir / relative, masks_dir / Path(relative).with_suffix(".png"))
+    mask_path = next((candidate for candidate in mask_candidates if candidate.is_file()), None)
+    return OriginalImage(key=key, relative=relative, path=path, boxes=boxes, mask_path=mask_path,
+                         dataset=parts[0] if len(parts) > 1 else "")
+
+
+def _check_output_names(pii_path: Path, originals: Sequence[OriginalImage]) -> None:
+    seen: dict[str, str] = {}
+    for original in originals:
+        other = seen.setdefault(original.output_name, original.key)
+        if other != original.key:
+            raise InputError(f"{pii_path}: {other!r} and {original.key!r} differ only in their extension; "
+                             "their outputs would share a file name, rename one")
+
+
+def _pii_mask(original: OriginalImage, height: int, width: int) -> np.ndarray:
+    """The mask file (white = PII) where there is one, else the union of the boxes."""
+    if original.mask_path is None:
+        mask = np.zeros((height, width), dtype=bool)
+        for x0, y0, x1, y1 in original.boxes:
+            mask[max(0, y0):y1, max(0, x0):x1] = True
+        return mask
+    try:
+        with Image.open(original.mask_path) as opened:
+            mask = np.asarray(opened.convert("L")) > 127
+    except OSError as exc:
+        reason = " ".join(str(exc).split())
+        raise ImageError(f"cannot decode mask {original.mask_path}: {reason}; re-export it") from None
+    if mask.shape != (height, width):
+        raise InputError(f"mask {original.mask_path} is {mask.shape[1]}x{mask.shape[0]}, its original {original.key} "
+                         f"is {width}x{height} (width x height); re-export the mask at the original's size")
+    return mask
+
+
+# ----------------------------------------------------------------------------- outputs
+class _OutputFolder:
+    """One method's outputs (or the originals' crops) and the manifest saying what made them.
+
+    An output is reused only if the manifest was written by the same method identity for the
+    same benchmark set and the file still has the recorded sha256.
+    """
+
+    def __init__(self, folder: Path, identity: str, dataset_sha256: str) -> None:
+        self.folder, self.identity, self.dataset_sha256 = folder, identity, dataset_sha256
+        self.entries: dict[str, dict[str, str]] = self._load()
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        try:
+            manifest = json.loads((self.folder / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        same = manifest.get("identity") == self.identity and manifest.get("dataset_sha256") == self.dataset_sha256
+        outputs = manifest.get("outputs")
+        return dict(outputs) if same and isinstance(outputs, dict) else {}
+
+    def path(self, scope: str, original: OriginalImage) -> Path:
+        return self.folder / scope / original.output_name
+
+    def reusable(self, original: OriginalImage, scopes: Sequence[str]) -> bool:
+        recorded = self.entries.get(original.relative) or {}
+        return all(self._intact(self.path(scope, original), recorded.get(scope)) for scope in scopes)
+
+    @staticmethod
+    def _intact(path: Path, sha256: str | None) -> bool:
+        return sha256 is not None and path.is_file() and file_sha256(path) == sha256
+
+    def write(self, original: OriginalImage, scope: str, image: np.ndarray) -> Path:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+        data = buffer.getvalue()
+        path = write_atomic(self.path(scope, original), data)
+        sha256 = hashlib.sha256(data).hexdigest()
+        remember_sha256(path, sha256)
+        self.entries.setdefault(original.relative, {})[scope] = sha256
+        return path
+
+    def forget(self, original: OriginalImage) -> None:
+        self.entries.pop(original.relative, None)
+
+    def save(self) -> None:
+        manifest = {"identity": self.identity, "dataset_sha256": self.dataset_sha256, "outputs": self.entries}
+        write_atomic(self.folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+@dataclass
+class MethodOutputs:
+    """What one method produced in a run."""
+
+    method: Method
+    #: original's relative path -> scope -> output file.
+    outputs: dict[str, dict[str, Path]] = field(default_factory=dict)
+    #: One line per image the method failed on.
+    failures: list[str] = field(default_factory=list)
+    #: Other one-line remarks (folder files that match no original).
+    notes: list[str] = field(default_factory=list)
+    #: Images anonymized in this run, and images whose earlier outputs were reused.
+    anonymized: int = 0
+    reused: int = 0
+
+
+@dataclass
+class _Job:
+    method: Method
+    folder: _OutputFolder
+    result: MethodOutputs
+    match: FolderMatch | None = None
+
+    def unavailable(self, original: OriginalImage) -> str | None:
+        """Why a folder method has no image for `original` (missing, or several candidates)."""
+        if self.match is None or original.relative in self.match.found:
+            return None
+        name, folder = self.method.name, self.method.folder
+        if original.relative in self.match.ambiguous:
+            candidates = ", ".join(str(path) for path in self.match.ambiguous[original.relative])
+            return f"method {name!r}: several files for {original.key} in {folder} ({candidates}); keep one"
+        return (f"method {name!r}: no anonymized image for {original.key} in {folder} "
+                f"(expected {Path(original.relative).with_suffix('')}.<ext>)")
+
+    def produce(self, original: OriginalImage, image: np.ndarray, pii_mask: np.ndarray) -> np.ndarray:
+        if self.match is None:
+            return anonymize(self.method, image, pii_mask, original.boxes, where=original.key)
+        path = self.match.found[original.relative]
+        try:
+            anonymized = images.load_rgb(path)
+        except ImageError as exc:
+            raise MethodFailure(f"method {self.method.name!r}: {exc}") from None
+        if anonymized.shape != image.shape:
+            raise MethodFailure(
+                f"method {self.method.name!r}: {path} is {anonymized.shape[1]}x{anonymized.shape[0]}, its original "
+                f"{original.key} is {image.shape[1]}x{image.shape[0]} (width x height); "
+                "re-export it at the original's size"
+            )
+        return anonymized
+
+
+def anonymize_all(
+    benchmark_set: BenchmarkSet, methods: Sequence[Method], out_root: Path, *, progress: bool = True
+) -> tuple[list[MethodOutputs], dict[str, Path]]:
+    """Run (or reuse) every method on every original; returns each method's outputs and the
+    originals' local crops (relative path -> file). Each original is decoded at most once."""
+    jobs = [_job(method, benchmark_set, out_root) for method in methods]
+    crops = _OutputFolder(out_root / ORIGINAL_CROPS, CROPS_IDENTITY, benchmark_set.sha256)
+    local_originals: dict[str, Path] = {}
+    try:
+        with tqdm(total=len(benchmark_set.originals), unit="image", desc="anonymizing",
+                  disable=not progress or None) as bar:
+            for original in benchmark_set.originals:
+                _anonymize_original(original, jobs, crops, local_originals)
+                bar.update(1)
+    finally:
+        for folder in [job.folder for job in jobs] + [crops]:
+            folder.save()
+    return [job.result for job in jobs], local_originals
+
+
+def _job(method: Method, benchmark_set: BenchmarkSet, out_root: Path) -> _Job:
+    job = _Job(method, _OutputFolder(out_root / method.slug, method.identity, benchmark_set.sha256),
+               MethodOutputs(method))
+    if method.folder is not None:
+        job.match = match_folder(method.folder, [original.relative for original in benchmark_set.originals])
+        job.result.notes += [f"{path} matches no original of {benchmark_set.name}; ignored" for path in job.match.extra]
+    return job
+
+
+def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _OutputFolder,
+                        local_originals: dict[str, Path]) -> None:
+    pending = []
+    for job in jobs:
+        problem = job.unavailable(original)
+        if problem is not None:
+            job.result.failures.append(problem)
+        elif job.folder.reusable(original, SCOPES):
+            job.result.outputs[original.relative] = {scope: job.folder.path(scope, original) for scope in SCOPES}
+            job.result.reused += 1
+        else:
+            pending.append(job)
+    local_originals[original.relative] = crops.path("local", original)
+    crop_ready = crops.reusable(original, ("local",))
+    if not pending and crop_ready:
+        return
+    image = images.load_rgb(original.path)
+    height, width = image.shape[:2]
+    box = local_box(original.boxes, height, width)
+    if box is None:
+        raise InputError(f"{original.key}: no PII box overlaps the {width}x{height} image; fix its boxes in pii.json")
+    if not crop_ready:
+        crops.write(original, "local", local_crop(image, box))
+    pii_mask = _pii_mask(original, height, width) if pending else None
+    for job in pending:
+        try:
+            anonymized = job.produce(original, image, pii_mask)
+        except MethodFailure as exc:
+            job.folder.forget(original)
+            job.result.failures.append(str(exc))
+            continue
+        job.result.outputs[original.relative] = {
+            "global": job.folder.write(original, "global", anonymized),
+            "local": job.folder.write(original, "local", local_crop(anonymized, box)),
+        }
+        job.result.anonymized += 1
+
+
+# ----------------------------------------------------------------------------- pairs
+PAIR_COLUMNS = ("original", "anonymized", "dataset", "scope", "method", "image")
+
+
+def pairs_table(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], local_originals: Mapping[str, Path],
+                out_root: Path) -> PairsTable:
+    """The run's (original, anonymized) pairs, also written to ``<out_root>/pairs.csv``;
+    ``row`` is the pair's line in that file and ``score_mean`` is NaN (no human scores)."""
+    records = [
+        {
+            "original": str(original.path if scope == "global" else local_originals[original.relative]),
+            "anonymized": str(result.outputs[original.relative][scope]),
+            "dataset": original.dataset,
+            "scope": scope,
+            "method": result.method.name,
+            "image": original.key,
+        }
+        for result in outputs
+        for original in benchmark_set.originals
+        if original.relative in result.outputs
+        for scope in SCOPES
+    ]
+    frame = pd.DataFrame.from_records(records, columns=list(PAIR_COLUMNS))
+    frame["score_mean"] = math.nan
+    frame["row"] = np.arange(2, len(frame) + 2)  # line 1 of pairs.csv is its header
+    text = frame.rename(columns={"original": "img1", "anonymized": "img2"}).drop(columns="row").to_csv(index=False)
+    source = write_atomic(out_root / "pairs.csv", text)
+    return PairsTable(frame=frame, annotators=[], source=source, root=out_root, raw=frame.copy(),
+                      sha256=hashlib.sha256(text.encode()).hexdigest())
+
+
+def _pair_keys(table: PairsTable) -> list[tuple[str, str]]:
+    # Every file was hashed when written or checked, so these are cache hits.
+    return [(file_sha256(original), file_sha256(anonymized))
+            for original, anonymized in zip(table.paths("original"), table.paths("anonymized"))]
+
+
+def _groups(dataset: str, table: PairsTable, keys: Sequence[tuple[str, str]]) -> dict[str, list[GroupMember]]:
+    groups: dict[str, list[GroupMember]] = {}
+    frame = table.frame
+    for i, key in enumerate(keys):
+        name = group_key(dataset, frame["method"].iat[i], frame["scope"].iat[i])
+        groups.setdefault(name, []).append(GroupMember(key, table.original_path(i), table.anonymized_path(i)))
+    return groups
+
+
+# ----------------------------------------------------------------------------- record
+def _metric_entry(outcome: MetricOutcome | SetMetricOutcome, level: str, min_samples: int = 0) -> dict[str, Any]:
+    return {"level": level, "status": outcome.status, "key": outcome.key, "reason": outcome.reason,
+            "weights_status": outcome.weights_status, "label": outcome.label or outcome.name,
+            "higher_is_more_anonymous": outcome.higher_is_more_anonymous, "min_samples": min_samples}
+
+
+def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table: PairsTable,
+            keys: Sequence[tuple[str, str]], scored: ScoreResult, set_scores: SetScores) -> dict[str, Any]:
+    """What the store keeps of this run, enough to rebuild its leaderboard later."""
+    frame = table.frame
+    pair_failures: dict[str, list[str]] = {}
+    row_position = {int(row): i for i, row in enumerate(frame["row"])}
+    for failure in scored.failures:
+        i = row_position[failure.row]
+        metric = f"{failure.metric}: " if failure.metric else ""
+        pair_failures.setdefault(frame["method"].iat[i], []).append(
+            f"{frame['method'].iat[i]} {frame['scope'].iat[i]} {frame['image'].iat[i]}: {metric}{failure.reason}")
+    methods = {}
+    for result in outputs:
+        rows = np.flatnonzero(frame["method"].to_numpy() == result.method.name)
+        methods[result.method.name] = {
+            "identity": result.method.identity,
+            "kind": result.method.kind,
+            "source": result.method.source,
+            "n_images": len(benchmark_set.originals),
+            # In the order of bench.leaderboard's IMAGE, SCOPE, ORIGINAL_SHA, ... positions.
+            "pairs": [[frame["image"].iat[i], frame["scope"].iat[i], *keys[i], frame["original"].iat[i],
+                       frame["anonymized"].iat[i]] for i in rows],
+            "failures": result.failures + pair_failures.get(result.method.name, []),
+            "notes": result.notes,
+        }
+    metrics = {outcome.name: _metric_entry(outcome, "pair") for outcome in scored.metrics}
+    metrics.update({outcome.name: _metric_entry(outcome, "set", outcome.min_samples) for outcome in set_scores.metrics})
+    return {
+        "dataset": {"name": benchmark_set.name, "sha256": benchmark_set.sha256,
+                    "folder": str(benchmark_set.folder.resolve())},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "methods": methods,
+        "metrics": metrics,
+        "provenance": scored.provenance,
+    }
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass
+class BenchmarkResult:
+    benchmark_set: BenchmarkSet
+    outputs: list[MethodOutputs]
+    scores: ScoreResult
+    set_scores: SetScores
+    board: Leaderboard
+    written: dict[str, Path]
+    #: Metrics the user asked for by name (their unavailability makes the run incomplete).
+    requested: list[str]
+
+    @property
+    def complete(self) -> bool:
+        metrics_ok = all(m.status == "ok" for m in [*self.scores.metrics, *self.set_scores.metrics]
+                         if m.name in self.requested)
+        return metrics_ok and not self.scores.failures and not any(o.failures for o in self.outputs)
+
+    def summary_lines(self) -> list[str]:
+        bset = self.benchmark_set
+        lines = [f"benchmark set: {bset.name} ({len(bset.originals)} originals, sha256 {bset.sha256[:16]})",
+                 "anonymizing:"]
+        for result in self.outputs:
+            failed = f", failed {len(result.failures)}" if result.failures else ""
+            lines.append(f"  {result.method.name}: anonymized {result.anonymized}, reused {result.reused}{failed}")
+            lines += [f"    {line}" for line in result.failures[:_LISTED_FAILURES]]
+            if len(result.failures) > _LISTED_FAILURES:
+                lines.append(f"    ... and {len(result.failures) - _LISTED_FAILURES} more: see leaderboard.md")
+            lines += [f"    note: {note}" for note in result.notes]
+        lines.append("scoring pairs:")
+        lines += [f"  {line}" for line in self.scores.summary_lines()]
+        if self.set_scores.metrics:
+            lines.append("set metrics (per method x scope):")
+            lines += self.set_scores.summary_lines()
+        return lines
+
+
+def _methods(specs: Sequence[str]) -> list[Method]:
+    """The built-ins, then the user's methods; a name given twice counts once."""
+    chosen = {method.name: method for method in builtin_methods()}
+    for spec in specs:
+        method = resolve_method(spec)
+        chosen.setdefault(method.name, method)
+    slugs: dict[str, str] = {}
+    for method in chosen.values():
+        other = slugs.setdefault(method.slug, method.name)
+        if other != method.name:
+            raise InputError(f"methods {other!r} and {method.name!r} would share the output folder {method.slug!r}; "
+                             "rename one (NAME=DIR names are free)")
+    return list(chosen.values())
+
+
+def metric_names(spec: str | None, metric_options: Mapping[str, Any]) -> list[str]:
+    """--metrics (default: every metric, `DEFAULT_METRICS`), plus PerceptAnon for each checkpoint."""
+    return evaluate.metric_names(spec or ",".join(DEFAULT_METRICS), dict(metric_options))
+
+
+def _level(name: str) -> str:
+    try:
+        return metric_class(name).level
+    except MetricError:
+        return "pair"  # the runner reports why it cannot be built
+
+
+def run_benchmark(
+    method_specs: Sequence[str],
+    *,
+    dataset: str | os.PathLike[str] = FIXTURES,
+    metrics: str | None = None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    out: Path = DEFAULT_RUNS / "bench",
+    store_path: Path = DEFAULT_STORE,
+    device: str = "auto",
+    batch_size: int = 32,
+    workers: int = 0,
+    n_boot: int = 2000,
+    seed: int = 0,
+    sort: str | None = None,
+    progress: bool = True,
+    command: str = "bench run",
+) -> BenchmarkResult:
+    """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
+    files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``."""
+    options = dict(metric_options or {})
+    names = metric_names(metrics, options)
+    if sort is not None and sort not in names:
+        raise InputError(f"--sort {sort!r} is not among the metrics of this run: {', '.join(names)}")
+    benchmark_set = load_benchmark_set(dataset)
+    methods = _methods(method_specs)
+    out_root = Path(out) / benchmark_set.name
+    outputs, local_originals = anonymize_all(benchmark_set, methods, out_root, progress=progress)
+    table = pairs_table(benchmark_set, outputs, local_originals, out_root)
+    levels = {name: _level(name) for name in names}
+    with ResultsStore(store_path) as store:
+        scored = score_pairs(table, [n for n in names if levels[n] == "pair"], store=store, device=device,
+                             batch_size=batch_size, workers=workers, size_policy="error", progress=progress,
+                             command=command, metric_options=options)
+        keys = _pair_keys(table)
+        set_scores = score_groups(_groups(benchmark_set.name, table, keys), [n for n in names if levels[n] == "set"],
+                                  store=store, device=device, batch_size=batch_size, run_id=scored.run_id,
+                                  metric_options=options, progress=progress)
+        record = _record(benchmark_set, outputs, table, keys, scored, set_scores)
+        store.record_benchmark(scored.run_id, benchmark_set.name, benchmark_set.sha256, record)
+        board = build_leaderboard(store, record, n_boot=n_boot, seed=seed, sort=sort)
+    write_outputs(scored, out_root)
+    written = write_leaderboard(board, out_root)
+    requested = metric_names(metrics, options) if metrics else list(options)
+    return BenchmarkResult(benchmark_set, outputs, scored, set_scores, board, written, requested)
+
+
+def run_from_cli(args: argparse.Namespace) -> int:
+    """`bench run --method ...`: print the summary and the leaderboard; exit 1 when a method
+    failed on an image, a pair failed, or a metric asked for by name could not be computed."""
+    import shlex
+    import sys
+
+    if args.annotations or args.root:
+        raise InputError("--annotations and --root belong to the evaluation run; leave them out with --method")
+    options = evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2)
+    result = run_benchmark(
+        args.method,
+        dataset=args.dataset,
+        metrics=args.metrics,
+        metric_options=options,
+        out=args.out or DEFAULT_RUNS / "bench",
+        store_path=args.store or DEFAULT_STORE,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        sort=args.sort,
+        progress=not args.no_progress,
+        command=shlex.join(["bench", *sys.argv[1:]]),
+    )
+    print("\n".join(result.summary_lines()))
+    print()
+    print(to_markdown_document(result.board))
+    print(f"wrote {', '.join(str(path) for path in result.written.values())}")
+    return 0 if result.complete else 1

@@ -1,0 +1,250 @@
+"""The leaderboard of a benchmark set, built from the results store.
+
+A benchmark run (`bench.benchmark`) leaves a *record* in the store: per method its identity,
+its pairs (image, scope, content hashes, paths) and failures; per metric its key, direction
+and weights status. The leaderboard is built from records and stored scores only, so
+`bench run --method ...` (its own record) and `bench leaderboard` (every record of the
+dataset merged: each method's latest record, each metric's latest version) share one path.
+
+Each pair-metric cell is the mean over originals with a 95% percentile-bootstrap CI that
+resamples originals (seeded; one pair per original in a method x scope, so this is the
+cluster bootstrap of the correlation tables). Infinite values (PSNR of identical images) are
+counted and left out of the mean, never averaged. Set metrics (FID, KID) are one value per
+method x scope, or a note such as "too few pairs (8 < 10)".
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import stats
+from bench.errors import InputError
+from bench.setmetrics import group_key, too_few_note
+from bench.store import ResultsStore
+from reports.leaderboard import (
+    BoardRow,
+    Entry,
+    Example,
+    Failure,
+    Leaderboard,
+    sort_rows,
+    to_markdown_document,
+    write_leaderboard,
+)
+from reports.tables import MetricInfo
+
+#: The default sort metric: the first of these with a column.
+SORT_PREFERENCE = ("perceptanon_ha2", "perceptanon_ha1", "lpips", "inception_dist", "ssim")
+#: Where runs and the store live unless told otherwise.
+DEFAULT_RUNS = Path("runs")
+DEFAULT_STORE = DEFAULT_RUNS / "results.sqlite"
+EXAMPLES = 4
+#: Position of each field in a record's pair list.
+IMAGE, SCOPE, ORIGINAL_SHA, ANONYMIZED_SHA, ORIGINAL_PATH, ANONYMIZED_PATH = range(6)
+
+
+# ----------------------------------------------------------------------------- records
+def merge_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Records (oldest first) as one: each method's latest entry, each metric's latest
+    computed version (a metric never computed keeps its latest reason)."""
+    if not records:
+        raise ValueError("no records to merge")
+    methods: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    for record in records:
+        methods.update(record["methods"])
+        for name, info in record["metrics"].items():
+            if info["status"] == "ok" or metrics.get(name, {}).get("status") != "ok":
+                metrics[name] = info
+    return {**records[-1], "methods": methods, "metrics": metrics}
+
+
+# ----------------------------------------------------------------------------- cells
+def summarize(values: Sequence[float], clusters: Sequence[str], *, n_boot: int, seed: int) -> Entry:
+    """Mean of the finite values with a percentile-bootstrap CI resampling `clusters`."""
+    values = np.asarray(values, dtype=np.float64)
+    clusters = np.asarray(clusters)
+    nan = np.isnan(values)
+    infinite = np.isinf(values)
+    finite = ~(nan | infinite)
+    note = f"{int(nan.sum())} NaN value(s) left out" if nan.any() else ""
+    n, n_infinite = int(finite.sum()), int(infinite.sum())
+    if n == 0:
+        return Entry(n=0, n_infinite=n_infinite, note=note or ("" if n_infinite else "no values"))
+    kept = values[finite]
+    low = high = math.nan
+    if n >= 2:
+        weights = stats.cluster_weights(clusters[finite], n_boot, seed)
+        low, high = stats.percentile_interval((weights * kept[:, None]).sum(axis=0) / weights.sum(axis=0))
+    return Entry(value=float(kept.mean()), ci_low=low, ci_high=high, n=n, n_infinite=n_infinite, note=note)
+
+
+def _metric_info(name: str, info: Mapping[str, Any]) -> MetricInfo:
+    status = info.get("weights_status", "none")
+    marked = status in ("unverified", "stand-in")
+    return MetricInfo(name=name, label=info.get("label") or name,
+                      higher_is_more_anonymous=bool(info["higher_is_more_anonymous"]), verified=not marked,
+                      weights_note=f"{status} weights" if marked else "")
+
+
+def _pair_entries(store: ResultsStore, metric: Mapping[str, Any], pairs: Sequence[Sequence[Any]], *,
+                  n_boot: int, seed: int) -> Entry:
+    keys = [(pair[ORIGINAL_SHA], pair[ANONYMIZED_SHA]) for pair in pairs]
+    stored = store.lookup(metric["key"], keys, allow_resized=False)
+    values = [stored[key] for key in keys if key in stored]
+    clusters = [pair[IMAGE] for pair, key in zip(pairs, keys) if key in stored]
+    if not values:
+        return Entry(note="no stored values for this metric version (re-run `bench run --method` for this method)")
+    entry = summarize(values, clusters, n_boot=n_boot, seed=seed)
+    if len(values) < len(keys):
+        missing = f"{len(keys) - len(values)} of {len(keys)} pairs without a value (see the failures)"
+        entry = replace(entry, note="; ".join(part for part in (entry.note, missing) if part))
+    return entry
+
+
+def _set_entry(store: ResultsStore, metric: Mapping[str, Any], dataset: str, method: str, scope: str,
+               pairs: Sequence[Sequence[Any]]) -> Entry:
+    members = [(pair[ORIGINAL_SHA], pair[ANONYMIZED_SHA]) for pair in pairs]
+    if len(members) < int(metric.get("min_samples", 0)):
+        return Entry(n=len(members), note=too_few_note(len(members), int(metric["min_samples"])))
+    value = store.lookup_set_score(metric["key"], group_key(dataset, method, scope), members)
+    if value is None:
+        return Entry(n=len(members), note="not computed for these pairs")
+    return Entry(value=value, n=len(members), note="" if math.isfinite(value) else "undefined")
+
+
+# ----------------------------------------------------------------------------- board
+def build_leaderboard(
+    store: ResultsStore,
+    record: Mapping[str, Any],
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    sort: str | None = None,
+    examples: int = EXAMPLES,
+) -> Leaderboard:
+    """The leaderboard of one (possibly merged) record, values read from `store`."""
+    if n_boot < 1:
+        raise InputError(f"--n-boot must be at least 1, got {n_boot}")
+    dataset = record["dataset"]["name"]
+    metrics = {name: info for name, info in record["metrics"].items() if info["status"] == "ok"}
+    columns = tuple(_metric_info(name, info) for name, info in metrics.items())
+    sort_metric = _sort_metric(sort, columns)
+    rows = []
+    for method, entry in record["methods"].items():
+        for scope in ("global", "local"):
+            pairs = [pair for pair in entry["pairs"] if pair[SCOPE] == scope]
+            rows.append(BoardRow(method=method, scope=scope,
+                                 entries=_row_entries(store, metrics, dataset, method, scope, pairs, entry,
+                                                      n_boot=n_boot, seed=seed)))
+    ordered = sort_rows(rows, next((c for c in columns if c.name == sort_metric), None))
+    return Leaderboard(
+        title=f"Anonymization leaderboard: {dataset}",
+        dataset=dataset,
+        columns=columns,
+        rows=tuple(ordered),
+        sort_metric=sort_metric,
+        bootstrap={"n_boot": n_boot, "seed": seed},
+        failures=tuple(Failure(method, line) for method, entry in record["methods"].items()
+                       for line in entry.get("failures", [])),
+        notes=tuple(_notes(record)),
+        examples=tuple(_examples(record, ordered, examples)),
+        provenance=_provenance(record),
+    )
+
+
+def _row_entries(store: ResultsStore, metrics: Mapping[str, Any], dataset: str, method: str, scope: str,
+                 pairs: list[Sequence[Any]], entry: Mapping[str, Any], *, n_boot: int, seed: int) -> dict[str, Entry]:
+    if not pairs:
+        reason = (f"no anonymized images: the method failed on all {entry.get('n_images', 0)} (see the failures)"
+                  if entry.get("failures") else "no pairs")
+        return {name: Entry(note=reason) for name in metrics}
+    return {
+        name: (_set_entry(store, info, dataset, method, scope, pairs) if info["level"] == "set"
+               else _pair_entries(store, info, pairs, n_boot=n_boot, seed=seed))
+        for name, info in metrics.items()
+    }
+
+
+def _sort_metric(requested: str | None, columns: Sequence[MetricInfo]) -> str:
+    names = [column.name for column in columns]
+    if requested is not None:
+        if requested not in names:
+            raise InputError(f"--sort {requested!r} is not a leaderboard column; choose from: "
+                             f"{', '.join(names) or 'none (no metric was computed)'}")
+        return requested
+    return next((name for name in SORT_PREFERENCE if name in names), names[0] if names else "")
+
+
+def _notes(record: Mapping[str, Any]) -> list[str]:
+    notes = [f"{name}: not computed: {info.get('reason', '')}" for name, info in record["metrics"].items()
+             if info["status"] != "ok"]
+    for method, entry in record["methods"].items():
+        notes += [f"{method}: {note}" for note in entry.get("notes", [])]
+    return notes
+
+
+def _examples(record: Mapping[str, Any], rows: Sequence[BoardRow], count: int) -> list[Example]:
+    """The first `count` originals, each with every method's global result (in table order)."""
+    methods = [row.method for row in rows if row.scope == "global"]
+    originals: dict[str, str] = {}
+    results: dict[str, dict[str, str]] = {}
+    for method, entry in record["methods"].items():
+        for pair in entry["pairs"]:
+            if pair[SCOPE] == "global":
+                originals.setdefault(pair[IMAGE], pair[ORIGINAL_PATH])
+                results.setdefault(pair[IMAGE], {})[method] = pair[ANONYMIZED_PATH]
+    return [
+        Example(label=image, original=Path(path),
+                anonymized=tuple((method, _path_or_none(results[image].get(method))) for method in methods))
+        for image, path in list(originals.items())[:count]
+    ]
+
+
+def _path_or_none(path: str | None) -> Path | None:
+    return None if path is None else Path(path)
+
+
+def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
+    dataset = record["dataset"]
+    provenance = record.get("provenance", {})
+    return {
+        "dataset": f"{dataset['name']} ({dataset['folder']})",
+        "dataset sha256": dataset["sha256"],
+        "methods": "; ".join(f"{name}: {entry['identity']}" for name, entry in record["methods"].items()),
+        "metrics": "; ".join(f"{name}: {info.get('key')}" for name, info in record["metrics"].items()
+                             if info["status"] == "ok"),
+        "bench": provenance.get("bench"),
+        "git commit": provenance.get("git_commit"),
+        "device": provenance.get("device"),
+        "created": record.get("created"),
+    }
+
+
+# ----------------------------------------------------------------------------- CLI
+def leaderboard_from_cli(args: argparse.Namespace) -> int:
+    """`bench leaderboard`: every method ever benchmarked on the dataset, from the store."""
+    from bench.benchmark import load_benchmark_set
+
+    benchmark_set = load_benchmark_set(args.dataset)
+    store_path = args.store or DEFAULT_STORE
+    if not Path(store_path).is_file():
+        raise InputError(f"no results store at {store_path}; run `bench run --method NAME` first or pass --store")
+    with ResultsStore(store_path) as store:
+        records = store.benchmark_records(benchmark_set.sha256)
+        if not records:
+            raise InputError(f"no benchmark run of {benchmark_set.name} (sha256 {benchmark_set.sha256[:16]}) in "
+                             f"{store_path}; run `bench run --method NAME --dataset {args.dataset}` first")
+        board = build_leaderboard(store, merge_records(records), n_boot=args.n_boot, seed=args.seed, sort=args.sort)
+    out = args.out or DEFAULT_RUNS / "leaderboard" / benchmark_set.name
+    written = write_leaderboard(board, out)
+    print(to_markdown_document(board))
+    print(f"wrote {', '.join(str(path) for path in written.values())}")
+    return 0

@@ -1,0 +1,367 @@
+"""The anonymization leaderboard, rendered as Markdown, LaTeX, CSV, JSON and HTML.
+
+`Leaderboard` is the model (built by bench/leaderboard.py from stored scores): rows = method
+x scope, one column per metric, each cell a mean over originals with its 95% bootstrap CI, or
+a set-level value (FID, KID), or the reason there is none. `leaderboard_table` turns it ONCE
+into a `reports.tables.Table` -- arrows, daggers, bold best values and lettered footnotes --
+which the Markdown, LaTeX and HTML renderers of reports/tables.py and its template render, so
+the outputs cannot disagree. CSV and JSON carry the same numbers unrounded.
+
+Rows are grouped by scope (global first) and sorted within a scope by the sort metric, most
+anonymous first. "Best" is the most anonymous value of a column within a scope.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from metrics.atomic import write_atomic
+from reports.html import Thumbnail, thumbnail
+from reports.tables import (
+    Cell,
+    Column,
+    MetricInfo,
+    Row,
+    Table,
+    dagger_note,
+    format_number,
+    markdown_escape,
+    to_latex,
+    to_markdown,
+)
+
+TEMPLATES = Path(__file__).parent / "templates"
+SCOPE_ORDER = ("global", "local")
+EXAMPLE_THUMBNAIL = (96, 96)
+#: Output files, by format.
+FILE_NAMES = {"markdown": "leaderboard.md", "latex": "leaderboard.tex", "csv": "leaderboard.csv",
+              "json": "leaderboard.json", "html": "leaderboard.html"}
+
+
+# --------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class Entry:
+    """One cell: the mean of a pair metric (with its CI) or a set metric's value, or why not."""
+
+    value: float = math.nan
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    #: Pairs with a value (set metrics: pairs in the group).
+    n: int = 0
+    #: Pairs whose value is infinite (PSNR of identical images), left out of the mean.
+    n_infinite: int = 0
+    #: Why there is no value, or a caveat beside one.
+    note: str = ""
+
+    @property
+    def defined(self) -> bool:
+        return math.isfinite(self.value)
+
+
+@dataclass(frozen=True)
+class BoardRow:
+    method: str
+    scope: str
+    #: metric name -> its entry.
+    entries: Mapping[str, Entry]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One line on what failed: a method on an image, a metric on a pair."""
+
+    method: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Example:
+    """One original and each method's global result (None where the method failed on it)."""
+
+    label: str
+    original: Path
+    anonymized: tuple[tuple[str, Path | None], ...]
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    title: str
+    dataset: str
+    columns: tuple[MetricInfo, ...]
+    #: In display order: by scope, then most anonymous first by `sort_metric`.
+    rows: tuple[BoardRow, ...]
+    sort_metric: str
+    #: How the CIs were made, for the notes: {"n_boot": 2000, "seed": 0}.
+    bootstrap: Mapping[str, int]
+    failures: tuple[Failure, ...] = ()
+    #: Further notes: metrics not computed and why, folder files that matched nothing, ...
+    notes: tuple[str, ...] = ()
+    examples: tuple[Example, ...] = ()
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def column(self, name: str) -> MetricInfo:
+        return next(info for info in self.columns if info.name == name)
+
+
+def sort_rows(rows: Sequence[BoardRow], metric: MetricInfo | None) -> list[BoardRow]:
+    """By scope (global, local, then others), then most anonymous first by `metric` (if any);
+    rows without a value last, ties by method name."""
+    def key(row: BoardRow) -> tuple[Any, ...]:
+        entry = row.entries.get(metric.name, Entry()) if metric is not None else Entry()
+        scope = SCOPE_ORDER.index(row.scope) if row.scope in SCOPE_ORDER else len(SCOPE_ORDER)
+        oriented = -entry.value if metric is not None and metric.higher_is_more_anonymous else entry.value
+        return (scope, row.scope, not entry.defined, oriented if entry.defined else 0.0, row.method)
+
+    return sorted(rows, key=key)
+
+
+# --------------------------------------------------------------------------- table
+class _Footnotes:
+    """One letter per distinct reason, in order of first use."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}
+
+    def key(self, reason: str) -> str:
+        return self.keys.setdefault(reason, chr(ord("a") + len(self.keys)) if len(self.keys) < 26
+                                    else str(len(self.keys) + 1))
+
+
+def _decimals(values: Sequence[float]) -> int:
+    """Enough decimals for the column's scale: 1 for FID-like values, 4 for KID-like ones."""
+    largest = max((abs(v) for v in values if math.isfinite(v)), default=1.0)
+    if largest >= 100:
+        return 1
+    if largest >= 10:
+        return 2
+    return 3 if largest >= 0.1 else 4
+
+
+def _best_values(board: Leaderboard) -> dict[tuple[str, str], float]:
+    """(scope, metric) -> the most anonymous defined value."""
+    best: dict[tuple[str, str], float] = {}
+    for info in board.columns:
+        for row in board.rows:
+            entry = row.entries.get(info.name)
+            if entry is None or not entry.defined:
+                continue
+            current = best.get((row.scope, info.name))
+            higher = info.higher_is_more_anonymous
+            if current is None or (entry.value > current if higher else entry.value < current):
+                best[(row.scope, info.name)] = entry.value
+    return best
+
+
+def _infinite_note(entry: Entry) -> str:
+    total = entry.n + entry.n_infinite
+    if entry.defined:
+        return (f"{entry.n_infinite} of {total} pairs infinite (identical images: PSNR = +inf), "
+                "left out of the mean")
+    return f"all {total} pairs infinite (identical images: PSNR = +inf); no finite mean"
+
+
+def _cell(entry: Entry | None, decimals: int, best: float | None, footnotes: _Footnotes) -> Cell:
+    if entry is None:
+        entry = Entry(note="not computed")
+    reasons = [reason for reason in (entry.note, _infinite_note(entry) if entry.n_infinite else "") if reason]
+    footnote = ",".join(footnotes.key(reason) for reason in reasons)
+    if not entry.defined:
+        return Cell(text="n/a", footnote=footnote, reason="; ".join(reasons) or "undefined")
+    ci = ""
+    if math.isfinite(entry.ci_low) and math.isfinite(entry.ci_high):
+        ci = f"[{format_number(entry.ci_low, decimals)}, {format_number(entry.ci_high, decimals)}]"
+    return Cell(text=format_number(entry.value, decimals), ci=ci, best=best is not None and entry.value == best,
+                footnote=footnote, reason="; ".join(reasons))
+
+
+def table_notes(board: Leaderboard) -> list[str]:
+    """The notes every rendering carries (the dagger footnote among them)."""
+    sorted_by = f" Sorted by {board.column(board.sort_metric).label} within each scope." if board.columns else ""
+    notes = [
+        "↑: higher = more anonymous; ↓: lower = more anonymous.",
+        (f"Pair metrics: mean over originals [95% bootstrap CI, resampling originals, "
+         f"{board.bootstrap.get('n_boot')} resamples, seed {board.bootstrap.get('seed')}]. "
+         "Set metrics (FID, KID): one value per method and scope."),
+        f"Bold: the most anonymous value of each column within a scope.{sorted_by}",
+    ]
+    dagger = dagger_note(board.columns)
+    if dagger:
+        notes.append(dagger)
+    if board.failures:
+        counts = Counter(failure.method for failure in board.failures)
+        notes.append(f"Failures ({len(board.failures)}, listed with the leaderboard): "
+                     + ", ".join(f"{method} {count}" for method, count in counts.items()) + ".")
+    return notes + list(board.notes)
+
+
+def leaderboard_table(board: Leaderboard) -> Table:
+    """The board as a reports.tables.Table: labels (scope, method), one column per metric."""
+    footnotes = _Footnotes()
+    best = _best_values(board)
+    decimals = {info.name: _decimals([row.entries[info.name].value for row in board.rows if info.name in row.entries])
+                for info in board.columns}
+    rows = tuple(
+        Row(labels=(row.scope, row.method),
+            cells=tuple(_cell(row.entries.get(info.name), decimals[info.name], best.get((row.scope, info.name)),
+                              footnotes) for info in board.columns))
+        for row in board.rows
+    )
+    return Table(
+        key=f"leaderboard-{_slug(board.dataset)}",
+        title=board.title,
+        row_header=("Scope", "Method"),
+        columns=tuple(Column(info.header, _tooltip(info)) for info in board.columns),
+        rows=rows,
+        notes=tuple(table_notes(board)),
+        footnotes=tuple((key, reason) for reason, key in footnotes.keys.items()),
+    )
+
+
+def _tooltip(info: MetricInfo) -> str:
+    direction = "higher" if info.higher_is_more_anonymous else "lower"
+    caveat = "" if info.verified else f"; unverified or stand-in weights {info.weights_note}".rstrip()
+    return f"{info.name}: {direction} = more anonymous{caveat}"
+
+
+def _slug(text: str) -> str:
+    return "".join(char if char.isalnum() else "-" for char in text).strip("-") or "dataset"
+
+
+# --------------------------------------------------------------------------- Markdown / LaTeX
+def to_markdown_document(board: Leaderboard) -> str:
+    """The table with its notes, then every failure on its own line."""
+    text = to_markdown(leaderboard_table(board))
+    if board.failures:
+        text += "\n#### Failures\n\n" + "".join(f"- {markdown_escape(f.message)}\n" for f in board.failures)
+    return text
+
+
+def to_latex_table(board: Leaderboard) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}); failures are counted in its notes."""
+    return to_latex(leaderboard_table(board))
+
+
+# --------------------------------------------------------------------------- CSV / JSON
+def long_frame(board: Leaderboard) -> pd.DataFrame:
+    """One row per method x scope x metric, numbers unrounded, caveats as columns (the dagger
+    footnote in the note of every value from unverified or stand-in weights)."""
+    records = []
+    for row in board.rows:
+        for info in board.columns:
+            entry = row.entries.get(info.name, Entry(note="not computed"))
+            caveat = "" if info.verified else dagger_note([info])
+            note = "; ".join(part for part in (entry.note, caveat) if part)
+            records.append({
+                "scope": row.scope, "method": row.method, "metric": info.name, "metric_label": info.header,
+                "higher_is_more_anonymous": info.higher_is_more_anonymous, "weights_verified": info.verified,
+                "value": entry.value, "ci_low": entry.ci_low, "ci_high": entry.ci_high, "n": entry.n,
+                "n_infinite": entry.n_infinite, "note": note,
+            })
+    columns = ["scope", "method", "metric", "metric_label", "higher_is_more_anonymous", "weights_verified", "value",
+               "ci_low", "ci_high", "n", "n_infinite", "note"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def to_csv(board: Leaderboard) -> str:
+    return long_frame(board).to_csv(index=False)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_json(board: Leaderboard) -> str:
+    """The board with every cell, the notes (dagger footnote included), failures and provenance;
+    NaN and infinities as null."""
+    document = {
+        "title": board.title,
+        "dataset": board.dataset,
+        "sort_metric": board.sort_metric,
+        "metrics": [{"name": info.name, "label": info.label, "header": info.header,
+                     "higher_is_more_anonymous": info.higher_is_more_anonymous, "verified": info.verified,
+                     "weights_note": info.weights_note} for info in board.columns],
+        "rows": [{"scope": row.scope, "method": row.method,
+                  "cells": {name: {key: _finite_or_none(value) for key, value in vars(entry).items()}
+                            for name, entry in row.entries.items()}} for row in board.rows],
+        "notes": table_notes(board),
+        "failures": [{"method": f.method, "message": f.message} for f in board.failures],
+        "provenance": dict(board.provenance),
+    }
+    return json.dumps(document, ensure_ascii=False, indent=1, allow_nan=False, default=str) + "\n"
+
+
+# --------------------------------------------------------------------------- HTML
+def _environment() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+                       trim_blocks=True, lstrip_blocks=True)
+
+
+@dataclass(frozen=True)
+class _ExampleRow:
+    label: str
+    images: tuple[Thumbnail, ...]
+
+
+def _example_rows(board: Leaderboard) -> tuple[list[str], list[_ExampleRow]]:
+    methods = list(dict.fromkeys(method for example in board.examples for method, _ in example.anonymized))
+    rows = []
+    for example in board.examples:
+        by_method = dict(example.anonymized)
+        shown = [thumbnail(example.original, EXAMPLE_THUMBNAIL)]
+        for method in methods:
+            path = by_method.get(method)
+            shown.append(thumbnail(path, EXAMPLE_THUMBNAIL) if path is not None
+                         else Thumbnail(src="", alt=method, error=f"{method}: failed on this image"))
+        rows.append(_ExampleRow(example.label, tuple(shown)))
+    return methods, rows
+
+
+def _context(board: Leaderboard) -> dict[str, Any]:
+    methods, examples = _example_rows(board)
+    return {
+        "table": leaderboard_table(board),
+        "simulated_note": "",  # the table macro asks; a leaderboard has no human scores
+        "failures": [f.message for f in board.failures],
+        "example_methods": methods,
+        "examples": examples,
+        "provenance": [(key, str(value)) for key, value in board.provenance.items()],
+    }
+
+
+def _section(context: Mapping[str, Any]) -> Markup:
+    # The template autoescapes every value; its output is therefore safe markup.
+    return Markup(_environment().get_template("_leaderboard_section.html.j2").render(**context))
+
+
+def html_section(board: Leaderboard) -> Markup:
+    """The leaderboard and its examples as an HTML fragment for another page (its own styles
+    inline), e.g. a `reports.html.render_report` section."""
+    return _section(_context(board))
+
+
+def to_html(board: Leaderboard) -> str:
+    """A self-contained page: inline CSS, images as data URIs, no script."""
+    context = _context(board)
+    return _environment().get_template("leaderboard.html.j2").render(
+        title=board.title, section=_section(context), provenance=context["provenance"])
+
+
+# --------------------------------------------------------------------------- files
+def write_leaderboard(board: Leaderboard, out_dir: Path) -> dict[str, Path]:
+    """Write every format (see `FILE_NAMES`) into `out_dir`, each atomically."""
+    out_dir = Path(out_dir)
+    renderers = {"markdown": to_markdown_document, "latex": to_latex_table, "csv": to_csv, "json": to_json,
+                 "html": to_html}
+    return {kind: write_atomic(out_dir / FILE_NAMES[kind], render(board)) for kind, render in renderers.items()}

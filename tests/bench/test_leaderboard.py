@@ -1,0 +1,140 @@
+"""The leaderboard: cell statistics, merging runs, `bench leaderboard`, caveats in every output."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bench.benchmark import run_benchmark
+from bench.cli import main
+from bench.leaderboard import merge_records, summarize
+from tests.bench.benchset import BUILTINS, SIZES, THIS, write_benchmark_set
+
+
+# ----------------------------------------------------------------------------- cells
+def test_infinite_and_nan_values_are_counted_not_averaged():
+    entry = summarize([math.inf, 10.0, 20.0, math.nan, 30.0], ["a", "b", "c", "d", "e"], n_boot=200, seed=0)
+    assert entry.value == pytest.approx(20.0)
+    assert (entry.n, entry.n_infinite) == (3, 1)
+    assert "1 NaN value(s) left out" in entry.note
+    assert 10.0 <= entry.ci_low <= entry.value <= entry.ci_high <= 30.0
+
+    only_infinite = summarize([math.inf, math.inf], ["a", "b"], n_boot=50, seed=0)
+    assert not only_infinite.defined and (only_infinite.n, only_infinite.n_infinite) == (0, 2)
+
+
+def test_the_ci_matches_the_normal_approximation_for_a_large_sample():
+    # Independent reference: mean +- 1.96 standard errors; the percentile bootstrap of a mean
+    # of 400 normal values agrees within 10% of the half-width.
+    values = np.random.default_rng(1).normal(5.0, 2.0, 400)
+    entry = summarize(values, [str(i) for i in range(400)], n_boot=4000, seed=3)
+    half_width = 1.96 * values.std(ddof=1) / math.sqrt(len(values))
+    assert entry.value == pytest.approx(values.mean())
+    assert entry.ci_low == pytest.approx(values.mean() - half_width, abs=0.1 * half_width)
+    assert entry.ci_high == pytest.approx(values.mean() + half_width, abs=0.1 * half_width)
+
+
+def test_the_ci_is_seeded():
+    values, clusters = [1.0, 4.0, 2.0, 8.0, 5.0], list("abcde")
+    first = summarize(values, clusters, n_boot=300, seed=7)
+    assert summarize(values, clusters, n_boot=300, seed=7) == first
+    assert summarize(values, clusters, n_boot=300, seed=8) != first
+
+
+# ----------------------------------------------------------------------------- merging
+def test_merged_records_keep_each_methods_latest_run_and_each_metrics_latest_version():
+    old = {"dataset": {"name": "d"}, "methods": {"a": {"identity": "a1"}, "b": {"identity": "b1"}},
+           "metrics": {"mse": {"status": "ok", "key": "mse@1"}, "lpips": {"status": "ok", "key": "lpips@1"}}}
+    new = {"dataset": {"name": "d"}, "methods": {"a": {"identity": "a2"}},
+           "metrics": {"mse": {"status": "ok", "key": "mse@2"}, "lpips": {"status": "unavailable", "key": None}}}
+    merged = merge_records([old, new])
+    assert {name: entry["identity"] for name, entry in merged["methods"].items()} == {"a": "a2", "b": "b1"}
+    assert merged["metrics"]["mse"]["key"] == "mse@2"
+    assert merged["metrics"]["lpips"]["key"] == "lpips@1"  # an unavailable run does not hide computed values
+
+
+# ----------------------------------------------------------------------------- bench leaderboard
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two benchmark runs of different methods into one store."""
+    tmp_path = tmp_path_factory.mktemp("runs")
+    benchset = write_benchmark_set(tmp_path / "set")
+    common = {"dataset": benchset, "out": tmp_path / "runs", "store_path": tmp_path / "r.sqlite", "n_boot": 50,
+              "progress": False}
+    first = run_benchmark([f"{THIS}:invert"], metrics=f"mse,psnr,ssim,{THIS}:StandInDistance", **common)
+    second = run_benchmark([f"{THIS}:identity"], metrics=f"mse,psnr,ssim,{THIS}:StandInDistance", **common)
+    return tmp_path, benchset, first, second
+
+
+def test_bench_leaderboard_shows_every_method_ever_run(two_runs, capsys):
+    tmp_path, benchset, _, second = two_runs
+    assert {row.method for row in second.board.rows} == {*BUILTINS, f"{THIS}:identity"}  # a run shows its own
+    code = main(["leaderboard", "--dataset", str(benchset), "--store", str(tmp_path / "r.sqlite"),
+                 "--out", str(tmp_path / "board"), "--n-boot", "50"])
+    assert code == 0
+    document = json.loads((tmp_path / "board" / "leaderboard.json").read_text())
+    assert {row["method"] for row in document["rows"]} == {*BUILTINS, f"{THIS}:invert", f"{THIS}:identity"}
+    assert document["sort_metric"] == "ssim"  # no PerceptAnon, LPIPS or Inception distance here
+    assert f"| local | {THIS}:invert |" in capsys.readouterr().out
+
+
+def test_rows_are_sorted_most_anonymous_first_within_each_scope(two_runs):
+    tmp_path, benchset, _, _ = two_runs
+    assert main(["leaderboard", "--dataset", str(benchset), "--store", str(tmp_path / "r.sqlite"),
+                 "--out", str(tmp_path / "by-mse"), "--sort", "mse", "--n-boot", "50"]) == 0
+    rows = json.loads((tmp_path / "by-mse" / "leaderboard.json").read_text())["rows"]
+    assert [row["scope"] for row in rows] == ["global"] * 6 + ["local"] * 6
+    for scope in ("global", "local"):
+        values = [row["cells"]["mse"]["value"] for row in rows if row["scope"] == scope]
+        assert values == sorted(values, reverse=True)  # higher MSE = more anonymous
+
+
+def test_psnr_of_identical_images_is_never_averaged(two_runs):
+    _, _, _, second = two_runs
+    cells = json.loads(second.written["json"].read_text())["rows"]
+    identity = [row["cells"]["psnr"] for row in cells if row["method"] == f"{THIS}:identity"]
+    assert all(cell["value"] is None and cell["n_infinite"] == len(SIZES) for cell in identity)
+    markdown = second.written["markdown"].read_text()
+    assert f"all {len(SIZES)} pairs infinite (identical images: PSNR = +inf)" in markdown
+
+
+def test_stand_in_weights_are_marked_in_every_output(two_runs):
+    _, _, _, second = two_runs
+    texts = {kind: path.read_text() for kind, path in second.written.items()}
+    for kind in ("markdown", "latex", "json", "html", "csv"):
+        assert "computed with unverified or stand-in weights" in texts[kind], kind
+    assert "Stand-in dist.† ↑" in texts["markdown"]
+    assert r"Stand-in dist.\textsuperscript{\dag}" in texts["latex"]
+    rows = list(csv.DictReader(io.StringIO(texts["csv"])))
+    stand_in = [row for row in rows if row["metric"].endswith("StandInDistance")]
+    assert stand_in and all(row["weights_verified"] == "False" and "†" in row["metric_label"]
+                            and "computed with unverified or stand-in weights" in row["note"] for row in stand_in)
+    assert all(row["weights_verified"] == "True" for row in rows if row["metric"] == "mse")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--sort", "lpips"], "--sort 'lpips' is not a leaderboard column; choose from: mse, psnr, ssim"),
+        (["--store", "/no/such/store.sqlite"], "no results store at /no/such/store.sqlite"),
+    ],
+)
+def test_bench_leaderboard_errors_are_one_line(two_runs, capsys, arguments, expected):
+    tmp_path, benchset, _, _ = two_runs
+    options = {"--store": str(tmp_path / "r.sqlite"), "--out": str(tmp_path / "x")}
+    options.update(dict(zip(arguments[::2], arguments[1::2])))
+    code = main(["leaderboard", "--dataset", str(benchset), *[item for pair in options.items() for item in pair]])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_leaderboard_of_a_dataset_never_run(two_runs, tmp_path, capsys):
+    store_path = two_runs[0] / "r.sqlite"
+    other = write_benchmark_set(tmp_path / "other", seed=5)
+    assert main(["leaderboard", "--dataset", str(other), "--store", str(store_path)]) == 2
+    assert "no benchmark run of other" in capsys.readouterr().err
