@@ -30,6 +30,7 @@ from reports.html import Thumbnail, thumbnail
 from reports.tables import (
     Cell,
     Column,
+    Footnotes,
     MetricInfo,
     Row,
     Table,
@@ -126,17 +127,6 @@ def sort_rows(rows: Sequence[BoardRow], metric: MetricInfo | None) -> list[Board
 
 
 # --------------------------------------------------------------------------- table
-class _Footnotes:
-    """One letter per distinct reason, in order of first use."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, str] = {}
-
-    def key(self, reason: str) -> str:
-        return self.keys.setdefault(reason, chr(ord("a") + len(self.keys)) if len(self.keys) < 26
-                                    else str(len(self.keys) + 1))
-
-
 def _decimals(values: Sequence[float]) -> int:
     """Enough decimals for the column's scale: 1 for FID-like values, 4 for KID-like ones."""
     largest = max((abs(v) for v in values if math.isfinite(v)), default=1.0)
@@ -170,7 +160,7 @@ def _infinite_note(entry: Entry) -> str:
     return f"all {total} pairs infinite (identical images: PSNR = +inf); no finite mean"
 
 
-def _cell(entry: Entry | None, decimals: int, best: float | None, footnotes: _Footnotes) -> Cell:
+def _cell(entry: Entry | None, decimals: int, best: float | None, footnotes: Footnotes) -> Cell:
     if entry is None:
         entry = Entry(note="not computed")
     reasons = [reason for reason in (entry.note, _infinite_note(entry) if entry.n_infinite else "") if reason]
@@ -206,7 +196,7 @@ def table_notes(board: Leaderboard) -> list[str]:
 
 def leaderboard_table(board: Leaderboard) -> Table:
     """The board as a reports.tables.Table: labels (scope, method), one column per metric."""
-    footnotes = _Footnotes()
+    footnotes = Footnotes()
     best = _best_values(board)
     decimals = {info.name: _decimals([row.entries[info.name].value for row in board.rows if info.name in row.entries])
                 for info in board.columns}
@@ -223,7 +213,7 @@ def leaderboard_table(board: Leaderboard) -> Table:
         columns=tuple(Column(info.header, _tooltip(info)) for info in board.columns),
         rows=rows,
         notes=tuple(table_notes(board)),
-        footnotes=tuple((key, reason) for reason, key in footnotes.keys.items()),
+        footnotes=footnotes.items(),
     )
 
 

@@ -205,7 +205,7 @@ class Table:
         return groups
 
 
-class _Footnotes:
+class Footnotes:
     """Gives each distinct reason one letter, in order of first use."""
 
     def __init__(self) -> None:
@@ -252,7 +252,7 @@ def _reason(record: Mapping[str, Any] | None, fallback: str) -> str:
     return str(reason) if isinstance(reason, str) and reason.strip() else fallback
 
 
-def _quantity_cell(record: Mapping[str, Any] | None, quantity: str, footnotes: _Footnotes, *,
+def _quantity_cell(record: Mapping[str, Any] | None, quantity: str, footnotes: Footnotes, *,
                    decimals: int, ci: str | None, fallback: str) -> Cell:
     """One metric's cell: value (+ CI) with marks, or n/a with its reason as a footnote."""
     if record is None or not _finite(record.get(quantity)):
@@ -312,7 +312,7 @@ def correlation_table(
     shown = _metric_columns(view, infos)
     records = {(r["split"], r["statistic"], r["metric"]): r for r in view.to_dict(orient="records")}
     present = [statistic for statistic in statistics if statistic in set(view["statistic"])]
-    footnotes = _Footnotes()
+    footnotes = Footnotes()
     fallback = "undefined" if quantity == "value" else "noise ceiling undefined"
     rows = tuple(
         Row(
@@ -363,7 +363,7 @@ def ceiling_table(ceiling: pd.DataFrame, provenance: Mapping[str, Any] | None, g
     """Rows = split, columns = the annotator-consistency measures, for one granularity x form."""
     require_columns(ceiling, CEILING_COLUMNS, "ceiling")
     view = ceiling[(ceiling["granularity"] == granularity) & (ceiling["form"] == form)]
-    footnotes = _Footnotes()
+    footnotes = Footnotes()
     rows = []
     for record in view.to_dict(orient="records"):
         cells = []
