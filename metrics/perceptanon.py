@@ -376,16 +376,17 @@ def _weights_status(sha256: str, metadata: Mapping[str, Any]) -> str:
 
 def resolve_output_mapping(
     info: CheckpointInfo, *, label: str | None = None, classification: bool | None = None,
-    binary_compat: bool = False,
+    binary_compat: bool | None = None,
 ) -> OutputMapping:
     """The mapping for a checkpoint: options, else its metadata, else its number of outputs."""
+    binary_compat = _choose(info.path, "binary_compat", binary_compat, info.metadata.get("binary_compat"))
     classification = _choose(info.path, "classification", classification, info.metadata.get("classification"))
     if classification is None:
         classification = info.num_outputs > 1
     label = _choose(info.path, "label", label, info.metadata.get("label"))
     if label is None:
         label = _classifier_label(info) if classification else "mean"
-    mapping = OutputMapping(label=label, classification=bool(classification), binary_compat=binary_compat)
+    mapping = OutputMapping(label=label, classification=bool(classification), binary_compat=bool(binary_compat))
     if mapping.num_outputs != info.num_outputs:
         kind = "classification" if mapping.classification else "regression"
         raise WeightsError(
@@ -428,7 +429,7 @@ class _PerceptAnonMetric(FeaturePairMetric):
         checkpoint: str | Path | None = None,
         label: str | None = None,
         classification: bool | None = None,
-        binary_compat: bool = False,
+        binary_compat: bool | None = None,
         backbone: str | None = None,
     ) -> None:
         super().__init__(device)

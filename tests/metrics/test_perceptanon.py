@@ -190,6 +190,15 @@ def test_binary_compat_reads_released_labels(tmp_path):
     np.testing.assert_array_equal(compat.predict(None, anonymized).predicted_class, probabilities.argmax(axis=1) == 0)
 
 
+def test_binary_compat_is_read_from_checkpoint_metadata(tmp_path):
+    model = seeded(perceptanon.build_ha1, "resnet18", 2)
+    path = tmp_path / "trained_compat.pt"
+    perceptanon.save_checkpoint(model, path, label="binary", classification=True, binary_compat=True)
+    assert PerceptAnonHA1Metric(checkpoint=path).mapping.binary_compat is True
+    with pytest.raises(MetricInputError, match="binary_compat=True"):
+        PerceptAnonHA1Metric(checkpoint=path, binary_compat=False)
+
+
 def test_data_parallel_prefix_is_stripped(tmp_path):
     released = seeded(released_ha1, "resnet18", 1)
     path = tmp_path / "data_parallel.pth.tar"
