@@ -113,6 +113,7 @@ def evaluate(
         source=table.source.name,
     )
     provenance = report_provenance(scored, ok, table=table, seed=seed, simulated=simulated, command=command)
+    samples = sample_pairs(pairs, table.root)
     bundle = {
         "title": f"How well do metrics agree with human anonymity scores? {table.source.name}",
         "correlations": correlation.correlations,
@@ -121,6 +122,7 @@ def evaluate(
         "provenance": provenance,
         "skipped": correlation.skipped,
         "root": str(table.root),
+        "gradcam": gradcam_overlays(options or {}, samples, out_dir, device=device),
     }
     save_bundle(out_dir, bundle, pairs)
     report = render(out_dir)
@@ -223,6 +225,8 @@ def render(results: Path, out: Path | None = None) -> Path:
     plots.write_plots(figures, folder / "plots")
     skipped = bundle.get("skipped") or []
     sections = [("Splits that could not be made", "\n".join(skipped))] if skipped else []
+    if bundle.get("gradcam"):
+        sections.append(("Where PerceptAnon looks (Grad-CAM)", gradcam_section(bundle["gradcam"], folder)))
     return html.render_report(
         correlations=bundle["correlations"], ceiling=bundle["ceiling"], pairs=pairs,
         metrics=bundle["metrics"], provenance=bundle["provenance"],
@@ -239,6 +243,44 @@ def sample_pairs(pairs: pd.DataFrame, root: Path, count: int = SAMPLE_PAIRS) -> 
     picks = sorted(set(np.linspace(0, len(ordered) - 1, min(count, len(ordered))).round().astype(int)))
     return [(root / row["original"], root / row["anonymized"], row)
             for row in (ordered.iloc[i].to_dict() for i in picks)]
+
+
+# ------------------------------------------------------------------------- Grad-CAM
+def gradcam_overlays(options: dict[str, dict[str, Any]], samples: list[tuple[Path, Path, dict]], out_dir: Path,
+                     *, device: str) -> list[dict[str, Any]]:
+    """Grad-CAM overlays of each PerceptAnon checkpoint on the report's sample pairs."""
+    from bench.explain import explain_pairs
+
+    records = []
+    for name, option in options.items():
+        ha = "HA2" if name == CHECKPOINT_METRICS["ha2"] else "HA1"
+        pairs = [(original if ha == "HA2" else None, anonymized) for original, anonymized, _ in samples]
+        explained = explain_pairs(Path(option["checkpoint"]), pairs, out_dir / "gradcam" / name, ha=ha, device=device)
+        for item, (_, _, row) in zip(explained, samples):
+            records.append({
+                "metric": name, "checkpoint": Path(option["checkpoint"]).name, "pair": int(row["pair"]),
+                "method": row.get("method"), "score_mean": row.get("score_mean"), "score": item.score,
+                "overlays": [str(path.relative_to(out_dir)) for path in item.overlays],
+            })
+    return records
+
+
+def gradcam_section(records: list[dict[str, Any]], folder: Path):
+    """HTML for the report: one figure per overlay, embedded, every text escaped."""
+    from markupsafe import Markup, escape
+
+    from reports.html import data_uri
+
+    figures = [
+        Markup('<figure class="gradcam"><img alt="Grad-CAM overlay" src="{}"><figcaption>{}</figcaption></figure>')
+        .format(data_uri((folder / overlay).read_bytes(), "image/png"),
+                f"{role} image, {record['metric']} ({record['checkpoint']}), line {record['pair']}, "
+                f"{record['method']}: predicted {record['score']:.2f}, human {record['score_mean']}")
+        for record in records for role, overlay in zip(("anonymized", "original"), record["overlays"])
+    ]
+    intro = escape("Heatmaps of the last convolutional block (Grad-CAM) for the sample pairs: red marks the "
+                   "regions that drive the predicted anonymity score.")
+    return Markup("<p>{}</p><div class=\"gradcam-grid\">{}</div>").format(intro, Markup("").join(figures))
 
 
 # ------------------------------------------------------------------------- CLI entry

@@ -29,6 +29,7 @@ from torch import nn
 
 from bench import images
 from bench.errors import InputError
+from metrics.atomic import write_atomic
 from metrics.base import check_inputs, resolve_device
 from metrics.perceptanon import (
     HA_MODES,
@@ -174,37 +175,60 @@ def _as_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(images.to_float(rgb)).permute(2, 0, 1).unsqueeze(0).to(device)
 
 
-def explain_files(checkpoint: Path, anonymized: Sequence[Path], out: Path, *, ha: str | None = None,
-                  original: Path | None = None, device: str = "auto", alpha: float = DEFAULT_ALPHA,
-                  colormap: str = DEFAULT_COLORMAP) -> list[str]:
-    """Write <out>/NNN-<name>-gradcam.png for each anonymized image (HA2: and
-    NNN-<name>-original-gradcam.png for the original in that pair); one line per image.
-    HA2 compares images of one size: an anonymized image of another size is first resized
-    to the original's, as `--size-policy resize` does."""
+@dataclass(frozen=True)
+class ExplainedPair:
+    """The Grad-CAM overlays written for one pair, and the model's score for it."""
+
+    anonymized: Path
+    score: float
+    overlays: tuple[Path, ...]
+
+
+def explain_pairs(checkpoint: Path, pairs: Sequence[tuple[Path | None, Path]], out: Path, *,
+                  ha: str | None = None, device: str = "auto", alpha: float = DEFAULT_ALPHA,
+                  colormap: str = DEFAULT_COLORMAP) -> list[ExplainedPair]:
+    """Write <out>/NNN-<name>-gradcam.png for each (original, anonymized) pair (HA2: and
+    NNN-<name>-original-gradcam.png for its original); the model is loaded once for all.
+    HA1 pairs have original None. HA2 compares images of one size: an anonymized image of
+    another size is first resized to the original's, as `--size-policy resize` does."""
     ha = ha or checkpoint_ha(checkpoint)
-    if ha == "HA2" and original is None:
+    if ha == "HA2" and any(original is None for original, _ in pairs):
         raise InputError("an HA2 checkpoint explains pairs: pass the original image with --original")
-    if ha == "HA1" and original is not None:
+    if ha == "HA1" and any(original is not None for original, _ in pairs):
         raise InputError("an HA1 checkpoint judges the anonymized image alone: drop --original")
     resolved = resolve_device(device)
     model, info = load_checkpoint(checkpoint, ha=ha)
     model.to(resolved)
     mapping = resolve_output_mapping(info)
-    original_rgb = images.load_rgb(original) if original is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for number, path in enumerate(anonymized, start=1):
+    decoded: dict[Path, np.ndarray] = {}
+    explained = []
+    for number, (original, path) in enumerate(pairs, start=1):
         anonymized_rgb = images.load_rgb(path)
-        original_input = None
-        if original_rgb is not None:
+        original_rgb = original_input = None
+        if original is not None:
+            if original not in decoded:
+                decoded[original] = images.load_rgb(original)
+            original_rgb = decoded[original]
             anonymized_rgb = images.reconcile_sizes(original_rgb, anonymized_rgb, "resize", where=str(path))
             original_input = _as_tensor(original_rgb, resolved)
         explanation = explain(model, info, _as_tensor(anonymized_rgb, resolved), original_input, mapping=mapping)
         stem = f"{number:03d}-{Path(path).stem}"
-        written = [out / f"{stem}-gradcam.png"]
-        written[0].write_bytes(overlay_png(anonymized_rgb, explanation.anonymized[0], alpha=alpha, colormap=colormap))
+        written = [write_atomic(out / f"{stem}-gradcam.png",
+                                overlay_png(anonymized_rgb, explanation.anonymized[0], alpha=alpha, colormap=colormap))]
         if original_rgb is not None:
-            written.append(out / f"{stem}-original-gradcam.png")
-            written[1].write_bytes(overlay_png(original_rgb, explanation.original[0], alpha=alpha, colormap=colormap))
-        lines.append(f"{path}: score {explanation.score[0]:.2f} -> {', '.join(str(p) for p in written)}")
-    return lines
+            written.append(write_atomic(out / f"{stem}-original-gradcam.png",
+                                        overlay_png(original_rgb, explanation.original[0], alpha=alpha,
+                                                    colormap=colormap)))
+        explained.append(ExplainedPair(Path(path), float(explanation.score[0]), tuple(written)))
+    return explained
+
+
+def explain_files(checkpoint: Path, anonymized: Sequence[Path], out: Path, *, ha: str | None = None,
+                  original: Path | None = None, device: str = "auto", alpha: float = DEFAULT_ALPHA,
+                  colormap: str = DEFAULT_COLORMAP) -> list[str]:
+    """`explain_pairs` for several anonymized images of one original (or none, HA1); one line each."""
+    explained = explain_pairs(checkpoint, [(original, path) for path in anonymized], out, ha=ha, device=device,
+                              alpha=alpha, colormap=colormap)
+    return [f"{item.anonymized}: score {item.score:.2f} -> {', '.join(str(p) for p in item.overlays)}"
+            for item in explained]

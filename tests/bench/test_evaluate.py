@@ -116,3 +116,28 @@ def test_bench_run_cli_on_the_demo_set(tmp_path):
         assert f"report: {tmp_path / name / 'report.html'}" in done.stdout
     ha2 = pd.read_csv(tmp_path / "HA2" / "tables" / "correlations.csv", comment=None)
     assert (ha2.loc[ha2.split == "anon-mask", "reason"] == "empty test set").all()
+
+
+def test_trained_checkpoint_is_a_column_and_its_grad_cam_is_in_the_report(tmp_path):
+    from metrics import perceptanon
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "ha1-demo.pt"
+    perceptanon.save_checkpoint(perceptanon.build_ha1("resnet18", 1), checkpoint, label="mean",
+                                classification=False, weights_status="stand-in")
+    options = evaluate.metric_options(checkpoint, None)
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        evaluation = evaluate.evaluate(
+            evaluate.DEMO_DIR / "HA1.csv", out_dir=tmp_path / "out", store=store, root=evaluate.DEMO_ROOT,
+            metrics=evaluate.metric_names("mse", options), options=options, n_boot=50, simulated=True,
+            progress=False,
+        )
+    bundle, pairs = evaluate.load_bundle(evaluation.out_dir)
+    labels = {m["name"]: m for m in bundle["metrics"]}
+    assert labels["perceptanon_ha1"]["label"] == "PerceptAnon HA1 (ha1-demo.pt)"
+    assert labels["perceptanon_ha1"]["verified"] is False  # stand-in weights are marked
+    assert pairs["perceptanon_ha1"].between(1, 10).all()
+    page = evaluation.report.read_text(encoding="utf-8")
+    assert "Grad-CAM" in page and page.count('alt="Grad-CAM overlay"') == evaluate.SAMPLE_PAIRS
+    assert "PerceptAnon HA1 (ha1-demo.pt)" in (evaluation.out_dir / "tables" / "tables.md").read_text()
