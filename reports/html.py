@@ -9,6 +9,7 @@ pass either plain text (escaped) or `markupsafe.Markup` they built safely themse
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 import re
@@ -62,7 +63,9 @@ class SampleRow:
     scores: tuple[str, ...]  # one per metric, in the metrics' order
 
 
-def _environment() -> Environment:
+@functools.lru_cache(maxsize=1)
+def environment() -> Environment:
+    """The one jinja2 environment of every HTML output (built once: templates are cached in it)."""
     return Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=True,  # always: every name in a report comes from user data
@@ -201,7 +204,7 @@ def render_html(
         "package_versions": sorted((provenance.get("package_versions") or {}).items()),
         "weights": _weights(provenance),
     }
-    return _environment().get_template("report.html.j2").render(**context)
+    return environment().get_template("report.html.j2").render(**context)
 
 
 def render_report(

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from metrics.atomic import write_atomic
-from reports.html import Thumbnail, thumbnail
+from reports.html import Thumbnail, environment, thumbnail
 from reports.tables import (
     Cell,
     Column,
@@ -41,7 +40,6 @@ from reports.tables import (
     to_markdown,
 )
 
-TEMPLATES = Path(__file__).parent / "templates"
 SCOPE_ORDER = ("global", "local")
 EXAMPLE_THUMBNAIL = (96, 96)
 #: Output files, by format.
@@ -293,11 +291,6 @@ def to_json(board: Leaderboard) -> str:
 
 
 # --------------------------------------------------------------------------- HTML
-def _environment() -> Environment:
-    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
-                       trim_blocks=True, lstrip_blocks=True)
-
-
 @dataclass(frozen=True)
 class _ExampleRow:
     label: str
@@ -332,7 +325,7 @@ def _context(board: Leaderboard) -> dict[str, Any]:
 
 def _section(context: Mapping[str, Any]) -> Markup:
     # The template autoescapes every value; its output is therefore safe markup.
-    return Markup(_environment().get_template("_leaderboard_section.html.j2").render(**context))
+    return Markup(environment().get_template("_leaderboard_section.html.j2").render(**context))
 
 
 def html_section(board: Leaderboard) -> Markup:
@@ -344,7 +337,7 @@ def html_section(board: Leaderboard) -> Markup:
 def to_html(board: Leaderboard) -> str:
     """A self-contained page: inline CSS, images as data URIs, no script."""
     context = _context(board)
-    return _environment().get_template("leaderboard.html.j2").render(
+    return environment().get_template("leaderboard.html.j2").render(
         title=board.title, section=_section(context), provenance=context["provenance"])
 
 
