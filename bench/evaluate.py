@@ -215,10 +215,17 @@ def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
 
 def render(results: Path, out: Path | None = None) -> Path:
     """Tables, plots and the HTML report from a results folder; nothing is recomputed."""
-    from reports import html, plots, tables
-
     folder = results if results.is_dir() else results.parent
     bundle, pairs = load_bundle(folder)
+    try:
+        return _render_bundle(bundle, pairs, folder, out)
+    except ValueError as exc:  # reports name what is missing in a results bundle
+        raise InputError(f"{folder}: these results cannot be rendered ({exc}); re-run `bench correlate`") from exc
+
+
+def _render_bundle(bundle: dict[str, Any], pairs: pd.DataFrame, folder: Path, out: Path | None) -> Path:
+    from reports import html, plots, tables
+
     tables.render_all(bundle, folder / "tables")
     figures = plots.all_plots(correlations=bundle["correlations"], metrics=bundle["metrics"],
                               provenance=bundle["provenance"], pairs=pairs)

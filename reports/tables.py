@@ -1,6 +1,6 @@
 """Result tables laid out like the paper's Tables 1 and 2, rendered to Markdown, LaTeX and CSV/JSON.
 
-A table is built ONCE from the long results (see .notes/SCHEMA.md) into a `Table` model -- rows
+A table is built ONCE from the long results (see reports/SCHEMA.md) into a `Table` model -- rows
 = split x statistic, columns = metrics, cells that already know their value, CI, significance
 marks, "best" flag and n/a reason -- and each renderer only decorates that model in its own
 syntax. The HTML report renders the same model through its template.
@@ -139,7 +139,7 @@ class Results:
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
-        raise ValueError(f"{what} table lacks column(s) {', '.join(missing)}; see .notes/SCHEMA.md")
+        raise ValueError(f"{what} table lacks column(s) {', '.join(missing)}; see reports/SCHEMA.md")
 
 
 def unique_in_order(values: Iterable[Any]) -> list[Any]:

@@ -141,3 +141,17 @@ def test_trained_checkpoint_is_a_column_and_its_grad_cam_is_in_the_report(tmp_pa
     page = evaluation.report.read_text(encoding="utf-8")
     assert "Grad-CAM" in page and page.count('alt="Grad-CAM overlay"') == evaluate.SAMPLE_PAIRS
     assert "PerceptAnon HA1 (ha1-demo.pt)" in (evaluation.out_dir / "tables" / "tables.md").read_text()
+
+
+def test_report_on_a_damaged_results_folder_is_one_line(demo_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(demo_run.out_dir, folder)
+    bundle = json.loads((folder / "results.json").read_text())
+    del bundle["metrics"][0]["name"]
+    (folder / "results.json").write_text(json.dumps(bundle))
+    done = subprocess.run([sys.executable, "-m", "bench", "report", str(folder)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and str(folder) in done.stderr
