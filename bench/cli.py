@@ -2,16 +2,30 @@
 
 No logic lives here. Every `_cmd_*` returns the process exit code. A `BenchError` anywhere
 below becomes one line on stderr and exit code 2; nothing user-caused shows a traceback.
+Under torchrun the commands that can be shared (score, run, correlate, train) run as one job
+of all its processes (`bench.dist.run_command`); the others refuse to.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from bench.errors import BenchError
 from metrics.errors import MetricError
+
+
+# --------------------------------------------------------------------------- torchrun
+def _add_dist_options(p: argparse.ArgumentParser) -> None:
+    """Options that matter only under torchrun (see `bench.dist`)."""
+    p.add_argument("--backend", choices=("auto", "nccl", "gloo"), default=None,
+                   help="torchrun only: torch.distributed backend (default auto: nccl on GPUs, gloo on CPUs; "
+                        "or $BENCH_DIST_BACKEND)")
+    p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                   help="torchrun only: how long a rank waits for the others before the job fails "
+                        "(default 1800; or $BENCH_DIST_TIMEOUT)")
 
 
 # --------------------------------------------------------------------------- validate
@@ -86,7 +100,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                    help="folder for scores.csv / scores.json (default: runs/score-<annotation file stem>)")
     p.add_argument("--store", type=Path, default=None, help="results store (default: <out>/results.sqlite)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_score)
+    _add_dist_options(p)
+    p.set_defaults(func=_cmd_score, distributed="driven")
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -179,7 +194,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="with --method: the leaderboard's sort metric (default: PerceptAnon, else lpips, "
                         "inception_dist, ssim)")
     _add_evaluation_options(p)
-    p.set_defaults(func=_cmd_run)
+    p.set_defaults(func=_cmd_run, distributed="driven")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -229,6 +244,7 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (splits always use the paper's 42)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_dist_options(p)
 
 
 def _add_correlate(sub: argparse._SubParsersAction) -> None:
@@ -238,7 +254,7 @@ def _add_correlate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", action="append", default=None, help="only these splits (repeatable; default: all ten)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: runs/evaluate)")
     _add_evaluation_options(p)
-    p.set_defaults(func=_cmd_correlate)
+    p.set_defaults(func=_cmd_correlate, distributed="driven")
 
 
 def _cmd_correlate(args: argparse.Namespace) -> int:
@@ -319,7 +335,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
                    help="end this invocation after EPOCH (e.g. a time-limited job); continue with --resume")
-    p.set_defaults(func=_cmd_train)
+    _add_dist_options(p)
+    p.set_defaults(func=_cmd_train, distributed="every-rank")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -382,6 +399,8 @@ def _add_perf(sub: argparse._SubParsersAction) -> None:
                    help="pairs the naive baseline is measured on, at most (default 20)")
     p.add_argument("--phases", default=None,
                    help="comma-separated subset of naive,runner,per-metric,floor (default: all)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run each phase this many times and count the fastest (a shared machine's load only slows)")
     p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="float32 (default), or autocast to bfloat16 / float16 (CUDA) in every phase")
     p.add_argument("--out", type=Path, default=None,
@@ -412,6 +431,7 @@ def _cmd_perf(args: argparse.Namespace) -> int:
             phases=perf.parse_phases(args.phases),
             precision=args.precision,
             checkpoints={"perceptanon_ha1": args.checkpoint_ha1, "perceptanon_ha2": args.checkpoint_ha2},
+            repeat=args.repeat,
             command=shlex.join(["bench", *sys.argv[1:]]),
         )
     print("\n".join(report.table_lines()))
@@ -451,13 +471,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        return _call(args)
     except (BenchError, MetricError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("bench: interrupted; results written so far are kept and a re-run resumes", file=sys.stderr)
         return 130
+
+
+def _call(args: argparse.Namespace) -> int:
+    """The subcommand; under torchrun (which sets WORLD_SIZE in every process it starts), one
+    job of all its processes."""
+    if os.environ.get("WORLD_SIZE", "1") == "1":
+        return int(args.func(args) or 0)
+    from bench import dist
+
+    return dist.run_command(lambda: int(args.func(args) or 0), name=args.command,
+                            mode=getattr(args, "distributed", None), device=getattr(args, "device", "auto"),
+                            backend=getattr(args, "backend", None), timeout_s=getattr(args, "dist_timeout", None))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,11 +9,18 @@ that still lacks a value for it, in batches of equal-size pairs. A group smaller
 metric's ``min_samples`` gets a note ("too few pairs (8 < 10)") instead of a number; a metric
 that cannot be built (missing weights) is reported unavailable with its reason, and the run
 goes on.
+
+Under torchrun (`bench.dist`) each group's pairs are dealt round-robin to the ranks; each rank
+feeds its share to the metric on its own device, and rank 0 merges the ranks' partial states
+(`partial_state` / `merge_partial_states`: FID sends sums of features and of their outer
+products, KID the features themselves) and alone computes and stores the value. A set metric
+without partial states is computed by rank 0 alone, over the whole group.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +29,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench import images
+from bench import dist, images
 from bench.errors import ImageError
 from bench.store import PairKey, ResultsStore, weights_status
-from metrics.base import SetMetric, resolve_device
+from metrics.base import SetMetric
 from metrics.errors import MetricError
 from metrics.registry import build_metric
 
@@ -106,7 +113,7 @@ def score_groups(
     progress: bool = True,
 ) -> SetScores:
     """Each set metric's value for each group (group key -> members), reusing stored values."""
-    resolved = resolve_device(device)
+    resolved = dist.rank_device(device)
     active = _build(metric_names, resolved, metric_options)
     for item in active:
         if item.metric is not None:
@@ -116,10 +123,15 @@ def score_groups(
     for name, members in groups.items():
         for item in (a for a in active if a.outcome.status == "ok"):
             _reuse_or_queue(item, name, members, store, scores, pending)
-    with tqdm(total=len(pending), unit="group", desc="set metrics", disable=not progress or None) as bar:
+    job = _groups_job(groups, pending, device, batch_size, metric_options) if dist.current().distributed else None
+    with (tqdm(total=len(pending), unit="group", desc="set metrics", disable=not progress or None) as bar,
+          dist.job("score_groups", job) if job else nullcontext()):
+        if job:
+            _mark_failed(active, dist.agree_on_failures({}))
         for name, waiting in pending.items():
-            _compute_group(name, groups[name], waiting, store=store, scores=scores, device=resolved,
-                           batch_size=batch_size, run_id=run_id)
+            compute = _compute_group_sharded if job else _compute_group
+            compute(name, groups[name], waiting, store=store, scores=scores, device=resolved, batch_size=batch_size,
+                    run_id=run_id)
             bar.update(1)
     return scores
 
@@ -159,24 +171,36 @@ def _compute_group(name: str, members: Sequence[GroupMember], waiting: list[_Act
     for item in waiting:
         item.metric.reset()
     try:
-        for originals, anonymized in _batches(members, batch_size):
-            original_batch, anonymized_batch = _to_tensor(originals, device), _to_tensor(anonymized, device)
-            for item in (a for a in waiting if a.outcome.status == "ok"):
-                _guarded(item, name, scores, item.metric.update, original_batch, anonymized_batch)
+        _feed(name, members, waiting, scores, device, batch_size)
     except ImageError as exc:
         for item in waiting:
             scores.notes[(item.outcome.name, name)] = str(exc)
         return
     for item in waiting:
-        if item.outcome.status != "ok" or (item.outcome.name, name) in scores.notes:
-            continue
-        value = _guarded(item, name, scores, item.metric.compute)
-        if value is None:
-            continue
-        value = float(value)
-        store.write_set_score(item.outcome.key, name, [m.key for m in members], value, run_id=run_id)
-        scores.values[(item.outcome.name, name)] = value
-        item.outcome.computed += 1
+        _finish(item, name, members, store=store, scores=scores, run_id=run_id)
+
+
+def _feed(name: str, members: Sequence[GroupMember], items: list[_Active], scores: SetScores,
+          device: torch.device, batch_size: int) -> None:
+    """Decode `members` in batches and update every metric still ok; raises ImageError."""
+    for originals, anonymized in _batches(members, batch_size):
+        original_batch, anonymized_batch = _to_tensor(originals, device), _to_tensor(anonymized, device)
+        for item in (a for a in items if a.outcome.status == "ok"):
+            _guarded(item, name, scores, item.metric.update, original_batch, anonymized_batch)
+
+
+def _finish(item: _Active, name: str, members: Sequence[GroupMember], *, store: ResultsStore, scores: SetScores,
+            run_id: int | None) -> None:
+    """Compute and store a metric's value of the group, unless it failed or got a note."""
+    if item.outcome.status != "ok" or (item.outcome.name, name) in scores.notes:
+        return
+    value = _guarded(item, name, scores, item.metric.compute)
+    if value is None:
+        return
+    value = float(value)
+    store.write_set_score(item.outcome.key, name, [m.key for m in members], value, run_id=run_id)
+    scores.values[(item.outcome.name, name)] = value
+    item.outcome.computed += 1
 
 
 def _guarded(item: _Active, group: str, scores: SetScores, call: Callable[..., Any], *args: Any) -> Any:
@@ -210,3 +234,120 @@ def _batches(members: Sequence[GroupMember], batch_size: int) -> Iterator[tuple[
 def _to_tensor(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """HWC uint8 arrays -> float32 NCHW in [0, 1] on `device` (the runner's conversion)."""
     return torch.from_numpy(images.to_float(np.stack(arrays))).to(device).permute(0, 3, 1, 2).contiguous()
+
+
+# ----------------------------------------------------------------------------- under torchrun
+@dataclass
+class _GroupsJob:
+    """What rank 0 hands every rank: the pending groups and the mergeable metrics they wait for."""
+
+    #: (name, key) of every mergeable metric some group waits for.
+    metrics: list[tuple[str, str]]
+    options: dict[str, dict[str, Any]]
+    #: (group key, members, keys of its waiting mergeable metrics), in rank 0's order.
+    groups: list[tuple[str, list[GroupMember], list[str]]]
+    device: str | torch.device
+    batch_size: int
+
+
+def _mergeable(metric: SetMetric) -> bool:
+    """Whether a set metric can merge several processes' partial states (FID and KID can)."""
+    return callable(getattr(metric, "partial_state", None)) and callable(getattr(metric, "merge_partial_states", None))
+
+
+def _groups_job(groups: Mapping[str, Sequence[GroupMember]], pending: dict[str, list[_Active]],
+                device: str | torch.device, batch_size: int,
+                options: Mapping[str, Mapping[str, Any]] | None) -> _GroupsJob | None:
+    if not pending:
+        return None
+    mergeable = {item.outcome.name: item.outcome.key for waiting in pending.values() for item in waiting
+                 if _mergeable(item.metric)}
+    return _GroupsJob(
+        metrics=list(mergeable.items()),
+        options={name: dict(values) for name, values in (options or {}).items()},
+        groups=[(name, list(groups[name]), [item.outcome.key for item in waiting if _mergeable(item.metric)])
+                for name, waiting in pending.items()],
+        device=device, batch_size=batch_size,
+    )
+
+
+def _mark_failed(active: Sequence[_Active], failures: dict[str, str]) -> None:
+    for item in active:
+        if item.outcome.key in failures:
+            item.outcome.status, item.outcome.reason = "failed", failures[item.outcome.key]
+
+
+def _compute_group_sharded(name: str, members: Sequence[GroupMember], waiting: list[_Active], *,
+                           store: ResultsStore, scores: SetScores, device: torch.device, batch_size: int,
+                           run_id: int | None) -> None:
+    """Rank 0's side of one group: its share, every rank's partial states merged, the value
+    stored; set metrics that cannot merge are computed here alone, over the whole group."""
+    mergeable = [item for item in waiting if _mergeable(item.metric)]
+    shares = dist.current().gather(_share(name, dist.shard(members), mergeable, device, batch_size))
+    for item in mergeable:
+        # A rank that could not build the metric sends no entry (and has marked it failed everywhere).
+        _merge_shares(item, name, [share.get(item.outcome.key, ("failed", "not built there")) for share in shares],
+                      scores)
+        _finish(item, name, members, store=store, scores=scores, run_id=run_id)
+    alone = [item for item in waiting if not _mergeable(item.metric)]
+    if alone:
+        _compute_group(name, members, alone, store=store, scores=scores, device=device, batch_size=batch_size,
+                       run_id=run_id)
+
+
+def _share(name: str, shard: Sequence[GroupMember], items: list[_Active], device: torch.device,
+           batch_size: int) -> dict[str, tuple[str, Any]]:
+    """This rank's part of a group, per metric key: ("state", its partial state), ("note", why
+    the group gets no value) or ("failed", why the metric is out of the run)."""
+    local = SetScores(metrics=[])
+    for item in items:
+        item.metric.reset()
+    try:
+        _feed(name, shard, items, local, device, batch_size)
+    except ImageError as exc:
+        return {item.outcome.key: ("note", str(exc)) for item in items}
+    share = {}
+    for item in items:
+        note = local.notes.get((item.outcome.name, name))
+        if item.outcome.status != "ok":
+            share[item.outcome.key] = ("failed", item.outcome.reason)
+        elif note is not None:
+            share[item.outcome.key] = ("note", note)
+        else:
+            share[item.outcome.key] = ("state", item.metric.partial_state())
+    return share
+
+
+def _merge_shares(item: _Active, name: str, entries: list[tuple[str, Any]], scores: SetScores) -> None:
+    """Load the merge of every rank's partial state into rank 0's metric, or record why not."""
+    if item.outcome.status != "ok":
+        return
+    for rank, (kind, content) in enumerate(entries):
+        if kind == "failed":
+            item.outcome.status, item.outcome.reason = "failed", f"on rank {rank}: {content}"
+            return
+    notes = [content for kind, content in entries if kind == "note"]
+    if notes:
+        scores.notes[(item.outcome.name, name)] = notes[0]
+        return
+    _guarded(item, name, scores, item.metric.merge_partial_states, [content for _, content in entries])
+
+
+def follow_groups(job: _GroupsJob) -> None:
+    """A rank other than 0: build the job's metrics here and send rank 0 this rank's share of each group."""
+    device = dist.rank_device(job.device)
+    expected = dict(job.metrics)
+    failures, active = {}, {}
+    for item in _build(list(expected), device, job.options):
+        key = expected[item.outcome.name]
+        if item.outcome.status != "ok":
+            failures[key] = item.outcome.reason
+        elif item.outcome.key != key:
+            failures[key] = (f"{item.outcome.name} has other weights or options here (key {item.outcome.key}, "
+                             f"rank 0: {key}); give every node the same weight files")
+        else:
+            active[key] = item
+    _mark_failed(list(active.values()), dist.agree_on_failures(failures))
+    for name, members, keys in job.groups:
+        items = [active[key] for key in keys if key in active]
+        dist.current().gather(_share(name, dist.shard(members), items, device, job.batch_size))

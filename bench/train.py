@@ -35,6 +35,18 @@ A run killed after epoch k and resumed ends with the same weights as one never s
 Memory: with `workers == 0` and a set whose network inputs fit in `CACHE_BUDGET_BYTES`, each
 pair's decoded, resized input is kept in memory for the run (decoded once); otherwise every
 epoch streams the images from disk through DataLoader workers and nothing is kept.
+
+Under torchrun (`bench.dist`) every rank trains a DistributedDataParallel replica on
+``batch_size / W`` pairs per step: the epoch's permutation, padded to a multiple of W by
+repeating its start, is dealt round-robin (`EpochOrder`, as DistributedSampler deals), so the
+ranks' step-k batches together are exactly one process's step-k batch, and each rank's loss is
+divided by the weight of the whole step's batch. W processes with batch B/W therefore take the
+steps of one process with batch B -- exactly so where BatchNorm is synchronised (SyncBatchNorm,
+on CUDA with nccl) and the train part's size is a multiple of W (otherwise the padding shows
+up to W - 1 pairs twice per epoch); on the CPU torch has no SyncBatchNorm and BatchNorm
+statistics are per process. Resuming stays exact on CPU: every rank restores rank 0's RNG
+states, which equal its own (the ranks draw alike). Rank 0 alone validates, writes checkpoints (the unwrapped model's state dict: no
+'module.' prefix, loadable without torch.distributed), the log and the evaluation.
 """
 
 from __future__ import annotations
@@ -57,13 +69,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import InterpolationMode
 
-from bench import images, protocol
+from bench import dist, images, protocol
 from bench.dataset import PairsTable, load_pairs
 from bench.errors import ImageError, InputError, SplitError
 from bench.stats import correlation
 from bench.store import run_provenance
 from metrics import weights
-from metrics.base import WeightsRecord, library_versions, resolve_device
+from metrics.base import WeightsRecord, library_versions
 from metrics.errors import WeightsError
 from metrics.perceptanon import (
     BACKBONES,
@@ -260,18 +272,24 @@ class PairImages(Dataset):
 
 
 class EpochOrder(Sampler):
-    """(epoch, i) keys of one epoch: shuffled by a permutation drawn from (seed, epoch), or in order."""
+    """(epoch, i) keys of one epoch: shuffled by a permutation drawn from (seed, epoch), or in order.
 
-    def __init__(self, size: int, epoch: int, seed: int | None) -> None:
+    With `world_size` W > 1, rank r's share: the order padded to a multiple of W by repeating
+    its start, then every W-th key from position r (DistributedSampler's dealing).
+    """
+
+    def __init__(self, size: int, epoch: int, seed: int | None, *, rank: int = 0, world_size: int = 1) -> None:
         self.size, self.epoch, self.seed = size, epoch, seed
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return self.size
+        return math.ceil(self.size / self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = (np.arange(self.size) if self.seed is None
                  else np.random.default_rng([self.seed, self.epoch]).permutation(self.size))
-        return ((self.epoch, int(i)) for i in order)
+        padded = np.resize(order, len(self) * self.world_size)
+        return ((self.epoch, int(i)) for i in padded[self.rank::self.world_size])
 
 
 def _collate(items: list[Any]) -> Any:
@@ -280,8 +298,11 @@ def _collate(items: list[Any]) -> Any:
 
 
 def _batches(dataset: PairImages, *, epoch: int, shuffle_seed: int | None, batch_size: int, workers: int,
-             device: torch.device) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=EpochOrder(len(dataset), epoch, shuffle_seed),
+             device: torch.device, sharded: bool = False) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+    """The part's batches in epoch order; `sharded`: this rank's share only (see `EpochOrder`)."""
+    ctx = dist.current() if sharded else dist.Context()
+    order = EpochOrder(len(dataset), epoch, shuffle_seed, rank=ctx.rank, world_size=ctx.world_size)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=order,
                         num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda")
     for batch in loader:
         if isinstance(batch, ImageError):
@@ -405,16 +426,22 @@ def make_criterion(config: TrainConfig, train_targets: np.ndarray) -> Criterion:
 # --------------------------------------------------------------------------- epochs
 def train_epoch(model: nn.Module, dataset: PairImages, criterion: Criterion, optimizer: torch.optim.Optimizer, *,
                 epoch: int, seed: int, batch_size: int, workers: int, device: torch.device) -> float:
+    """One epoch; under torchrun `model` is the DDP replica and `batch_size` this rank's share."""
+    ctx = dist.current()
     model.train()
     total = weight = 0.0
     for inputs, targets in _batches(dataset, epoch=epoch, shuffle_seed=seed, batch_size=batch_size,
-                                    workers=workers, device=device):
+                                    workers=workers, device=device, sharded=True):
         batch_total, batch_weight = criterion.terms(model(*inputs), targets)
+        # The loss of the whole step's batch, over every rank: DDP averages the ranks' gradients,
+        # hence the factor world_size (1 in one process, where this is batch_total / batch_weight).
+        step_weight = ctx.sum(batch_weight.detach())
         optimizer.zero_grad()
-        (batch_total / batch_weight).backward()
+        (batch_total * ctx.world_size / step_weight).backward()
         optimizer.step()
         total += batch_total.item()
         weight += batch_weight.item()
+    total, weight = ctx.sum(torch.tensor([total, weight], dtype=torch.float64, device=device)).tolist()
     return total / weight
 
 
@@ -664,8 +691,11 @@ class _Training:
     resumed: bool
 
 
-def train(config: TrainConfig, *, echo: Callable[[str], None] | None = print) -> TrainResult:
-    """Train (or resume), keep the best epoch, evaluate it on the test part; see the module doc."""
+def train(config: TrainConfig, *, echo: Callable[[str], None] | None = print) -> TrainResult | None:
+    """Train (or resume), keep the best epoch, evaluate it on the test part; see the module doc.
+
+    Under torchrun every rank trains; rank 0 returns the result, the others None.
+    """
     table = load_pairs(config.annotations, root=config.root, columns=config.columns)
     split = protocol.make_split(table.frame, config.split, source=str(table.source))
     if split.empty:
@@ -674,10 +704,17 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] | None = print) ->
     out = config.out_dir
     last_path = out / "last.pt"
     _check_out(out, last_path, config.resume)
-    device = resolve_device(config.device)
+    ctx = dist.current()
+    if config.batch_size % ctx.world_size:
+        raise InputError(f"--batch-size {config.batch_size} must be a multiple of the {ctx.world_size} processes "
+                         "(each takes an equal share of every step)")
+    device = dist.rank_device(config.device)
     state = _start(config, table, last_path, device)
-    out.mkdir(parents=True, exist_ok=True)
-    log = RunLog(out / "train.log", echo)
+    trainable = dist.data_parallel(state.model)
+    state.model = dist.unwrap(trainable)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = RunLog(out / "train.log", echo) if ctx.is_main else _silent
 
     score_mean = table.frame["score_mean"].to_numpy(dtype=np.float64)
     targets = protocol.labels(score_mean, config.label, classification=config.classification,
@@ -687,7 +724,13 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] | None = print) ->
     log(f"{'resuming' if state.resumed else 'training'} {_title(config)} on {table.source} split {config.split}: "
         f"train {len(split.train)}, val {len(split.val)}, test {len(split.test)} pairs; device {device}; "
         f"seed {config.seed}; initial weights: {state.initial.source} ({state.initial.status}); {parts.storage}")
-    _train_epochs(config, state, parts, criterion, device, out, log)
+    if ctx.distributed:
+        log(f"{ctx.world_size} processes ({ctx.backend}), {config.batch_size // ctx.world_size} pairs each per step; "
+            + ("BatchNorm synchronised across processes (SyncBatchNorm)" if dist.syncs_batch_norm() else
+               "BatchNorm statistics per process (torch's SyncBatchNorm needs CUDA devices with nccl)"))
+    _train_epochs(config, state, trainable, parts, criterion, device, out, log)
+    if not ctx.is_main:
+        return None
 
     progress = state.progress
     if progress.epoch < config.epochs:
@@ -710,6 +753,10 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] | None = print) ->
     return TrainResult(config=config, out=out, best=out / "best.pt" if trained else None,
                        last=last_path if trained else None, eval_path=eval_path, evaluation=evaluation,
                        progress=progress)
+
+
+def _silent(line: str) -> None:
+    """The log of ranks other than 0: rank 0 writes and prints the run's lines."""
 
 
 def _title(config: TrainConfig) -> str:
@@ -749,19 +796,26 @@ def _start(config: TrainConfig, table: PairsTable, last_path: Path, device: torc
                      resumed is not None)
 
 
-def _train_epochs(config: TrainConfig, state: _Training, parts: Parts, criterion: Criterion, device: torch.device,
-                  out: Path, log: RunLog) -> None:
-    """Epochs after the last finished one, up to --stop-after or --epochs; checkpoints each."""
+def _train_epochs(config: TrainConfig, state: _Training, trainable: nn.Module, parts: Parts, criterion: Criterion,
+                  device: torch.device, out: Path, log: Callable[[str], None]) -> None:
+    """Epochs after the last finished one, up to --stop-after or --epochs; checkpoints each.
+
+    `trainable` is `state.model` or, under torchrun, its DDP replica; rank 0 alone validates
+    and writes checkpoints.
+    """
     progress = state.progress
+    ctx = dist.current()
     for epoch in range(progress.epoch + 1, (config.stop_after or config.epochs) + 1):
         started = time.perf_counter()
         lr = state.optimizer.param_groups[0]["lr"]
-        train_loss = train_epoch(state.model, parts.train, criterion, state.optimizer, epoch=epoch,
-                                 seed=config.seed, batch_size=config.batch_size, workers=config.workers,
-                                 device=device)
+        train_loss = train_epoch(trainable, parts.train, criterion, state.optimizer, epoch=epoch,
+                                 seed=config.seed, batch_size=config.batch_size // ctx.world_size,
+                                 workers=config.workers, device=device)
+        state.scheduler.step()
+        if not ctx.is_main:
+            continue
         val_loss = mean_loss(criterion, *predict(state.model, parts.val, batch_size=config.batch_size,
                                                  workers=config.workers, device=device))
-        state.scheduler.step()
         progress.epoch = epoch
         for key, value in (("train_loss", train_loss), ("val_loss", val_loss), ("lr", lr),
                            ("seconds", time.perf_counter() - started)):

@@ -77,13 +77,19 @@ def check_inputs(original: torch.Tensor | None, anonymized: torch.Tensor, *, met
             raise InputError(f"{metric}: {role} images must be float32, got {images.dtype}")
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"{metric}: {role} images must be N x 3 x H x W, got {tuple(images.shape)}")
-        if images.numel() and (images.min() < 0 or images.max() > 1 or not torch.isfinite(images).all()):
+        # One pass for both bounds; NaN propagates into them and fails the test, as infinities do.
+        if images.numel() and not _within_unit_range(images):
             raise InputError(f"{metric}: {role} images must lie in [0, 1]; convert with bench.images.to_float")
     if original is not None and original.shape != anonymized.shape:
         raise InputError(
             f"{metric}: original {tuple(original.shape)} and anonymized {tuple(anonymized.shape)} differ in shape; "
             "use --size-policy resize to resize anonymized images to their originals"
         )
+
+
+def _within_unit_range(images: torch.Tensor) -> bool:
+    lowest, highest = torch.aminmax(images)
+    return bool((lowest >= 0) & (highest <= 1))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -6,7 +6,10 @@
   roughly this distance with numpy < 2.2 and yields NaN with numpy >= 2.2. The squared
   distance is FID between two point masses (zero covariance), and any monotone variant
   (e.g. its square root) has the same rank correlations.
-- `FID` and `KID` (per group of pairs): originals vs anonymized images of a group.
+- `FID` and `KID` (per group of pairs): originals vs anonymized images of a group. Several
+  processes can each feed part of a group and merge (`partial_state`, `merge_partial_states`):
+  FID's partial state is its `FeatureMoments` (sums of features and of their outer products,
+  whose sum over the parts is that of the whole group), KID's the features themselves.
 
 Images go through the network as pytorch_fid.inception.InceptionV3([3]) feeds them:
 bilinear resize to 299x299 (align_corners=False, no antialias), then [0, 1] -> [-1, 1].
@@ -14,6 +17,8 @@ bilinear resize to 299x299 (align_corners=False, no antialias), then [0, 1] -> [
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -96,11 +101,13 @@ class InceptionExtractor:
         except RuntimeError as exc:
             raise WeightsError(f"{self.resolved.path} does not fit pytorch-fid's Inception "
                                f"({str(exc).splitlines()[0]}); run `bench weights verify {WEIGHTS_NAME}`") from exc
-        self.network = network.eval().requires_grad_(False).to(device)
+        # NHWC ("channels_last") convolutions and pools are faster, on CPUs (oneDNN) too: 35% less
+        # time per image on a 2-core EPYC; features differ from NCHW's by float32 rounding (~5e-6).
+        self.network = network.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
         self.device = device
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network(images.to(self.device))
+        return self.network(images.to(self.device).contiguous(memory_format=torch.channels_last))
 
     def record(self) -> WeightsRecord:
         return self.resolved.record()
@@ -144,6 +151,32 @@ class InceptionDistance(FeaturePairMetric):
         return functional.squared_feature_distance(original_features, anonymized_features)
 
 
+@dataclass(frozen=True)
+class FeatureMoments:
+    """Count, sum and sum of outer products of N x D features (float64): sufficient statistics
+    of their mean and covariance that add up over disjoint parts of a set. Empty moments
+    (count 0) are the identity of +."""
+
+    count: int = 0
+    total: np.ndarray | None = None
+    outer: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, features: np.ndarray) -> FeatureMoments:
+        features = np.asarray(features, dtype=np.float64)
+        return cls(len(features), features.sum(axis=0), features.T @ features) if len(features) else cls()
+
+    def __add__(self, other: FeatureMoments) -> FeatureMoments:
+        if not (self.count and other.count):
+            return self if self.count else other
+        return FeatureMoments(self.count + other.count, self.total + other.total, self.outer + other.outer)
+
+    def mean_and_covariance(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and sample covariance (ddof 1), as `functional.feature_stats` gives them."""
+        mean = self.total / self.count
+        return mean, (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
+
+
 class _InceptionSetMetric(SetMetric):
     """Accumulates pool3 features of a group's originals and anonymized images."""
 
@@ -169,11 +202,14 @@ class _InceptionSetMetric(SetMetric):
     def n_samples(self) -> int:
         return sum(len(batch) for batch in self._original_features)
 
+    def _check_group_size(self, n_samples: int) -> None:
+        if n_samples < self.min_samples:
+            raise MetricInputError(f"{self.name}: a group of {n_samples} pairs is too small; "
+                                   f"{self.name} needs at least {self.min_samples} ({self.min_samples_reason})")
+
     def _group_features(self) -> tuple[np.ndarray, np.ndarray]:
         """(original, anonymized) features, refusing groups too small for the statistic."""
-        if self.n_samples < self.min_samples:
-            raise MetricInputError(f"{self.name}: a group of {self.n_samples} pairs is too small; "
-                                   f"{self.name} needs at least {self.min_samples} ({self.min_samples_reason})")
+        self._check_group_size(self.n_samples)
         return np.concatenate(self._original_features), np.concatenate(self._anonymized_features)
 
     def weights(self) -> list[WeightsRecord]:
@@ -202,9 +238,35 @@ class FID(_InceptionSetMetric):
                                                       "(pytorch-fid's calculate_frechet_distance)",
                 "covariance": "sample covariance, ddof 1"}
 
+    def reset(self) -> None:
+        super().reset()
+        self._merged: tuple[FeatureMoments, FeatureMoments] | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return self._merged[0].count if self._merged else super().n_samples
+
+    def partial_state(self) -> tuple[FeatureMoments, FeatureMoments]:
+        """Moments of the (original, anonymized) features this instance holds: fed or merged."""
+        if self._merged:
+            return self._merged
+        return (sum(map(FeatureMoments.of, self._original_features), FeatureMoments()),
+                sum(map(FeatureMoments.of, self._anonymized_features), FeatureMoments()))
+
+    def merge_partial_states(self, states: Sequence[tuple[FeatureMoments, FeatureMoments]]) -> None:
+        """Make the group the union of the parts whose `partial_state`s are given (this one's too)."""
+        self.reset()
+        self._merged = (sum((original for original, _ in states), FeatureMoments()),
+                        sum((anonymized for _, anonymized in states), FeatureMoments()))
+
     def compute(self) -> float:
-        original, anonymized = self._group_features()
-        return functional.frechet_distance(*functional.feature_stats(original), *functional.feature_stats(anonymized))
+        # One process and many take the same path: the mean and covariance of summed moments.
+        original, anonymized = self.partial_state()
+        self._check_group_size(original.count)
+        if not (np.isfinite(original.outer).all() and np.isfinite(anonymized.outer).all()):
+            # A NaN covariance makes scipy's sqrtm run forever; refuse before it gets there.
+            raise MetricInputError("FID features contain NaN or infinity; check the images and the weights")
+        return functional.frechet_distance(*original.mean_and_covariance(), *anonymized.mean_and_covariance())
 
 
 class KID(_InceptionSetMetric):
@@ -212,7 +274,9 @@ class KID(_InceptionSetMetric):
 
     name: ClassVar[str] = "kid"
     label: ClassVar[str] = "KID"
-    version: ClassVar[str] = "1"
+    # 2: subsets are drawn from rows in a canonical order (see `compute`); version 1 drew them
+    # in decode order, so a group larger than subset_size depended on the batch size.
+    version: ClassVar[str] = "2"
     # The unbiased estimator divides by m (m - 1).
     min_samples: ClassVar[int] = 2
     min_samples_reason: ClassVar[str] = "the unbiased MMD estimator needs two samples per set"
@@ -232,10 +296,24 @@ class KID(_InceptionSetMetric):
     def conventions(self) -> dict[str, Any]:
         return {**super().conventions(), **self.config(),
                 "kernel": "polynomial (x.y / d + 1)^3", "estimator": "unbiased MMD^2, mean over subsets",
-                "subset_size_used": "min(subset_size, group size); one evaluation when that is the whole group"}
+                "subset_size_used": "min(subset_size, group size); one evaluation when that is the whole group",
+                "row_order": "features sorted lexicographically before subsets are drawn"}
+
+    def partial_state(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The (original, anonymized) feature batches this instance holds: fed or merged."""
+        return list(self._original_features), list(self._anonymized_features)
+
+    def merge_partial_states(self, states: Sequence[tuple[list[np.ndarray], list[np.ndarray]]]) -> None:
+        """Make the group the union of the parts whose `partial_state`s are given (this one's too)."""
+        self.reset()
+        for original, anonymized in states:
+            self._original_features.extend(original)
+            self._anonymized_features.extend(anonymized)
 
     def compute(self) -> float:
-        original, anonymized = self._group_features()
+        # Subsets are drawn by row position: in a canonical row order the value depends neither
+        # on the batching nor on how many processes fed the group.
+        original, anonymized = (features[np.lexsort(features.T[::-1])] for features in self._group_features())
         mean, _ = functional.kid(original, anonymized, subsets=self.subsets, subset_size=self.subset_size,
                                  rng=np.random.default_rng(self.seed))
         return mean

@@ -7,6 +7,7 @@ that decides a value lives here so it can be tested against reference implementa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -15,9 +16,28 @@ from metrics.errors import MetricInputError
 
 # ==== pixel and SSIM: mse, psnr, mean_finite, ssim ========================================
 
+# On CPUs the float64 maths below runs a few images at a time: one step's intermediates then
+# stay in cache, while a whole batch's stream through memory, each freshly allocated (32
+# pairs of 256x256 on a 2-core EPYC: MSE 50 ms -> 4 ms, SSIM 2x faster). GPUs take it whole.
+_CPU_STEP_ELEMENTS = 1 << 18
+
+
+def _in_steps(function: Callable[..., torch.Tensor], *batches: torch.Tensor) -> torch.Tensor:
+    """`function(*batches)`, on CPUs over a few items (first dimension) at a time, joined."""
+    first = batches[0]
+    step = max(1, _CPU_STEP_ELEMENTS // max(1, first[0].numel())) if len(first) else 1
+    if first.device.type != "cpu" or len(first) <= step:
+        return function(*batches)
+    return torch.cat([function(*(batch[start:start + step] for batch in batches))
+                      for start in range(0, len(first), step)])
+
 
 def mse(original: torch.Tensor, anonymized: torch.Tensor) -> torch.Tensor:
     """Mean squared error of each pair over channels and pixels, float64, shape (N,)."""
+    return _in_steps(_mse, original, anonymized)
+
+
+def _mse(original: torch.Tensor, anonymized: torch.Tensor) -> torch.Tensor:
     difference = original.double() - anonymized.double()
     return difference.square().flatten(1).mean(dim=1)
 
@@ -53,6 +73,20 @@ def gaussian_window(sigma: float = SSIM_SIGMA, truncate: float = SSIM_TRUNCATE) 
     return taps / taps.sum()
 
 
+def _valid_line_filter(planes: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """`_valid_gaussian_blur` on CPU arrays with scipy's separable line filter.
+
+    torch has no fast float64 convolution on CPUs (it copies every plane once per tap and
+    multiplies by a vector); scipy's float64 line filter sums the same taps about 5x faster.
+    """
+    import scipy.ndimage
+
+    radius = len(taps) // 2
+    # Outputs near the border read the padding; they are cropped, so its mode does not matter.
+    columns = scipy.ndimage.correlate1d(planes, taps, axis=-2, mode="constant")[..., radius:-radius, :]
+    return scipy.ndimage.correlate1d(columns, taps, axis=-1, mode="constant")[..., radius:-radius]
+
+
 def _valid_gaussian_blur(planes: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian filter of (B, 1, H, W) planes, keeping only the 'valid' region.
 
@@ -60,6 +94,8 @@ def _valid_gaussian_blur(planes: torch.Tensor, window: torch.Tensor) -> torch.Te
     every border before averaging. The crop equals the filter radius, so no cropped-in pixel
     ever reads the padding: an unpadded convolution gives the same values with less work.
     """
+    if planes.device.type == "cpu" and not planes.requires_grad:
+        return torch.from_numpy(_valid_line_filter(planes.numpy(), window.numpy()))
     taps = window.to(planes.device, planes.dtype)
     blurred = torch.nn.functional.conv2d(planes, taps.view(1, 1, -1, 1))
     return torch.nn.functional.conv2d(blurred, taps.view(1, 1, 1, -1))
@@ -89,20 +125,27 @@ def ssim(
             f"Gaussian window; drop or upscale images under {window.numel()} x {window.numel()}"
         )
     batch, channels = original.shape[:2]
-    x = original.double().reshape(batch * channels, 1, height, width)
-    y = anonymized.double().reshape(batch * channels, 1, height, width)
-    # One convolution pass over all five local moments.
+    x = original.reshape(batch * channels, 1, height, width)
+    y = anonymized.reshape(batch * channels, 1, height, width)
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    per_plane = _in_steps(lambda x_step, y_step: _mean_ssim(x_step, y_step, window, c1, c2), x, y)
+    return per_plane.reshape(batch, channels).mean(dim=1)
+
+
+def _mean_ssim(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
+    """Mean of the SSIM map over the valid region of each (P, 1, H, W) plane pair, in float64."""
+    x, y = x.double(), y.double()
+    # One filter pass over all five local moments.
     moments = _valid_gaussian_blur(torch.cat([x, y, x * x, y * y, x * y]), window)
     mean_x, mean_y, mean_xx, mean_yy, mean_xy = moments.chunk(5)
     var_x = mean_xx - mean_x * mean_x
     var_y = mean_yy - mean_y * mean_y
     cov_xy = mean_xy - mean_x * mean_y
-    c1 = (k1 * data_range) ** 2
-    c2 = (k2 * data_range) ** 2
     ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)) / (
         (mean_x * mean_x + mean_y * mean_y + c1) * (var_x + var_y + c2)
     )
-    return ssim_map.reshape(batch, channels, -1).mean(dim=2).mean(dim=1)
+    return ssim_map.flatten(1).mean(dim=1)
 
 
 # ==== end of pixel and SSIM ===============================================================
