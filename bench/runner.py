@@ -52,9 +52,9 @@ from bench import dist, images
 from bench.dataset import PairsTable
 from bench.errors import ImageError, InputError
 from bench.store import PairKey, ResultsStore, ScoreRow, run_provenance, weights_status
+from metrics.atomic import write_atomic
 from metrics.base import FeaturePairMetric, PairMetric
 from metrics.errors import MetricError
-from metrics.atomic import write_atomic
 from metrics.hashing import file_sha256
 from metrics.registry import build_metric, metric_class
 
@@ -352,12 +352,12 @@ class _Batch:
             if member.unit not in first_seen:
                 first_seen[member.unit] = len(originals)
                 originals.append(member.original)
-        self.originals = _to_device(originals, device)
+        self.originals = to_device(originals, device)
         self.original_index = torch.tensor([first_seen[m.unit] for m in members], dtype=torch.long)
-        self.anonymized = _to_device([m.pair.anonymized for m in members], device)
+        self.anonymized = to_device([m.pair.anonymized for m in members], device)
 
 
-def _to_device(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
+def to_device(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """HWC uint8 arrays -> float32 NCHW [0, 1] on `device`, converted by `images.to_float`."""
     batch = torch.from_numpy(images.to_float(np.stack(arrays)))
     if device.type == "cuda":

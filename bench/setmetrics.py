@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from bench import dist, images
 from bench.errors import ImageError
+from bench.runner import MetricOutcome, to_device
 from bench.store import PairKey, ResultsStore, weights_status
 from metrics.base import SetMetric
 from metrics.errors import MetricError
@@ -47,21 +48,10 @@ class GroupMember:
 
 
 @dataclass
-class SetMetricOutcome:
-    """What happened to one requested set metric."""
+class SetMetricOutcome(MetricOutcome):
+    """What happened to one requested set metric: a pair metric's outcome plus its minimum group."""
 
-    name: str
-    #: "ok", "unavailable" (could not be built) or "failed" (raised while computing).
-    status: str
-    label: str = ""
-    #: The metric's declared direction; None when it could not be built.
-    higher_is_more_anonymous: bool | None = None
-    key: str | None = None
-    reason: str = ""
-    weights_status: str = "none"
     min_samples: int = 0
-    computed: int = 0
-    reused: int = 0
 
 
 @dataclass
@@ -184,7 +174,7 @@ def _feed(name: str, members: Sequence[GroupMember], items: list[_Active], score
           device: torch.device, batch_size: int) -> None:
     """Decode `members` in batches and update every metric still ok; raises ImageError."""
     for originals, anonymized in _batches(members, batch_size):
-        original_batch, anonymized_batch = _to_tensor(originals, device), _to_tensor(anonymized, device)
+        original_batch, anonymized_batch = to_device(originals, device), to_device(anonymized, device)
         for item in (a for a in items if a.outcome.status == "ok"):
             _guarded(item, name, scores, item.metric.update, original_batch, anonymized_batch)
 
@@ -229,11 +219,6 @@ def _batches(members: Sequence[GroupMember], batch_size: int) -> Iterator[tuple[
         if len(originals) == batch_size:
             yield buckets.pop(original.shape)
     yield from buckets.values()
-
-
-def _to_tensor(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    """HWC uint8 arrays -> float32 NCHW in [0, 1] on `device` (the runner's conversion)."""
-    return torch.from_numpy(images.to_float(np.stack(arrays))).to(device).permute(0, 3, 1, 2).contiguous()
 
 
 # ----------------------------------------------------------------------------- under torchrun
