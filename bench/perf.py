@@ -282,11 +282,10 @@ def _link_or_copy(source: Path, target: Path) -> None:
 # ----------------------------------------------------------------------------- the phases (child side)
 def _peak_rss() -> tuple[int, str]:
     """(peak resident set size of this process in bytes, how it was measured)."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024, "VmHWM (/proc/self/status)"
+    with contextlib.suppress(OSError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024, "VmHWM (/proc/self/status)"
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -347,24 +346,25 @@ def _phase_runner(job: Mapping[str, Any], device: Any) -> dict[str, Any]:
 def _to_batch(arrays: list[np.ndarray], device: Any) -> Any:
     """The runner's own conversion (uint8 HWC -> float32 NCHW on `device`): every phase feeds
     the metrics the same tensors."""
-    from bench.runner import _to_device
+    from bench.runner import to_device
 
-    return _to_device(arrays, device)
+    return to_device(arrays, device)
 
 
 def _phase_naive(job: Mapping[str, Any], device: Any) -> dict[str, Any]:
     """(a): the released pipeline's per-pair structure; seconds per metric and for decoding."""
-    from metrics.perceptanon import _PerceptAnonMetric
     from metrics.registry import build_metric, metric_class
     from metrics.ssim import SSIM
 
     table = _load_table(job)
     count = min(job["check_pairs"], len(table))
     originals, anonymized_paths = table.paths("original"), table.paths("anonymized")
+    # Looked up before the timers: the released code had no registry.
+    classes = {name: metric_class(name) for name in job["metrics"]}
     # PerceptAnon adapters, built once (untimed) for their preprocessing and output mapping;
     # their network is rebuilt for every pair as the released code built it.
     shells = {name: build_metric(name, device=job["device"], **job["metric_options"][name])
-              for name in job["metrics"] if issubclass(metric_class(name), _PerceptAnonMetric)}
+              for name in job["metrics"] if name in _PERCEPTANON_HA}
     seconds = {name: 0.0 for name in job["metrics"]}
     values: dict[str, list[float]] = {name: [] for name in job["metrics"]}
     decode_seconds = 0.0
@@ -376,15 +376,14 @@ def _phase_naive(job: Mapping[str, Any], device: Any) -> dict[str, Any]:
             decode_seconds += time.perf_counter() - start
             for name in job["metrics"]:
                 start = time.perf_counter()
-                cls = metric_class(name)
-                if issubclass(cls, SSIM):
-                    value = _pool_ssim(original_rgb, anonymized_rgb, cls)
+                if issubclass(classes[name], SSIM):
+                    value = _pool_ssim(original_rgb, anonymized_rgb, classes[name])
                 else:
                     if name in shells:
                         metric = shells[name]
                         metric.model = _released_style_perceptanon(metric)
                     else:
-                        metric = build_metric(name, device=job["device"], **job["metric_options"].get(name, {}))
+                        metric = classes[name](device=job["device"], **job["metric_options"].get(name, {}))
                     value = float(metric.score(original, anonymized)[0])
                 seconds[name] += time.perf_counter() - start
                 values[name].append(value)
@@ -689,7 +688,8 @@ class PerfReport:
                 ratio(row.overhead), "/".join(memory(t) for t in (row.naive, row.runner, row.floor)))
 
 
-def _check_options(metric_names: Sequence[str], phases: Sequence[str], precision: str, baseline_pairs: int) -> None:
+def _check_options(metric_names: Sequence[str], phases: Sequence[str], precision: str, *, pairs: int | None,
+                   baseline_pairs: int, repeat: int) -> None:
     from metrics.registry import metric_class
 
     if not metric_names:
@@ -702,8 +702,9 @@ def _check_options(metric_names: Sequence[str], phases: Sequence[str], precision
     parse_phases(",".join(phases))
     if precision not in PRECISIONS:
         raise InputError(f"unknown --precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
-    if baseline_pairs < 1:
-        raise InputError(f"--baseline-pairs must be at least 1, got {baseline_pairs}")
+    for option, value in (("--pairs", pairs), ("--baseline-pairs", baseline_pairs), ("--repeat", repeat)):
+        if value is not None and value < 1:
+            raise InputError(f"{option} must be at least 1, got {value}")
 
 
 def run_perf(
@@ -733,16 +734,12 @@ def run_perf(
     from metrics.base import resolve_device
 
     metric_names = list(dict.fromkeys(metric_names))
-    _check_options(metric_names, phases, precision, baseline_pairs)
-    if repeat < 1:
-        raise InputError(f"--repeat must be at least 1, got {repeat}")
+    _check_options(metric_names, phases, precision, pairs=pairs, baseline_pairs=baseline_pairs, repeat=repeat)
     resolved = resolve_device(device)
     if precision == "float16" and resolved.type != "cuda":
         raise InputError("--precision float16 needs a CUDA device; use bfloat16 on a CPU")
     load_before = os.getloadavg()
 
-    if pairs is not None and pairs < 1:
-        raise InputError(f"--pairs must be at least 1, got {pairs}")
     if annotations is None:
         csv_path = write_synthetic_pairs(work / "data", DEFAULT_PAIRS if pairs is None else pairs, size, per_original)
         image_root = csv_path.parent
@@ -838,14 +835,17 @@ def _measure_all(measure: Any, metric_names: list[str], phases: Sequence[str], t
 
 
 CONVENTIONS = [
-    "pairs/s = pairs / seconds; the naive baseline per metric is that metric alone plus decoding its pair",
-    "runner: one bench.runner.score_pairs call into a new store (metric construction and hashing included); "
-    "per metric, that metric scored alone",
-    "every phase runs in a fresh process whose module imports happen before its timers start; with --repeat R, "
-    "each phase runs R times and its fastest run counts",
-    "floor: metric compute on decoded tensors at the best batch size; feature metrics encode each unique "
-    "original ONCE (the runner reuses its features) plus every anonymized image, HA1 anonymized images only; "
-    "pixel metrics score every pair; full set = sum over metrics",
+    ("naive: pair by pair, PIL decode, every network built anew (the packages' constructors, then the weights "
+     "loaded) and SSIM in a new multiprocessing.Pool, as the released pipeline did; per metric, that metric "
+     "alone plus decoding its pair"),
+    "pairs/s = pairs / seconds; MB = 2^20 bytes",
+    ("runner: one bench.runner.score_pairs call into a new store (metric construction and hashing included); "
+     "per metric, that metric scored alone"),
+    ("every phase runs in a fresh process whose module imports happen before its timers start; with --repeat R, "
+     "each phase runs R times and its fastest run counts"),
+    ("floor: metric compute on decoded tensors at the best batch size; feature metrics encode each unique "
+     "original ONCE (the runner reuses its features) plus every anonymized image, HA1 anonymized images only; "
+     "pixel metrics score every pair; full set = sum over metrics"),
     "speedup = naive s/pair / runner s/pair; runner/floor = runner s/pair / floor s/pair",
     "peak MB: peak resident memory of the fresh process that ran the phase; full-set floor = its largest",
 ]
