@@ -28,15 +28,22 @@ def _add_dist_options(p: argparse.ArgumentParser) -> None:
                         "(default 1800; or $BENCH_DIST_TIMEOUT)")
 
 
+# --------------------------------------------------------------------------- shared options
+def _add_table_options(p: argparse.ArgumentParser, *, outside_root: bool = True) -> None:
+    """How to read an annotation table: its image root and, for a generic CSV, its columns."""
+    p.add_argument("--root", type=Path, default=None, help="image root (default: the CSV's folder)")
+    p.add_argument("--columns", default=None,
+                   help="column mapping for a generic CSV, e.g. original=src,anonymized=dst,score_mean=mos")
+    if outside_root:
+        p.add_argument("--allow-outside-root", action="store_true",
+                       help="accept absolute paths and paths that leave --root")
+
+
 # --------------------------------------------------------------------------- validate
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check an annotation file and its images, print a summary")
     p.add_argument("annotations", type=Path, help="HA1.csv / HA2.csv (released format) or a generic CSV")
-    p.add_argument("--root", type=Path, default=None, help="image root (default: the CSV's folder)")
-    p.add_argument("--columns", default=None,
-                   help="column mapping for a generic CSV, e.g. original=src,anonymized=dst,score_mean=mos")
-    p.add_argument("--allow-outside-root", action="store_true",
-                   help="accept absolute paths and paths that leave --root")
+    _add_table_options(p)
     p.add_argument("--size-policy", choices=("error", "resize"), default="error",
                    help="when original and anonymized sizes differ (default: error)")
     p.add_argument("--no-images", action="store_true", help="check the table only, do not open images")
@@ -84,11 +91,7 @@ def _cmd_splits(args: argparse.Namespace) -> int:
 def _add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score every annotated pair with pair metrics (reusing stored scores)")
     p.add_argument("--annotations", type=Path, required=True, help="HA1.csv / HA2.csv or a generic CSV")
-    p.add_argument("--root", type=Path, default=None, help="image root (default: the CSV's folder)")
-    p.add_argument("--columns", default=None,
-                   help="column mapping for a generic CSV, e.g. original=src,anonymized=dst,score_mean=mos")
-    p.add_argument("--allow-outside-root", action="store_true",
-                   help="accept absolute paths and paths that leave --root")
+    _add_table_options(p)
     p.add_argument("--metrics", default=None,
                    help="comma-separated metric names or module:Class (default: mse,psnr,ssim,lpips,inception_dist)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
@@ -301,9 +304,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train PerceptAnon on annotated pairs (the paper's recipe) and evaluate it")
     p.add_argument("--annotations", type=Path, required=True, help="HA1.csv / HA2.csv or a generic CSV")
-    p.add_argument("--root", type=Path, default=None, help="image root (default: the CSV's folder)")
-    p.add_argument("--columns", default=None,
-                   help="column mapping for a generic CSV, e.g. original=src,anonymized=dst,score_mean=mos")
+    _add_table_options(p, outside_root=False)
     p.add_argument("--ha", choices=("HA1", "HA2"), default="HA1",
                    help="HA1: the anonymized image alone; HA2: the (original, anonymized) pair (default HA1)")
     p.add_argument("--split", default="all", help="the paper's split: all, task-*, loov-*, anon-* (default all)")
