@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,6 +98,7 @@ def evaluate(
 ) -> Evaluation:
     """Score, correlate and report one annotation file into `out_dir`."""
     table = dataset.load_pairs(annotations, root=root)
+    dataset.check_image_root(table)
     scored = runner.score_pairs(
         table, metrics, store=store, device=device, batch_size=batch_size, workers=workers,
         size_policy=size_policy, progress=progress, command=command, metric_options=options,
@@ -299,7 +298,7 @@ def run_demo_or_annotations(
     checkpoint_ha1: Path | None,
     checkpoint_ha2: Path | None,
     splits: Sequence[str] | None,
-    out: Path | None,
+    out: Path,
     store_path: Path | None,
     device: str,
     batch_size: int,
@@ -308,14 +307,14 @@ def run_demo_or_annotations(
     n_boot: int,
     seed: int,
     progress: bool,
+    command: str = "bench run",
 ) -> list[Evaluation]:
-    """Evaluate each annotation file (default: the demo set's HA1 and HA2) into out/<stem>."""
+    """Evaluate each annotation file (default: the demo set's HA1 and HA2) into out/<stem>
+    (store default: out/results.sqlite); `command` is recorded as the run's provenance."""
     use_demo = not annotations
     files = demo_annotations() if use_demo else list(annotations)
-    out = out or Path("runs") / ("demo" if use_demo else "evaluate")
     options = metric_options(checkpoint_ha1, checkpoint_ha2)
     names = metric_names(metrics_spec, options)
-    command = shlex.join(["bench", *sys.argv[1:]])
     evaluations = []
     with ResultsStore(store_path or out / DEFAULT_STORE_NAME) as store:
         for path in files:
