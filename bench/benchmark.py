@@ -296,9 +296,12 @@ class _Job:
     match: FolderMatch | None = None
 
     def unavailable(self, original: OriginalImage) -> str | None:
-        """Why a folder method has no image for `original` (missing, or several candidates)."""
+        """Why a folder method has no image for `original` (missing, or several candidates);
+        "" when the folder matched no original at all (said once, by `_job`)."""
         if self.match is None or original.relative in self.match.found:
             return None
+        if not self.match.found and not self.match.ambiguous:
+            return ""
         name, folder = self.method.name, self.method.folder
         if original.relative in self.match.ambiguous:
             candidates = ", ".join(str(path) for path in self.match.ambiguous[original.relative])
@@ -349,6 +352,12 @@ def _job(method: Method, benchmark_set: BenchmarkSet, out_root: Path) -> _Job:
     if method.folder is not None:
         job.match = match_folder(method.folder, [original.relative for original in benchmark_set.originals])
         job.result.notes += [f"{path} matches no original of {benchmark_set.name}; ignored" for path in job.match.extra]
+        if benchmark_set.originals and not job.match.found and not job.match.ambiguous:
+            first = Path(benchmark_set.originals[0].relative).with_suffix("")
+            job.result.failures.append(
+                f"method {method.name!r}: none of the {len(benchmark_set.originals)} originals of "
+                f"{benchmark_set.name} has an anonymized image in {method.folder}; expected the originals' "
+                f"relative paths, e.g. {method.folder / first}.<ext> (or {method.folder / ORIGINALS_PREFIX / first}.<ext>)")
     return job
 
 
@@ -358,7 +367,8 @@ def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _O
     for job in jobs:
         problem = job.unavailable(original)
         if problem is not None:
-            job.result.failures.append(problem)
+            if problem:
+                job.result.failures.append(problem)
         elif job.folder.reusable(original, SCOPES):
             job.result.outputs[original.relative] = {scope: job.folder.path(scope, original) for scope in SCOPES}
             job.result.reused += 1

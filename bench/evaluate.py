@@ -201,7 +201,7 @@ def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     folder = results if results.is_dir() else results.parent
     path = folder / RESULTS_FILE
     if not path.is_file():
-        raise InputError(f"{path}: no results here; give the folder that `bench correlate` or `bench run` wrote")
+        raise InputError(_no_results_message(folder, path))
     try:
         bundle = json.loads(path.read_text(encoding="utf-8"))
         pairs = pd.read_csv(folder / PAIRS_FILE, keep_default_na=True)
@@ -210,6 +210,19 @@ def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     for key in ("correlations", "ceiling"):
         bundle[key] = pd.DataFrame.from_records(bundle[key]).replace({"inf": math.inf, "-inf": -math.inf})
     return bundle, pairs
+
+
+def _no_results_message(folder: Path, path: Path) -> str:
+    """What to pass instead, for the folders users mistake for a results folder."""
+    if (folder / "leaderboard.json").is_file() or any(folder.glob("*/leaderboard.json")):
+        return (f"{folder} holds a `bench run --method` leaderboard, not correlation results; re-render it with "
+                "`bench leaderboard` (with that run's --dataset and --store); `bench report` takes a folder of "
+                "`bench run` without --method or of `bench correlate`, such as runs/demo/HA1")
+    inside = sorted(child for child in folder.glob(f"*/{RESULTS_FILE}")) if folder.is_dir() else []
+    if inside:
+        choices = ", ".join(str(child.parent) for child in inside)
+        return f"{folder} holds one results folder per annotation file; pass one of them: {choices}"
+    return f"{path}: no results here; give the folder that `bench correlate` or `bench run` wrote"
 
 
 def render(results: Path, out: Path | None = None) -> Path:
