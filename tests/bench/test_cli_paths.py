@@ -147,3 +147,26 @@ def test_correlate_with_the_wrong_image_root_names_the_root_to_pass(tmp_path, mo
     (line,) = out.strip().splitlines()
     assert f"image root {tmp_path / 'fixtures' / 'demo'} " in line
     assert f"pass --root {tmp_path / 'fixtures' / 'demo' / 'images'}," in line
+
+
+def test_correlate_with_relative_paths_resumes_from_another_folder(tmp_path, monkeypatch, capsys):
+    demo = Path(__file__).resolve().parents[2] / "fixtures" / "demo"
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(demo, first / "data")
+    second.mkdir()
+    monkeypatch.chdir(first)
+    options = ("--metrics", "mse", "--split", "all", "--n-boot", "20", "--no-progress")
+    code, out = _bench(capsys, "correlate", "--annotations", "data/HA1.csv", "--root", "data/images", *options)
+    assert code == 0, out
+    assert "mse: computed 64, reused from the store 0" in out
+    assert (first / "runs" / "evaluate" / "HA1" / "report.html").is_file()
+
+    monkeypatch.chdir(second)
+    code, out = _bench(capsys, "correlate", "--annotations", str(first / "data" / "HA1.csv"),
+                       "--root", str(first / "data" / "images"), "--out", str(first / "runs" / "evaluate"), *options)
+    assert code == 0, out
+    assert "mse: computed 0, reused from the store 64" in out
+    assert not (second / "runs").exists()
+    # The re-rendered report reads the stored results from any folder.
+    code, out = _bench(capsys, "report", str(first / "runs" / "evaluate" / "HA1"))
+    assert code == 0, out
