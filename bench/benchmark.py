@@ -29,14 +29,13 @@ mask.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from tqdm import tqdm
 from bench import evaluate, images
 from bench.dataset import PairsTable
 from bench.errors import ImageError, InputError
-from bench.leaderboard import DEFAULT_RUNS, DEFAULT_STORE, build_leaderboard
+from bench.leaderboard import build_leaderboard
 from bench.methods import (
     Box,
     FolderMatch,
@@ -76,7 +75,7 @@ from metrics.atomic import write_atomic
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256, remember_sha256
 from metrics.registry import metric_class
-from reports.leaderboard import Leaderboard, to_markdown_document, write_leaderboard
+from reports.leaderboard import Leaderboard, write_leaderboard
 
 FIXTURES = "fixtures"
 FIXTURES_FOLDER = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
@@ -89,6 +88,9 @@ CROPS_IDENTITY = "local crop to the bounding box of the PII boxes, v1"
 MANIFEST = "manifest.json"
 #: Every metric the suite has, pair and set; PerceptAnon joins when a checkpoint is given.
 DEFAULT_METRICS = ("mse", "psnr", "ssim", "lpips", "inception_dist", "fid", "kid")
+#: First note of a run's own leaderboard: other runs' methods are only in `bench leaderboard`.
+RUN_BOARD_NOTE = ("This leaderboard holds this run's methods only; `bench leaderboard` (with the same --dataset "
+                  "and --store) shows every method ever benchmarked on {dataset}.")
 # Failures printed per method; all of them are in the leaderboard files.
 _LISTED_FAILURES = 20
 
@@ -122,7 +124,7 @@ class BenchmarkSet:
 def load_benchmark_set(spec: str | os.PathLike[str]) -> BenchmarkSet:
     """The benchmark set in folder `spec` (``fixtures``: the demo set); one-line `InputError`
     on anything missing or malformed. Images are not decoded here."""
-    folder = FIXTURES_FOLDER if str(spec) == FIXTURES else Path(spec)
+    folder = FIXTURES_FOLDER if str(spec) == FIXTURES else Path(os.path.abspath(spec))
     pii_path, images_dir, masks_dir = folder / "pii.json", folder / "images", folder / "masks"
     if not folder.is_dir():
         raise InputError(f"--dataset {spec}: no such folder; give 'fixtures' or a folder with images/ and pii.json")
@@ -294,9 +296,12 @@ class _Job:
     match: FolderMatch | None = None
 
     def unavailable(self, original: OriginalImage) -> str | None:
-        """Why a folder method has no image for `original` (missing, or several candidates)."""
+        """Why a folder method has no image for `original` (missing, or several candidates);
+        "" when the folder matched no original at all (said once, by `_job`)."""
         if self.match is None or original.relative in self.match.found:
             return None
+        if not self.match.found and not self.match.ambiguous:
+            return ""
         name, folder = self.method.name, self.method.folder
         if original.relative in self.match.ambiguous:
             candidates = ", ".join(str(path) for path in self.match.ambiguous[original.relative])
@@ -347,6 +352,12 @@ def _job(method: Method, benchmark_set: BenchmarkSet, out_root: Path) -> _Job:
     if method.folder is not None:
         job.match = match_folder(method.folder, [original.relative for original in benchmark_set.originals])
         job.result.notes += [f"{path} matches no original of {benchmark_set.name}; ignored" for path in job.match.extra]
+        if benchmark_set.originals and not job.match.found and not job.match.ambiguous:
+            first = Path(benchmark_set.originals[0].relative).with_suffix("")
+            job.result.failures.append(
+                f"method {method.name!r}: none of the {len(benchmark_set.originals)} originals of "
+                f"{benchmark_set.name} has an anonymized image in {method.folder}; expected the originals' "
+                f"relative paths, e.g. {method.folder / first}.<ext> (or {method.folder / ORIGINALS_PREFIX / first}.<ext>)")
     return job
 
 
@@ -356,7 +367,8 @@ def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _O
     for job in jobs:
         problem = job.unavailable(original)
         if problem is not None:
-            job.result.failures.append(problem)
+            if problem:
+                job.result.failures.append(problem)
         elif job.folder.reusable(original, SCOPES):
             job.result.outputs[original.relative] = {scope: job.folder.path(scope, original) for scope in SCOPES}
             job.result.reused += 1
@@ -392,14 +404,26 @@ def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _O
 PAIR_COLUMNS = ("original", "anonymized", "dataset", "scope", "method", "image")
 
 
+def relative_to(path: Path, base: Path) -> str:
+    """`path` as pairs.csv and the store record keep it: relative to the run folder `base`
+    (with ``..`` for originals outside it), so the folder means the same from any working
+    directory. Both must be absolute."""
+    try:
+        return Path(os.path.relpath(path, base)).as_posix()
+    except ValueError:  # no relative path between them (another drive on Windows)
+        return str(path)
+
+
 def pairs_table(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], local_originals: Mapping[str, Path],
                 out_root: Path) -> PairsTable:
     """The run's (original, anonymized) pairs, also written to ``<out_root>/pairs.csv``;
-    ``row`` is the pair's line in that file and ``score_mean`` is NaN (no human scores)."""
+    ``row`` is the pair's line in that file and ``score_mean`` is NaN (no human scores).
+    Paths in it are relative to `out_root` (absolute), the table's root."""
     records = [
         {
-            "original": str(original.path if scope == "global" else local_originals[original.relative]),
-            "anonymized": str(result.outputs[original.relative][scope]),
+            "original": relative_to(original.path if scope == "global" else local_originals[original.relative],
+                                    out_root),
+            "anonymized": relative_to(result.outputs[original.relative][scope], out_root),
             "dataset": original.dataset,
             "scope": scope,
             "method": result.method.name,
@@ -463,6 +487,8 @@ def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table
             # In the order of bench.leaderboard's IMAGE, SCOPE, ORIGINAL_SHA, ... positions.
             "pairs": [[frame["image"].iat[i], frame["scope"].iat[i], *keys[i], frame["original"].iat[i],
                        frame["anonymized"].iat[i]] for i in rows],
+            # The pairs' paths are relative to this folder (see `relative_to`).
+            "run_folder": str(table.root),
             "failures": result.failures + pair_failures.get(result.method.name, []),
             "notes": result.notes,
         }
@@ -548,8 +574,8 @@ def run_benchmark(
     dataset: str | os.PathLike[str] = FIXTURES,
     metrics: str | None = None,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
-    out: Path = DEFAULT_RUNS / "bench",
-    store_path: Path = DEFAULT_STORE,
+    out: str | os.PathLike[str],
+    store_path: str | os.PathLike[str],
     device: str = "auto",
     batch_size: int = 32,
     workers: int = 0,
@@ -567,7 +593,9 @@ def run_benchmark(
         raise InputError(f"--sort {sort!r} is not among the metrics of this run: {', '.join(names)}")
     benchmark_set = load_benchmark_set(dataset)
     methods = _methods(method_specs)
-    out_root = Path(out) / benchmark_set.name
+    # The CLI passes absolute paths; a Python caller's relative ones are made absolute once, here.
+    out_root = Path(os.path.abspath(out)) / benchmark_set.name
+    store_path = Path(os.path.abspath(store_path))
     outputs, local_originals = anonymize_all(benchmark_set, methods, out_root, progress=progress)
     table = pairs_table(benchmark_set, outputs, local_originals, out_root)
     levels = {name: _level(name) for name in names}
@@ -582,39 +610,8 @@ def run_benchmark(
         record = _record(benchmark_set, outputs, table, keys, scored, set_scores)
         store.record_benchmark(scored.run_id, benchmark_set.name, benchmark_set.sha256, record)
         board = build_leaderboard(store, record, n_boot=n_boot, seed=seed, sort=sort)
+    board = replace(board, notes=(RUN_BOARD_NOTE.format(dataset=benchmark_set.name), *board.notes))
     write_outputs(scored, out_root)
     written = write_leaderboard(board, out_root)
     requested = metric_names(metrics, options) if metrics else list(options)
     return BenchmarkResult(benchmark_set, outputs, scored, set_scores, board, written, requested)
-
-
-def run_from_cli(args: argparse.Namespace) -> int:
-    """`bench run --method ...`: print the summary and the leaderboard; exit 1 when a method
-    failed on an image, a pair failed, or a metric asked for by name could not be computed."""
-    import shlex
-    import sys
-
-    if args.annotations or args.root:
-        raise InputError("--annotations and --root belong to the evaluation run; leave them out with --method")
-    options = evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2)
-    result = run_benchmark(
-        args.method,
-        dataset=args.dataset,
-        metrics=args.metrics,
-        metric_options=options,
-        out=args.out or DEFAULT_RUNS / "bench",
-        store_path=args.store or DEFAULT_STORE,
-        device=args.device,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        n_boot=args.n_boot,
-        seed=args.seed,
-        sort=args.sort,
-        progress=not args.no_progress,
-        command=shlex.join(["bench", *sys.argv[1:]]),
-    )
-    print("\n".join(result.summary_lines()))
-    print()
-    print(to_markdown_document(result.board))
-    print(f"wrote {', '.join(str(path) for path in result.written.values())}")
-    return 0 if result.complete else 1

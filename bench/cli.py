@@ -9,12 +9,55 @@ of all its processes (`bench.dist.run_command`); the others refuse to.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from bench.errors import BenchError
 from metrics.errors import MetricError
+
+
+# --------------------------------------------------------------------------- paths
+# The one place that sees the working directory: every path the user typed is made absolute
+# here, once, and every default output is placed under ./runs here. Nothing below this module
+# reads the working directory, so a run started from one folder resumes from any other.
+RUNS = "runs"
+#: Values of --dataset that name a built-in set rather than a folder.
+_NAMED_DATASETS = ("fixtures",)
+
+
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def _runs_dir() -> Path:
+    """Where outputs go unless the user says otherwise: ./runs of the folder bench runs in."""
+    return _absolute(RUNS)
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed, for provenance records (`main` keeps it on the namespace)."""
+    return getattr(args, "command_line", None) or shlex.join(["bench", *sys.argv[1:]])
+
+
+def _resolve_method(spec: str) -> str:
+    name, is_folder, folder = spec.partition("=")
+    return f"{name}={_absolute(folder)}" if is_folder and folder.strip() else spec
+
+
+def _resolve_paths(args: argparse.Namespace) -> None:
+    """Every Path option (single or repeated) absolute; also --dataset DIR and --method NAME=DIR."""
+    for key, value in vars(args).items():
+        if isinstance(value, Path):
+            setattr(args, key, _absolute(value))
+        elif isinstance(value, list) and value and all(isinstance(item, Path) for item in value):
+            setattr(args, key, [_absolute(item) for item in value])
+    if isinstance(getattr(args, "dataset", None), str) and args.dataset not in _NAMED_DATASETS:
+        args.dataset = str(_absolute(args.dataset))
+    if getattr(args, "method", None):
+        args.method = [_resolve_method(spec) for spec in args.method]
 
 
 # --------------------------------------------------------------------------- torchrun
@@ -108,8 +151,6 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    import shlex
-
     from bench import dataset, runner
     from bench.store import DEFAULT_STORE_NAME, ResultsStore
     from metrics.registry import parse_metric_list
@@ -121,7 +162,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         columns=dataset.parse_column_mapping(args.columns),
         allow_outside_root=args.allow_outside_root,
     )
-    out = args.out or Path("runs") / f"score-{args.annotations.stem}"
+    out = args.out or _runs_dir() / f"score-{args.annotations.stem}"
     with ResultsStore(args.store or out / DEFAULT_STORE_NAME) as store:
         result = runner.score_pairs(
             table,
@@ -132,7 +173,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             workers=args.workers,
             size_policy=args.size_policy,
             progress=not args.no_progress,
-            command=shlex.join(["bench", *sys.argv[1:]]),
+            command=_command_line(args),
         )
     csv_path, json_path = runner.write_outputs(result, out)
     print("\n".join(result.summary_lines()))
@@ -170,8 +211,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         lines = weights.verify(args.name)
         for name, text in lines:
             print(f"{name}: {text}")
-        failed = ("corrupt", "missing") if args.name else ("corrupt",)
-        return 1 if any(text.startswith(failed) for _, text in lines) else 0
+        return 1 if any(text.startswith(("corrupt", "missing")) for _, text in lines) else 0
     resolved = (weights.fetch(args.name, url=args.url) if args.action == "fetch"
                 else weights.import_file(args.file, args.name))
     print(f"{resolved.spec.name}: {resolved.status}: {resolved.path} sha256 {resolved.sha256}")
@@ -202,10 +242,44 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.method:
-        from bench import benchmark
-
-        return benchmark.run_from_cli(args)
+        return _benchmark(args)
     return _evaluate(args, splits=None)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    """`bench run --method ...`: print the summary and the leaderboard; exit 1 when a method
+    failed on an image, a pair failed, or a metric asked for by name could not be computed."""
+    from bench import benchmark, evaluate
+    from bench.errors import InputError
+    from bench.store import DEFAULT_STORE_NAME
+    from reports.leaderboard import to_markdown_document
+
+    if args.annotations or args.root:
+        raise InputError("--annotations and --root belong to the evaluation run; leave them out with --method")
+    if os.getcwd() not in sys.path:  # module:function methods are found in the current folder, as `python -m` does
+        sys.path.append(os.getcwd())
+    runs = _runs_dir()
+    result = benchmark.run_benchmark(
+        args.method,
+        dataset=args.dataset,
+        metrics=args.metrics,
+        metric_options=evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2),
+        out=args.out or runs / "bench",
+        store_path=args.store or runs / DEFAULT_STORE_NAME,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        sort=args.sort,
+        progress=not args.no_progress,
+        command=_command_line(args),
+    )
+    print("\n".join(result.summary_lines()))
+    print()
+    print(to_markdown_document(result.board))
+    print(f"wrote {', '.join(str(path) for path in result.written.values())}")
+    return 0 if result.complete else 1
 
 
 def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
@@ -214,9 +288,9 @@ def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
     evaluations = evaluate.run_demo_or_annotations(
         annotations=args.annotations, root=args.root, metrics_spec=args.metrics,
         checkpoint_ha1=args.checkpoint_ha1, checkpoint_ha2=args.checkpoint_ha2, splits=splits,
-        out=args.out, store_path=args.store, device=args.device, batch_size=args.batch_size,
-        workers=args.workers, size_policy=args.size_policy, n_boot=args.n_boot, seed=args.seed,
-        progress=not args.no_progress,
+        out=args.out or _runs_dir() / ("evaluate" if args.annotations else "demo"), store_path=args.store,
+        device=args.device, batch_size=args.batch_size, workers=args.workers, size_policy=args.size_policy,
+        n_boot=args.n_boot, seed=args.seed, progress=not args.no_progress, command=_command_line(args),
     )
     for evaluation in evaluations:
         print(f"== {evaluation.name}")
@@ -291,13 +365,27 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
                    help="sort metric (default: PerceptAnon, else lpips, inception_dist, ssim)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--drop", action="append", default=None, metavar="NAME",
+                   help="remove this method from the stored leaderboard (repeatable); its scores stay in the store")
     p.set_defaults(func=_cmd_leaderboard)
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench import leaderboard
+    from bench.store import DEFAULT_STORE_NAME
+    from reports.leaderboard import to_markdown_document
 
-    return leaderboard.leaderboard_from_cli(args)
+    runs = _runs_dir()
+    board, written, dropped = leaderboard.stored_leaderboard(
+        dataset=args.dataset, store_path=args.store or runs / DEFAULT_STORE_NAME, out=args.out,
+        leaderboards_dir=runs / "leaderboard", n_boot=args.n_boot, seed=args.seed, sort=args.sort,
+        drop=args.drop or (),
+    )
+    for name in dropped:
+        print(f"dropped {name} from the stored leaderboard")
+    print(to_markdown_document(board))
+    print(f"wrote {', '.join(str(path) for path in written.values())}")
+    return 0
 
 
 # --------------------------------------------------------------------------- train
@@ -351,6 +439,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, workers=args.workers,
         size_policy=args.size_policy, out=args.out, resume=args.resume, stop_after=args.stop_after,
     )
+    if config.out is None:
+        config = dataclasses.replace(config, out=_runs_dir() / "train" / config.run_name)
     train.train(config)
     return 0
 
@@ -411,8 +501,6 @@ def _add_perf(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:
-    import shlex
-
     from bench import perf
     from metrics.registry import parse_metric_list
 
@@ -433,7 +521,7 @@ def _cmd_perf(args: argparse.Namespace) -> int:
             precision=args.precision,
             checkpoints={"perceptanon_ha1": args.checkpoint_ha1, "perceptanon_ha2": args.checkpoint_ha2},
             repeat=args.repeat,
-            command=shlex.join(["bench", *sys.argv[1:]]),
+            command=_command_line(args),
         )
     print("\n".join(report.table_lines()))
     for path in perf.write_report(report, args.json, args.out):
@@ -471,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    _resolve_paths(args)
+    args.command_line = shlex.join(["bench", *(sys.argv[1:] if argv is None else argv)])
     try:
         return _call(args)
     except (BenchError, MetricError) as exc:

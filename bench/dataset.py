@@ -133,7 +133,8 @@ class PairsTable:
 
     def _abs(self, value: str) -> Path:
         p = Path(value)
-        return p if p.is_absolute() else self.root / p
+        # normpath: a benchmark run's pairs.csv reaches originals outside its folder via "..".
+        return p if p.is_absolute() else Path(os.path.normpath(self.root / p))
 
     def original_path(self, i: int) -> Path:
         """Absolute path of the original image of the pair at position `i` (0-based)."""
@@ -452,6 +453,34 @@ def load_pairs(path, *, root=None, columns=None, allow_outside_root=False) -> Pa
     return table
 
 
+# --------------------------------------------------------------------------- image root
+def _wrong_root_message(table: PairsTable, count: int, first: Path, line: int, column: str) -> str:
+    """One line for a table none of whose images exists: names the root and, where one of
+    its subfolders holds the first image (the demo's images/), the --root to pass."""
+    relative = first.relative_to(table.root) if first.is_relative_to(table.root) else None
+    hint = "pass --root, the folder the image paths are relative to"
+    if relative is not None and table.root.is_dir():
+        for folder in sorted(p for p in table.root.iterdir() if p.is_dir()):
+            if (folder / relative).is_file():
+                hint = f"pass --root {folder}, the folder the image paths are relative to"
+                break
+    return (f"{table.source}: none of the {count} images exists under the image root {table.root} "
+            f"(line {line} {column!r}: {first}); {hint}")
+
+
+def check_image_root(table: PairsTable) -> None:
+    """`InputError` when not one image of `table` exists: the image root is wrong, and
+    scoring every pair only to fail each would hide that behind a page of failures."""
+    paths = {}
+    for canon in PATH_COLUMNS:
+        for i in range(len(table.frame)):
+            paths.setdefault(table._abs(table.frame[canon].iat[i]),
+                             (int(table.frame["row"].iat[i]), table.column_names.get(canon, canon)))
+    if len(paths) > 1 and not any(path.exists() for path in paths):
+        first, (line, column) = next(iter(paths.items()))
+        raise InputError(_wrong_root_message(table, len(paths), first, line, column))
+
+
 # --------------------------------------------------------------------------- validate
 @dataclass
 class ValidationReport:
@@ -559,9 +588,7 @@ def validate(path, *, root=None, columns=None, allow_outside_root=False, size_po
                 # Not one image is where the table says: the root is wrong, not every row.
                 first = missing[0]
                 line, col = uses[first][0]
-                problems.append(_Problem(line, f"{name}: none of the {len(uses)} images exists under the image root "
-                                               f"{table.root} (line {line} {col!r}: {first}); pass --root, the "
-                                               "folder the image paths are relative to"))
+                problems.append(_Problem(line, _wrong_root_message(table, len(uses), first, line, col)))
                 uses = {}
             for p, refs in uses.items():
                 line, col = refs[0]

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,6 +98,7 @@ def evaluate(
 ) -> Evaluation:
     """Score, correlate and report one annotation file into `out_dir`."""
     table = dataset.load_pairs(annotations, root=root)
+    dataset.check_image_root(table)
     scored = runner.score_pairs(
         table, metrics, store=store, device=device, batch_size=batch_size, workers=workers,
         size_policy=size_policy, progress=progress, command=command, metric_options=options,
@@ -202,7 +201,7 @@ def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     folder = results if results.is_dir() else results.parent
     path = folder / RESULTS_FILE
     if not path.is_file():
-        raise InputError(f"{path}: no results here; give the folder that `bench correlate` or `bench run` wrote")
+        raise InputError(_no_results_message(folder, path))
     try:
         bundle = json.loads(path.read_text(encoding="utf-8"))
         pairs = pd.read_csv(folder / PAIRS_FILE, keep_default_na=True)
@@ -211,6 +210,19 @@ def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     for key in ("correlations", "ceiling"):
         bundle[key] = pd.DataFrame.from_records(bundle[key]).replace({"inf": math.inf, "-inf": -math.inf})
     return bundle, pairs
+
+
+def _no_results_message(folder: Path, path: Path) -> str:
+    """What to pass instead, for the folders users mistake for a results folder."""
+    if (folder / "leaderboard.json").is_file() or any(folder.glob("*/leaderboard.json")):
+        return (f"{folder} holds a `bench run --method` leaderboard, not correlation results; re-render it with "
+                "`bench leaderboard` (with that run's --dataset and --store); `bench report` takes a folder of "
+                "`bench run` without --method or of `bench correlate`, such as runs/demo/HA1")
+    inside = sorted(child for child in folder.glob(f"*/{RESULTS_FILE}")) if folder.is_dir() else []
+    if inside:
+        choices = ", ".join(str(child.parent) for child in inside)
+        return f"{folder} holds one results folder per annotation file; pass one of them: {choices}"
+    return f"{path}: no results here; give the folder that `bench correlate` or `bench run` wrote"
 
 
 def render(results: Path, out: Path | None = None) -> Path:
@@ -299,7 +311,7 @@ def run_demo_or_annotations(
     checkpoint_ha1: Path | None,
     checkpoint_ha2: Path | None,
     splits: Sequence[str] | None,
-    out: Path | None,
+    out: Path,
     store_path: Path | None,
     device: str,
     batch_size: int,
@@ -308,14 +320,14 @@ def run_demo_or_annotations(
     n_boot: int,
     seed: int,
     progress: bool,
+    command: str = "bench run",
 ) -> list[Evaluation]:
-    """Evaluate each annotation file (default: the demo set's HA1 and HA2) into out/<stem>."""
+    """Evaluate each annotation file (default: the demo set's HA1 and HA2) into out/<stem>
+    (store default: out/results.sqlite); `command` is recorded as the run's provenance."""
     use_demo = not annotations
     files = demo_annotations() if use_demo else list(annotations)
-    out = out or Path("runs") / ("demo" if use_demo else "evaluate")
     options = metric_options(checkpoint_ha1, checkpoint_ha2)
     names = metric_names(metrics_spec, options)
-    command = shlex.join(["bench", *sys.argv[1:]])
     evaluations = []
     with ResultsStore(store_path or out / DEFAULT_STORE_NAME) as store:
         for path in files:

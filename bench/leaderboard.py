@@ -15,8 +15,8 @@ method x scope, or a note such as "too few pairs (8 < 10)".
 
 from __future__ import annotations
 
-import argparse
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -35,16 +35,12 @@ from reports.leaderboard import (
     Failure,
     Leaderboard,
     sort_rows,
-    to_markdown_document,
     write_leaderboard,
 )
 from reports.tables import MetricInfo
 
 #: The default sort metric: the first of these with a column.
 SORT_PREFERENCE = ("perceptanon_ha2", "perceptanon_ha1", "lpips", "inception_dist", "ssim")
-#: Where runs and the store live unless told otherwise.
-DEFAULT_RUNS = Path("runs")
-DEFAULT_STORE = DEFAULT_RUNS / "results.sqlite"
 EXAMPLES = 4
 #: Position of each field in a record's pair list.
 IMAGE, SCOPE, ORIGINAL_SHA, ANONYMIZED_SHA, ORIGINAL_PATH, ANONYMIZED_PATH = range(6)
@@ -197,19 +193,21 @@ def _examples(record: Mapping[str, Any], rows: Sequence[BoardRow], count: int) -
     originals: dict[str, str] = {}
     results: dict[str, dict[str, str]] = {}
     for method, entry in record["methods"].items():
+        base = entry.get("run_folder")  # absent in records of older versions, which kept full paths
         for pair in entry["pairs"]:
             if pair[SCOPE] == "global":
-                originals.setdefault(pair[IMAGE], pair[ORIGINAL_PATH])
-                results.setdefault(pair[IMAGE], {})[method] = pair[ANONYMIZED_PATH]
+                originals.setdefault(pair[IMAGE], _pair_path(base, pair[ORIGINAL_PATH]))
+                results.setdefault(pair[IMAGE], {})[method] = _pair_path(base, pair[ANONYMIZED_PATH])
     return [
-        Example(label=image, original=Path(path),
-                anonymized=tuple((method, _path_or_none(results[image].get(method))) for method in methods))
+        Example(label=image, original=path,
+                anonymized=tuple((method, results[image].get(method)) for method in methods))
         for image, path in list(originals.items())[:count]
     ]
 
 
-def _path_or_none(path: str | None) -> Path | None:
-    return None if path is None else Path(path)
+def _pair_path(base: str | None, path: str) -> Path:
+    """A record's pair path, which is relative to its method's run folder."""
+    return Path(os.path.normpath(Path(base) / path)) if base else Path(path)
 
 
 def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,23 +226,44 @@ def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------- CLI
-def leaderboard_from_cli(args: argparse.Namespace) -> int:
-    """`bench leaderboard`: every method ever benchmarked on the dataset, from the store."""
+# ----------------------------------------------------------------------------- stored
+def stored_leaderboard(
+    *,
+    dataset: str | os.PathLike[str],
+    store_path: Path,
+    leaderboards_dir: Path,
+    out: Path | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    sort: str | None = None,
+    drop: Sequence[str] = (),
+) -> tuple[Leaderboard, dict[str, Path], list[str]]:
+    """`bench leaderboard`: every method ever benchmarked on the dataset, from the store,
+    written to `out` (default ``<leaderboards_dir>/<dataset name>``). Methods in `drop` are
+    first removed from the stored records for good. Returns the board, the files written
+    and the methods dropped."""
     from bench.benchmark import load_benchmark_set
 
-    benchmark_set = load_benchmark_set(args.dataset)
-    store_path = args.store or DEFAULT_STORE
+    benchmark_set = load_benchmark_set(dataset)
     if not Path(store_path).is_file():
         raise InputError(f"no results store at {store_path}; run `bench run --method NAME` first or pass --store")
     with ResultsStore(store_path) as store:
         records = store.benchmark_records(benchmark_set.sha256)
         if not records:
             raise InputError(f"no benchmark run of {benchmark_set.name} (sha256 {benchmark_set.sha256[:16]}) in "
-                             f"{store_path}; run `bench run --method NAME --dataset {args.dataset}` first")
-        board = build_leaderboard(store, merge_records(records), n_boot=args.n_boot, seed=args.seed, sort=args.sort)
-    out = args.out or DEFAULT_RUNS / "leaderboard" / benchmark_set.name
-    written = write_leaderboard(board, out)
-    print(to_markdown_document(board))
-    print(f"wrote {', '.join(str(path) for path in written.values())}")
-    return 0
+                             f"{store_path}; run `bench run --method NAME --dataset {dataset}` first")
+        known = list(merge_records(records)["methods"])
+        unknown = [name for name in drop if name not in known]
+        if unknown:
+            raise InputError(f"--drop {unknown[0]}: no such method on the {benchmark_set.name} leaderboard in "
+                             f"{store_path}; its methods are: {', '.join(known)}")
+        dropped = list(dict.fromkeys(drop))
+        for name in dropped:
+            store.drop_benchmark_method(benchmark_set.sha256, name)
+        records = store.benchmark_records(benchmark_set.sha256) if dropped else records
+        if not records:
+            raise InputError(f"every method of the {benchmark_set.name} leaderboard was dropped; "
+                             f"run `bench run --method NAME --dataset {dataset}` to start a new one")
+        board = build_leaderboard(store, merge_records(records), n_boot=n_boot, seed=seed, sort=sort)
+    written = write_leaderboard(board, out or Path(leaderboards_dir) / benchmark_set.name)
+    return board, written, dropped

@@ -44,7 +44,6 @@ import hashlib
 import importlib
 import inspect
 import math
-import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -315,9 +314,6 @@ def _function_method(spec: str) -> Method:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise InputError(f"--method {spec!r}: expected module:function, e.g. mymethod:anonymize")
-    # Like `python -m`, find modules in the current folder too (last, so it shadows nothing).
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
         target = module
@@ -390,12 +386,19 @@ class FolderMatch:
     extra: list[Path]
 
 
+#: The folder of a benchmark set's originals, as its pii.json keys begin.
+ORIGINALS_FOLDER = "originals/"
+
+
 def match_folder(folder: Path, originals: Sequence[str]) -> FolderMatch:
     """Match the files of `folder` to `originals` (paths such as ``coco/a.png``) by relative
-    path without extension: ``coco/a.jpg`` in the folder is the anonymized ``coco/a.png``."""
+    path without extension: ``coco/a.jpg`` in the folder is the anonymized ``coco/a.png``, and
+    so is ``originals/coco/a.jpg`` (the pii.json key's layout)."""
     by_stem: dict[str, list[Path]] = {}
     for path in _folder_files(folder):
-        by_stem.setdefault(_stem(path.relative_to(folder).as_posix()), []).append(path)
+        # Both layouts name the same original: coco/a.png, and originals/coco/a.png as pii.json keys it.
+        relative = path.relative_to(folder).as_posix().removeprefix(ORIGINALS_FOLDER)
+        by_stem.setdefault(_stem(relative), []).append(path)
     match = FolderMatch(found={}, missing=[], ambiguous={}, extra=[])
     wanted = set()
     for original in originals:

@@ -390,6 +390,28 @@ class ResultsStore:
                 (run_id, dataset, dataset_sha256, json.dumps(record, default=str)),
             )
 
+    def drop_benchmark_method(self, dataset_sha256: str, method: str) -> int:
+        """Remove `method` from every benchmark record of the dataset (a record left without
+        methods goes too); its scores stay. Returns how many records changed."""
+        changed = 0
+        with self._transaction():
+            self._db.execute(self._BENCHMARK_TABLE)
+            rows = self._db.execute(
+                "SELECT run_id, record FROM benchmark_runs WHERE dataset_sha256 = ?", (dataset_sha256,)
+            ).fetchall()
+            for run_id, text in rows:
+                record = json.loads(text)
+                if method not in record.get("methods", {}):
+                    continue
+                del record["methods"][method]
+                changed += 1
+                if record["methods"]:
+                    self._db.execute("UPDATE benchmark_runs SET record = ? WHERE run_id = ?",
+                                     (json.dumps(record, default=str), run_id))
+                else:
+                    self._db.execute("DELETE FROM benchmark_runs WHERE run_id = ?", (run_id,))
+        return changed
+
     def benchmark_records(self, dataset_sha256: str) -> list[dict[str, Any]]:
         """The records of every benchmark run on the dataset with this identity, oldest first."""
         exists = self._db.execute(

@@ -163,11 +163,16 @@ class TrainConfig:
         return OutputMapping(label=self.label, classification=self.classification, binary_compat=self.binary_compat)
 
     @property
+    def run_name(self) -> str:
+        """The default run folder's name (the CLI puts it under ./runs/train)."""
+        kind = "-cls" if self.classification else ""
+        return f"{self.ha}-{self.split}-{self.label}-{self.backbone}{kind}"
+
+    @property
     def out_dir(self) -> Path:
         if self.out is not None:
             return Path(self.out)
-        kind = "-cls" if self.classification else ""
-        return Path("runs") / "train" / f"{self.ha}-{self.split}-{self.label}-{self.backbone}{kind}"
+        return Path("runs") / "train" / self.run_name
 
     @property
     def init_kind(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,14 +19,27 @@ def atomic_destination(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path beside `path`; renamed onto it when the block succeeds, removed if not."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temporary(path)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(path: Path) -> str:
+    """A new empty file beside `path` with the mode any new file of the user gets (0o666
+    less the umask, applied by the kernel). tempfile.mkstemp would make it 0600, and the
+    rename would carry that onto every result."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return str(tmp)
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:

@@ -205,7 +205,15 @@ def _headline(correlations: pd.DataFrame | None) -> dict[str, tuple[str, float]]
     view = correlations[(correlations["granularity"] == granularity) & (correlations["form"] == form)]
     split = view["split"].iloc[0]
     rows = view[(view["split"] == split) & (view["statistic"] == "spearman")]
-    return {row["metric"]: (split, row["value"]) for row in rows.to_dict(orient="records")}
+    return {row["metric"]: (split, _number(row["value"])) for row in rows.to_dict(orient="records")}
+
+
+def _number(value: Any) -> float:
+    """A table cell as a float; NaN for a missing one (None, as JSON's null reads back)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def metric_scatter(pairs: pd.DataFrame, metrics: Any, *, correlations: pd.DataFrame | None = None,
@@ -294,7 +302,7 @@ def correlation_bars(correlations: pd.DataFrame, metrics: Any, *, granularity: s
 
 def _bar_series(axes: Any, rows: Sequence[Mapping[str, Any]], index: int, width: float, info: MetricInfo) -> None:
     def column(name: str) -> np.ndarray:
-        return np.array([float(row.get(name, np.nan)) for row in rows], dtype=float)
+        return np.array([_number(row.get(name)) for row in rows], dtype=float)
 
     value, low, high = column("value"), column("ci_low"), column("ci_high")
     positions = np.arange(len(rows)) - 0.4 + width * (index + 0.5)

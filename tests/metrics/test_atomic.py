@@ -1,3 +1,6 @@
+import os
+import stat
+
 import pytest
 
 from metrics import atomic
@@ -31,3 +34,16 @@ def test_atomic_destination_removes_the_temporary_file_on_error(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_users_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        text = atomic.write_atomic(tmp_path / "scores.csv", "a,b\n")
+        with atomic.atomic_destination(tmp_path / "best.pt") as tmp:
+            tmp.write_bytes(b"weights")
+    finally:
+        os.umask(previous)
+    for path in (text, tmp_path / "best.pt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -220,3 +220,20 @@ def test_cli_reports_weights_errors_in_one_line(cache, tiny, server, capsys):
     assert main(["weights", "fetch", "tiny", "--url", f"{server}/corrupted.pth"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after tqdm's progress lines
     assert error.startswith("bench: error: download of tiny") and "failed its hash check" in error
+
+
+def test_cli_verify_exits_1_on_a_missing_or_corrupt_file_whether_named_or_not(cache, tiny, monkeypatch, capsys):
+    # Only `tiny` is known here, so every verdict is about it alone.
+    monkeypatch.setattr(weights, "SPECS", {"tiny": tiny})
+    for argv in (["weights", "verify"], ["weights", "verify", "tiny"]):
+        assert main(argv) == 1
+        assert "tiny: missing" in capsys.readouterr().out
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / tiny.filename).write_bytes(CORRUPTED)
+    for argv in (["weights", "verify"], ["weights", "verify", "tiny"]):
+        assert main(argv) == 1
+        assert "tiny: corrupt" in capsys.readouterr().out
+    (cache / tiny.filename).write_bytes(GOOD)
+    for argv in (["weights", "verify"], ["weights", "verify", "tiny"]):
+        assert main(argv) == 0
+        assert "tiny: verified" in capsys.readouterr().out

@@ -99,3 +99,16 @@ def test_display_values_move_infinities_to_the_finite_extremes(results):
 def test_bars_refuse_a_view_that_is_not_there(results):
     with pytest.raises(ValueError, match="no correlations for granularity 'labels10'.*available: mean/regression"):
         plots.correlation_bars(results.correlations, results.metrics, granularity="labels10")
+
+
+def test_plots_draw_all_missing_values_as_read_back_from_json(results):
+    # A results bundle stores NaN as null: every correlation of a run whose pairs all failed is None.
+    correlations = results.correlations.astype({"value": object, "ci_low": object, "ci_high": object})
+    correlations[["value", "ci_low", "ci_high"]] = None
+    pairs = results.pairs.assign(**{info["name"]: np.nan for info in results.metrics if info["name"] in results.pairs})
+    for few in (pairs, pairs.iloc[:1]):
+        drawn = plots.all_plots(correlations=correlations, metrics=results.metrics, provenance=results.provenance,
+                                pairs=few)
+        assert len(drawn) == 4
+        for plot in drawn:
+            open_png(plot.png)
