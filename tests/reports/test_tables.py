@@ -50,12 +50,14 @@ def test_primary_view_comes_first_and_each_view_has_three_tables(results):
 def test_rows_are_split_by_statistic_and_columns_are_metrics_in_order(results):
     table = primary(results, statistics=("spearman", "kendall", "pearson"))
     splits = list(dict.fromkeys(results.correlations["split"]))
-    assert [row.labels for row in table.rows] == [(split, symbol) for split in splits for symbol in ("ρ", "τ", "r")]
+    assert [(row.labels[0], row.labels[2]) for row in table.rows] == [
+        (split, symbol) for split in splits for symbol in ("ρ", "τ", "r")]
+    assert table.row_header == ("Split", "n / orig.", "Stat.")
     assert [column.header for column in table.columns] == [
         "PSNR ↓", "MSE ↑", "SSIM ↓", "LPIPS† ↑", "PerceptAnon ↑", f"{ODD} ↑"]
 
 
-def test_cells_show_value_ci_halfwidth_and_significance(results):
+def test_cells_show_value_interval_and_significance(results):
     frame = results.correlations.copy()
     chosen = (frame["split"] == "all") & (frame["granularity"] == "mean") & (frame["form"] == "regression") & (
         frame["statistic"] == "spearman")
@@ -65,12 +67,17 @@ def test_cells_show_value_ci_halfwidth_and_significance(results):
     results = dataclasses.replace(results, correlations=frame)
     row = primary(results).rows[0]
     psnr, mse, ssim, _, perceptanon, _ = row.cells
-    assert (psnr.text, psnr.ci, psnr.marks) == ("−0.250", "± 0.100", "**")
+    # A percentile interval is not symmetric: never "± half-width", which would claim [−0.35, −0.15].
+    assert (psnr.text, psnr.ci, psnr.marks) == ("−0.250", "[−0.400, −0.200]", "**")
     assert (mse.marks, ssim.marks) == ("*", "")
     assert perceptanon.best and not psnr.best and perceptanon.marks == ""
-    interval = tables.correlation_table(frame, results.metrics, results.provenance, "mean", "regression",
-                                        ci="interval").rows[0].cells[0]
-    assert interval.ci == "[−0.400, −0.200]"
+    halfwidth = tables.correlation_table(frame, results.metrics, results.provenance, "mean", "regression",
+                                         ci="halfwidth").rows[0].cells[0]
+    assert halfwidth.ci == "[−0.400, −0.200]"  # asked for ±, but the interval is asymmetric
+    frame.loc[chosen & (frame["metric"] == "psnr"), ["ci_low", "ci_high"]] = [-0.35, -0.15]
+    symmetric = tables.correlation_table(frame, results.metrics, results.provenance, "mean", "regression",
+                                         ci="halfwidth").rows[0].cells[0]
+    assert symmetric.ci == "± 0.100"
 
 
 def test_fraction_of_ceiling_view_has_no_ci_and_keeps_best(results):
@@ -146,8 +153,8 @@ def test_latex_is_compile_ready(all_tables):
 def test_latex_escapes_special_characters_in_metric_method_and_dataset_names(results):
     latex = tables.to_latex(primary(results))
     assert ODD_LATEX + r" $\uparrow$" in latex  # the metric's header
-    assert f"loov-{ODD_LATEX} & $\\rho$" in latex  # a dataset, held out
-    assert f"anon-{ODD_LATEX} & $\\tau$" in latex  # a method, held out
+    assert re.search(re.escape(f"loov-{ODD_LATEX} & ") + r"\d+ / \d+ & \$\\rho\$", latex)  # a dataset, held out
+    assert re.search(re.escape(f"anon-{ODD_LATEX} & ") + r"\d+ / \d+ & \$\\tau\$", latex)  # a method, held out
     stripped = re.sub(r"\\[a-zA-Z]+|\\[^a-zA-Z]", "", latex)  # drop commands and escaped characters
     text_mode = re.sub(r"\$[^$]*\$", "", stripped)  # and math, where ^ and _ belong
     for line in text_mode.splitlines():
@@ -167,7 +174,7 @@ def test_latex_bolds_the_best_of_each_row(results):
 
 def test_latex_marks_and_footnotes_as_superscripts(results):
     latex = tables.to_latex(primary(results))
-    assert "$^{**}$" in latex and "n/a$^{b}$" in latex and r"$\pm$" in latex
+    assert "$^{**}$" in latex and "n/a$^{b}$" in latex and r"{\scriptsize [0." in latex and r"$\pm$" not in latex
     assert r"$^{c}$ empty test set\par" in latex
 
 
