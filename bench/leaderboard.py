@@ -38,7 +38,7 @@ from reports.leaderboard import (
     to_markdown_document,
     write_leaderboard,
 )
-from reports.tables import MetricInfo
+from reports.tables import MetricInfo, NotComputed
 
 #: The default sort metric: the first of these with a column.
 SORT_PREFERENCE = ("perceptanon_ha2", "perceptanon_ha1", "lpips", "inception_dist", "ssim")
@@ -91,7 +91,7 @@ def _metric_info(name: str, info: Mapping[str, Any]) -> MetricInfo:
     marked = status in ("unverified", "stand-in")
     return MetricInfo(name=name, label=info.get("label") or name,
                       higher_is_more_anonymous=bool(info["higher_is_more_anonymous"]), verified=not marked,
-                      weights_note=f"{status} weights" if marked else "")
+                      weights_note=f"{status} weights" if marked else "", weights_status=status)
 
 
 def _pair_entries(store: ResultsStore, metric: Mapping[str, Any], pairs: Sequence[Sequence[Any]], *,
@@ -113,11 +113,11 @@ def _set_entry(store: ResultsStore, metric: Mapping[str, Any], dataset: str, met
                pairs: Sequence[Sequence[Any]]) -> Entry:
     members = [(pair[ORIGINAL_SHA], pair[ANONYMIZED_SHA]) for pair in pairs]
     if len(members) < int(metric.get("min_samples", 0)):
-        return Entry(n=len(members), note=too_few_note(len(members), int(metric["min_samples"])))
+        return Entry(n=len(members), note=too_few_note(len(members), int(metric["min_samples"])), level="set")
     value = store.lookup_set_score(metric["key"], group_key(dataset, method, scope), members)
     if value is None:
-        return Entry(n=len(members), note="not computed for these pairs")
-    return Entry(value=value, n=len(members), note="" if math.isfinite(value) else "undefined")
+        return Entry(n=len(members), note="not computed for these pairs", level="set")
+    return Entry(value=value, n=len(members), note="" if math.isfinite(value) else "undefined", level="set")
 
 
 # ----------------------------------------------------------------------------- board
@@ -155,6 +155,8 @@ def build_leaderboard(
         failures=tuple(Failure(method, line) for method, entry in record["methods"].items()
                        for line in entry.get("failures", [])),
         notes=tuple(_notes(record)),
+        not_computed=tuple(_not_computed(record)),
+        convention=str(record.get("provenance", {}).get("convention") or "default"),
         examples=tuple(_examples(record, ordered, examples)),
         provenance=_provenance(record),
     )
@@ -183,9 +185,15 @@ def _sort_metric(requested: str | None, columns: Sequence[MetricInfo]) -> str:
     return next((name for name in SORT_PREFERENCE if name in names), names[0] if names else "")
 
 
+def _not_computed(record: Mapping[str, Any]) -> list[NotComputed]:
+    """The record's metrics without values, each with its reason and fix."""
+    return [NotComputed(name=name, label=info.get("label") or name, reason=info.get("reason", ""),
+                        status=info["status"])
+            for name, info in record["metrics"].items() if info["status"] != "ok"]
+
+
 def _notes(record: Mapping[str, Any]) -> list[str]:
-    notes = [f"{name}: not computed: {info.get('reason', '')}" for name, info in record["metrics"].items()
-             if info["status"] != "ok"]
+    notes = []
     for method, entry in record["methods"].items():
         notes += [f"{method}: {note}" for note in entry.get("notes", [])]
     return notes

@@ -152,7 +152,7 @@ def not_computed_records(items: Iterable[Mapping[str, Any] | NotComputed] | None
 
 def not_computed_notes(items: Iterable[NotComputed]) -> list[str]:
     """One note per metric that did not run, for every table's notes."""
-    return [f"Not computed: {item.line}" for item in items]
+    return [item.line for item in items]
 
 
 def convention_note(convention: str = "default") -> str:
