@@ -31,7 +31,8 @@ from bench.correlate import correlate
 from bench.errors import InputError
 from bench.store import DEFAULT_STORE_NAME, ResultsStore
 from metrics.atomic import write_atomic
-from metrics.registry import PAPER_METRICS, parse_metric_list
+from metrics.errors import MetricError
+from metrics.registry import PAPER_METRICS, metric_class, parse_metric_list
 from reports.tables import TIE_TOLERANCE, NotComputed
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
@@ -163,9 +164,20 @@ def merge_near_ties(values: np.ndarray, tolerance: float = TIE_TOLERANCE) -> np.
 
 def not_computed(outcomes: Sequence[runner.MetricOutcome]) -> list[dict[str, Any]]:
     """Requested metrics without values, with the runner's one-line reason and fix, for every table."""
-    return [vars(NotComputed(name=outcome.name, label=outcome.label or outcome.name, reason=outcome.reason,
-                             status=outcome.status))
+    return [vars(NotComputed(name=outcome.name, label=metric_label(outcome.name, outcome.label),
+                             reason=outcome.reason, status=outcome.status))
             for outcome in outcomes if outcome.status != "ok"]
+
+
+def metric_label(name: str, given: str = "") -> str:
+    """The column title of a metric: `given`, else its class's label (a metric that could not be
+    built still has one), else its name."""
+    if given and given != name:
+        return given
+    try:
+        return metric_class(name).label or name
+    except MetricError:  # an unknown or unimportable plugin: its name is all there is
+        return name
 
 
 def metric_info(outcome: runner.MetricOutcome) -> dict[str, Any]:

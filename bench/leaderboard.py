@@ -26,6 +26,7 @@ import numpy as np
 
 from bench import stats
 from bench.errors import InputError
+from bench.evaluate import metric_label
 from bench.setmetrics import group_key, too_few_note
 from bench.store import ResultsStore
 from reports.leaderboard import (
@@ -187,7 +188,7 @@ def _sort_metric(requested: str | None, columns: Sequence[MetricInfo]) -> str:
 
 def _not_computed(record: Mapping[str, Any]) -> list[NotComputed]:
     """The record's metrics without values, each with its reason and fix."""
-    return [NotComputed(name=name, label=info.get("label") or name, reason=info.get("reason", ""),
+    return [NotComputed(name=name, label=metric_label(name, info.get("label") or ""), reason=info.get("reason", ""),
                         status=info["status"])
             for name, info in record["metrics"].items() if info["status"] != "ok"]
 
