@@ -27,6 +27,7 @@ import numpy as np
 from bench import stats
 from bench.errors import InputError
 from bench.evaluate import metric_label
+from bench.methods import REFERENCE_METHODS
 from bench.setmetrics import group_key, too_few_note
 from bench.store import ResultsStore
 from reports.leaderboard import (
@@ -194,7 +195,9 @@ def _not_computed(record: Mapping[str, Any]) -> list[NotComputed]:
 
 
 def _notes(record: Mapping[str, Any]) -> list[str]:
-    notes = []
+    notes = [f"{name}: reference row, the originals copied unchanged: what \"no change\" scores (PSNR = +inf, "
+             "FID about 0; KID can fall slightly below 0 on paired data)."
+             for name in REFERENCE_METHODS if name in record["methods"]]
     for method, entry in record["methods"].items():
         notes += [f"{method}: {note}" for note in entry.get("notes", [])]
     return notes
