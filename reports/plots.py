@@ -28,6 +28,7 @@ from matplotlib.patches import Patch
 
 from reports.tables import (
     CORRELATION_COLUMNS,
+    NO_INTERVAL_CLUSTERS,
     STATISTIC_SYMBOLS,
     MetricInfo,
     is_simulated,
@@ -317,8 +318,8 @@ def correlation_bars(correlations: pd.DataFrame, metrics: Any, *, granularity: s
             figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), frameon=False)
         png = _png(figure)
     caption = ("Bars: correlation oriented so that positive = agrees with the human scores, on each split's test "
-               "set; whiskers: 95% percentile cluster-bootstrap CI (asymmetric). n/a: undefined for that split (see "
-               "the tables for the reason)."
+               f"set; whiskers: 95% percentile cluster-bootstrap CI (asymmetric), none for a split with fewer than "
+               f"{NO_INTERVAL_CLUSTERS} originals. n/a: undefined for that split (see the tables for the reason)."
                + (" Hatched bars and † after a name: unverified or stand-in weights." if _dagger_labels(infos) else ""))
     return Plot(f"correlation_bars-{granularity}-{form}", title, caption, png)
 
@@ -328,6 +329,9 @@ def _bar_series(axes: Any, rows: Sequence[Mapping[str, Any]], index: int, width:
         return np.array([float(row.get(name, np.nan)) for row in rows], dtype=float)
 
     value, low, high = column("value"), column("ci_low"), column("ci_high")
+    # As in the tables: below NO_INTERVAL_CLUSTERS originals an interval means little; draw none.
+    few = column("n_clusters") < NO_INTERVAL_CLUSTERS
+    low[few], high[few] = np.nan, np.nan
     positions = np.arange(len(rows)) - 0.4 + width * (index + 0.5)
     # A CI that does not contain its point estimate (possible with percentile bootstraps) draws no whisker side.
     errors = np.nan_to_num(np.clip(np.vstack([value - low, high - value]), 0, None))

@@ -622,7 +622,7 @@ _LATEX = str.maketrans({
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
     "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "²": r"\textsuperscript{2}",
-    "σ": r"$\sigma$", "–": "--", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "±": r"$\pm$",
+    "σ": r"$\sigma$", "–": "--", "`": r"\textasciigrave{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "±": r"$\pm$",
     "−": r"$-$", "—": "---", "ρ": r"$\rho$", "τ": r"$\tau$", "α": r"$\alpha$",
 })
 
