@@ -43,8 +43,8 @@ FEW_CLUSTERS = 10
 #: Below this many originals no interval is shown at all (4 originals: 35 distinct resamples).
 NO_INTERVAL_CLUSTERS = 5
 FEW_CLUSTERS_MARK = "‡"
-FEW_CLUSTERS_NOTE = (f"{FEW_CLUSTERS_MARK} fewer than {FEW_CLUSTERS} originals in this split: the cluster-bootstrap "
-                     "interval rests on few distinct resamples and is likely too narrow.")
+FEW_CLUSTERS_NOTE = (f"{FEW_CLUSTERS_MARK} fewer than {FEW_CLUSTERS} originals in this split: its cluster-bootstrap "
+                     "intervals and tests rest on few distinct resamples (intervals likely too narrow).")
 #: Values closer than this (relative) are ties: in ranks and in "best".
 TIE_TOLERANCE = 1e-12
 CONVENTIONS = ("default", "paper")
