@@ -228,7 +228,7 @@ def table_notes(board: Leaderboard) -> list[str]:
         ("Bold: the most anonymous value of each column within a scope, only where its interval overlaps no other "
          "row's (a value without an interval, such as FID or KID, is bold only when alone); values equal within "
          f"a relative 1e-12 are ties.{sorted_by}"),
-        convention_note(board.convention),
+        convention_note(board.convention, of="values"),
     ]
     dagger = dagger_note(board.columns)
     if dagger:

@@ -155,13 +155,26 @@ def not_computed_notes(items: Iterable[NotComputed]) -> list[str]:
     return [item.line for item in items]
 
 
-def convention_note(convention: str = "default") -> str:
-    """The one line every table carries on the convention that produced its numbers."""
+_WANG_SSIM = ("SSIM is Wang et al. 2004 (K1 = 0.01, K2 = 0.03, Gaussian window 11, σ = 1.5), not the released "
+              "code's squared constants.")
+
+
+def convention_note(convention: str = "default", *, of: str = "correlations") -> str:
+    """The one line every table carries on the convention that produced its numbers.
+
+    of: "correlations" (the correlation tables) or "values" (a leaderboard of metric values,
+    whose signs no convention changes)."""
+    if of not in ("correlations", "values"):
+        raise ValueError(f"of must be 'correlations' or 'values', got {of!r}")
+    if convention == "default" and of == "values":
+        return f"Convention: default. Values as computed; the arrows give each metric's direction. {_WANG_SSIM}"
+    if convention == "paper" and of == "values":
+        return ("Convention: paper (as released). Values as computed; SSIM with the released code's constants (0.01² "
+                "and 0.03² passed to scikit-image, which squares them again).")
     if convention == "default":
         return ("Convention: default (oriented). PSNR and SSIM are oriented (lower = more anonymous, so their "
                 "correlations have the opposite sign of the paper's Tables 1–2) and the binary label is reversed "
-                "relative to the released code; SSIM is Wang et al. 2004 (K1 = 0.01, K2 = 0.03, Gaussian window 11, "
-                "σ = 1.5), not the released code's squared constants. `--convention paper` gives the paper's.")
+                f"relative to the released code. {_WANG_SSIM} `--convention paper` gives the paper's.")
     if convention == "paper":
         return ("Convention: paper (as released). Raw signs as printed in the paper's Tables 1–2, the released "
                 "binary mapping and label transforms, SSIM with the released code's constants (0.01² and 0.03² "

@@ -307,6 +307,8 @@ def test_convention_line_comes_from_one_function_and_is_in_every_table(results, 
     assert "released" in tables.convention_note("paper") and tables.convention_note("paper") != default
     with pytest.raises(ValueError, match="convention must be one of default, paper"):
         tables.convention_note("papers")
+    values = tables.convention_note("default", of="values")  # a leaderboard: no correlation signs to flip
+    assert "Wang et al. 2004" in values and "opposite sign" not in values
     for table in tables.build_tables(results):
         assert default in table.notes, table.key
     paper = dataclasses.replace(results, provenance={**results.provenance, "convention": "paper"})
