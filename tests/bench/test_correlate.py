@@ -158,13 +158,11 @@ def test_best_metric_and_tests(result):
         assert group["is_best"].sum() == 1
         best = group[group["is_best"]].iloc[0]
         assert best["value"] == group["value"].max()
-        assert math.isnan(best["p_vs_best"]) and math.isnan(best["p_williams"])
+        assert math.isnan(best["p_vs_best"])
         others = group[~group["is_best"]]
         assert others["p_vs_best"].between(0, 1).all()
-        if best["statistic"] == "kendall":
-            assert others["p_williams"].isna().all()
-        else:
-            assert others["p_williams"].between(0, 1).all()
+    # Williams' t assumed independent pairs (anti-conservative with clusters): not reported
+    assert "p_williams" not in result.correlations.columns
     # lpips has the least noise: best and clearly better than ssim on all test rows
     group = _rows(result.correlations, split="anon-blurpix", granularity="mean", statistic="spearman")
     assert _one(group, metric="lpips")["is_best"]
@@ -174,6 +172,8 @@ def test_best_metric_and_tests(result):
 def test_fraction_of_ceiling(result):
     ceiling = _one(result.ceiling, split="all", granularity="labels5", form="regression")
     assert 0 < ceiling["split_half"] <= 1 and 0 < ceiling["loo"] < 1 and 0 < ceiling["cronbach_alpha"] <= 1
+    assert ceiling["ceiling"] == pytest.approx(math.sqrt(ceiling["split_half"]), abs=1e-15)
+    assert 0 < ceiling["krippendorff_interval"] < 1 and 0 < ceiling["krippendorff_ordinal"] < 1
     assert ceiling["n"] == 60 and ceiling["n_annotators"] == len(ANNOTATORS)
     for statistic in ("spearman", "kendall"):
         row = _one(
@@ -184,8 +184,9 @@ def test_fraction_of_ceiling(result):
             metric="lpips",
             statistic=statistic,
         )
-        expected = row["value"] / stats.ceiling_for(statistic, ceiling["split_half"])
+        expected = row["value"] / stats.ceiling_for(statistic, ceiling["ceiling"])
         assert row["fraction_of_ceiling"] == pytest.approx(expected, abs=1e-12)
+        assert row["ceiling_exceeded"] == (row["fraction_of_ceiling"] > 1)
 
 
 def test_orientation_negated_metric_with_flipped_direction(pairs):
