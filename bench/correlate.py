@@ -403,6 +403,7 @@ def correlate(
     `convention` is "default" (oriented) or "paper" (the released signs; module docstring)."""
     (convention,) = _checked_choices([convention], CONVENTIONS, "convention")
     paper = convention == "paper"
+    pearson = pearson or paper  # the released tables report Pearson too
     split_names = _checked_choices(protocol.SPLITS if splits is None else splits, protocol.SPLITS, "split")
     granularity_forms = _granularity_forms(
         _checked_choices(granularities, protocol.GRANULARITIES, "granularity"),
