@@ -299,6 +299,52 @@ def evaluate_columns(
                       skipped_splits=list(correlation.skipped))
 
 
+def pairs_with_scores(table: dataset.PairsTable, scored: runner.ScoreResult, ok) -> pd.DataFrame:
+    """The annotation table with one column per metric, named by the metric (NaN where missing)."""
+    pairs = table.frame.copy()
+    for outcome in ok:
+        values = scored.scores.loc[scored.scores["metric"] == outcome.name, ["row", "value"]]
+        pairs[outcome.name] = pairs["row"].map(dict(zip(values["row"], values["value"]))).astype(float)
+    return pairs.rename(columns={"row": "pair"})
+
+
+def metric_info(outcome: runner.MetricOutcome) -> dict[str, Any]:
+    notes = {"stand-in": "stand-in weights (not the published network)",
+             "unverified": "weights whose sha256 is not the published one"}
+    return {
+        "name": outcome.name,
+        "label": outcome.label or outcome.name,
+        "higher_is_more_anonymous": bool(outcome.higher_is_more_anonymous),
+        "verified": outcome.weights_status in ("verified", "none"),
+        "weights_note": notes.get(outcome.weights_status, ""),
+        "key": outcome.key,
+    }
+
+
+def report_provenance(scored: runner.ScoreResult, ok, *, table: dataset.PairsTable, seed: int,
+                      simulated: bool, command: str) -> dict[str, Any]:
+    run = scored.provenance
+    weights = [
+        {"metric": outcome.name, **record}
+        for outcome in ok
+        for record in (outcome.card or {}).get("weights", [])
+    ]
+    return {
+        "package_versions": {"bench": run.get("bench"), "python": run.get("python"), **run.get("packages", {})},
+        "git_commit": run.get("git_commit"),
+        "device": run.get("device"),
+        "seeds": {"split": 42, "bootstrap": seed},
+        "weights": weights,
+        "dataset_hash": table.dataset_hash,
+        "annotations": str(table.source),
+        "simulated_scores": simulated,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "results_store": str(scored.store_path),
+        "run_id": scored.run_id,
+    }
+
+
 # ------------------------------------------------------------------------- the bundle
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     def clean(value: Any) -> Any:
