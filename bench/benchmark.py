@@ -596,6 +596,10 @@ def run_from_cli(args: argparse.Namespace) -> int:
 
     if args.annotations or args.root:
         raise InputError("--annotations and --root belong to the evaluation run; leave them out with --method")
+    if getattr(args, "convention", "default") != "default":
+        # A leaderboard has no human scores to correlate: the paper's conventions are about those.
+        raise InputError("--convention paper applies to evaluating annotations (bench run without --method, "
+                         "bench correlate); leave it out with --method")
     options = evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2)
     result = run_benchmark(
         args.method,

@@ -311,3 +311,38 @@ def test_missing_columns_raise_input_error(pairs):
         correlate(pairs, [*METRICS, {"name": "fid", "higher_is_more_anonymous": True}], annotators=ANNOTATORS)
     with pytest.raises(InputError, match="annotator9"):
         correlate(pairs, METRICS, annotators=["annotator9"])
+
+
+# --------------------------------------------------------------------------- the paper convention
+def test_paper_convention_shows_raw_signs_with_the_same_tests(pairs):
+    """Under "paper" a row is the default row with the raw metric's sign (PSNR, SSIM: -1) and
+    the released binary label's (-1): value and fraction negated, interval ends swapped; the
+    p-values, the best metric and the ceiling flags are the same. The released Mean block is
+    the extra form 'raw' (the raw metric against score_mean itself), and Pearson is in."""
+    kwargs = dict(annotators=ANNOTATORS, splits=["all", "loov-coco"], n_boot=N_BOOT)
+    default = correlate(pairs, METRICS, **kwargs)
+    paper = correlate(pairs, METRICS, convention="paper", **kwargs)
+    assert default.convention == "default" and paper.convention == "paper"
+    assert set(paper.correlations["statistic"]) == {"spearman", "kendall", "pearson"}
+    keys = ["split", "granularity", "form", "metric", "statistic"]
+    merged = default.correlations.merge(paper.correlations, on=keys, suffixes=("", "_paper"))
+    assert len(merged) == len(default.correlations)
+    sign = np.where(merged["metric"] == "lpips", 1.0, -1.0) * np.where(merged["granularity"] == "binary", -1.0, 1.0)
+    np.testing.assert_allclose(merged["value_paper"], sign * merged["value"], atol=1e-12, rtol=0)
+    low = np.where(sign > 0, merged["ci_low"], -merged["ci_high"])
+    np.testing.assert_allclose(merged["ci_low_paper"], low, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(merged["fraction_of_ceiling_paper"], sign * merged["fraction_of_ceiling"], atol=1e-12)
+    for column in ("p_vs_best", "is_best", "ceiling_exceeded", "n", "n_clusters"):
+        pd.testing.assert_series_equal(merged[f"{column}_paper"], merged[column], check_names=False)
+    raw = _rows(paper.correlations, split="all", form="raw")
+    assert set(raw["granularity"]) == {"mean"} and "raw" not in set(default.correlations["form"])
+    test = pairs.iloc[protocol.make_split(pairs, "all").test]
+    row = _one(raw, metric="psnr", statistic="pearson")
+    assert row["value"] == pytest.approx(scipy_stats.pearsonr(test["score_mean"], test["psnr"])[0], abs=1e-12)
+    assert row["value"] < 0  # as printed in the paper: PSNR falls as anonymity rises
+    assert len(_rows(paper.ceiling, split="all", form="raw")) == 1
+
+
+def test_unknown_convention_is_refused(pairs):
+    with pytest.raises(InputError, match="unknown convention 'released'; allowed: default, paper"):
+        correlate(pairs, METRICS, annotators=ANNOTATORS, splits=["all"], n_boot=5, convention="released")
