@@ -26,7 +26,7 @@ import numpy as np
 
 from bench import stats
 from bench.errors import InputError
-from bench.setmetrics import group_key, too_few_note
+from bench.setmetrics import group_key, lookup_spread, too_few_note
 from bench.store import ResultsStore
 from reports.leaderboard import (
     BoardRow,
@@ -117,7 +117,11 @@ def _set_entry(store: ResultsStore, metric: Mapping[str, Any], dataset: str, met
     value = store.lookup_set_score(metric["key"], group_key(dataset, method, scope), members)
     if value is None:
         return Entry(n=len(members), note="not computed for these pairs")
-    return Entry(value=value, n=len(members), note="" if math.isfinite(value) else "undefined")
+    # KID records its own 95% interval (jackknife over pairs); FID has none.
+    spread = lookup_spread(store, metric["key"], group_key(dataset, method, scope), members)
+    low, high = (spread.ci_low, spread.ci_high) if spread is not None else (math.nan, math.nan)
+    return Entry(value=value, ci_low=low, ci_high=high, n=len(members),
+                 note="" if math.isfinite(value) else "undefined")
 
 
 # ----------------------------------------------------------------------------- board
