@@ -82,7 +82,7 @@ class CorrelationResult:
 class _Metric:
     name: str
     oriented: np.ndarray  # every row of the pairs table, positive = more anonymous
-    #: +1, or -1 when higher values mean LESS anonymous (the raw sign the paper shows).
+    #: +1, or -1 when the released code's values run against anonymity (the sign the paper shows).
     sign: float = 1.0
 
 
@@ -138,7 +138,10 @@ def _oriented_metrics(pairs: pd.DataFrame, metrics: list[dict[str, Any]]) -> lis
     for name, info in zip(names, metrics):
         values = _numeric(pairs, name, "metric")
         up = bool(info["higher_is_more_anonymous"])
-        oriented.append(_Metric(name, values if up else -values, 1.0 if up else -1.0))
+        # The paper's sign: the raw value's, and -1 more where the released output itself runs
+        # the other way (a PerceptAnon checkpoint trained on the released binary labels).
+        raw_sign = (1.0 if up else -1.0) * float(info.get("released_sign", 1))
+        oriented.append(_Metric(name, values if up else -values, raw_sign))
     return oriented
 
 

@@ -318,6 +318,8 @@ def metric_info(outcome: runner.MetricOutcome) -> dict[str, Any]:
         "verified": outcome.weights_status in ("verified", "none"),
         "weights_note": notes.get(outcome.weights_status, ""),
         "key": outcome.key,
+        # -1 where the released model's raw output runs the other way (PerceptAnon, released binary labels).
+        "released_sign": int(((outcome.card or {}).get("details") or {}).get("released_sign", 1)),
     }
 
 

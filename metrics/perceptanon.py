@@ -485,6 +485,9 @@ class _PerceptAnonMetric(FeaturePairMetric):
             "score": "predicted anonymity on 1-10, higher = more anonymous",
             "output_mapping": self.mapping.describe() if self.class_rule == "expected" else
             "the arg-max class's score 1 + 9 c / (K - 1) (the released eval.py correlates the arg-max class)",
+            # The released model's own output runs against anonymity with the released binary
+            # labels: the sign the paper convention shows for this metric (bench.correlate).
+            "released_sign": -1 if self.mapping.binary_compat else 1,
         }
 
     def predict(self, original: torch.Tensor | None, anonymized: torch.Tensor) -> Prediction:

@@ -346,3 +346,19 @@ def test_paper_convention_shows_raw_signs_with_the_same_tests(pairs):
 def test_unknown_convention_is_refused(pairs):
     with pytest.raises(InputError, match="unknown convention 'released'; allowed: default, paper"):
         correlate(pairs, METRICS, annotators=ANNOTATORS, splits=["all"], n_boot=5, convention="released")
+
+
+def test_paper_convention_sign_of_a_model_trained_on_released_binary_labels(pairs):
+    """A PerceptAnon checkpoint trained with the released binary labels outputs higher = LESS
+    anonymous (released_sign -1 in its metric info): under "paper" its binary correlation with
+    the released label is positive, as the released eval.py prints it."""
+    model = pairs.assign(model=pairs["lpips"])
+    infos = [{"name": "model", "higher_is_more_anonymous": True, "released_sign": -1}, *METRICS]
+    kwargs = dict(annotators=ANNOTATORS, splits=["all"], granularities=["binary", "labels3"], n_boot=N_BOOT)
+    default = correlate(model, infos, **kwargs).correlations
+    paper = correlate(model, infos, convention="paper", **kwargs).correlations
+    for granularity, sign in (("binary", 1.0), ("labels3", -1.0)):
+        where = dict(split="all", granularity=granularity, form="classification", metric="model", statistic="spearman")
+        assert _one(paper, **where)["value"] == pytest.approx(sign * _one(default, **where)["value"], abs=1e-12)
+    assert _one(paper, split="all", granularity="binary", form="classification", metric="model",
+                statistic="spearman")["value"] > 0
