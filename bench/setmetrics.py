@@ -12,8 +12,8 @@ goes on.
 
 A set metric that measures its own uncertainty (KID: `estimate`, a functional.KIDEstimate)
 gets a `SetValueSpread` beside its value (std over subsets, standard error, 95% interval,
-n pairs), stored next to the value under derived metric keys (`spread_key`), so a reused
-value keeps its spread and `lookup_spread` gives it to the leaderboard and reports.
+n pairs), stored beside the value (`ResultsStore.write_set_spread`), so a reused value
+keeps its spread and `lookup_spread` gives it to the leaderboard and reports.
 
 Under torchrun (`bench.dist`) each group's pairs are dealt round-robin to the ranks; each rank
 feeds its share to the metric on its own device, and rank 0 merges the ranks' partial states
@@ -77,17 +77,12 @@ class SetValueSpread:
 SPREAD_FIELDS: tuple[str, ...] = ("std", "stderr", "ci_low", "ci_high")
 
 
-def spread_key(metric_key: str, name: str) -> str:
-    """The store key of one spread field of a set metric's values."""
-    return f"{metric_key}#{name}"
-
-
 def lookup_spread(store: ResultsStore, metric_key: str, group: str, members: Sequence[PairKey]) -> SetValueSpread | None:
     """The stored spread of a group's value, or None when the metric records none."""
-    values = [store.lookup_set_score(spread_key(metric_key, name), group, members) for name in SPREAD_FIELDS]
-    if any(value is None for value in values):
+    stored = store.lookup_set_spread(metric_key, group, members)
+    if any(name not in stored for name in SPREAD_FIELDS):
         return None
-    return SetValueSpread(*values, n=len(set(members)))
+    return SetValueSpread(*(stored[name] for name in SPREAD_FIELDS), n=len(set(members)))
 
 
 def _spread_of(metric: SetMetric, n: int) -> SetValueSpread | None:
@@ -240,9 +235,8 @@ def _finish(item: _Active, name: str, members: Sequence[GroupMember], *, store: 
     keys = [m.key for m in members]
     spread = _spread_of(item.metric, len(set(keys)))
     if spread is not None:  # written first: a stored value always has its spread beside it
-        for field_name in SPREAD_FIELDS:
-            store.write_set_score(spread_key(item.outcome.key, field_name), name, keys, getattr(spread, field_name),
-                                  run_id=run_id)
+        store.write_set_spread(item.outcome.key, name, keys,
+                               {field_name: getattr(spread, field_name) for field_name in SPREAD_FIELDS})
         scores.spreads[(item.outcome.name, name)] = spread
     store.write_set_score(item.outcome.key, name, keys, value, run_id=run_id)
     scores.values[(item.outcome.name, name)] = value
