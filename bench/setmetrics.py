@@ -77,7 +77,8 @@ class SetValueSpread:
 SPREAD_FIELDS: tuple[str, ...] = ("std", "stderr", "ci_low", "ci_high")
 
 
-def lookup_spread(store: ResultsStore, metric_key: str, group: str, members: Sequence[PairKey]) -> SetValueSpread | None:
+def lookup_spread(store: ResultsStore, metric_key: str, group: str,
+                  members: Sequence[PairKey]) -> SetValueSpread | None:
     """The stored spread of a group's value, or None when the metric records none."""
     stored = store.lookup_set_spread(metric_key, group, members)
     if any(name not in stored for name in SPREAD_FIELDS):

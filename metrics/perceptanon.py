@@ -436,7 +436,8 @@ class _PerceptAnonMetric(FeaturePairMetric):
         class_rule: str = "expected",
     ) -> None:
         if class_rule not in CLASS_RULES:
-            raise MetricInputError(f"{self.name}: unknown class_rule {class_rule!r}; choose from: {', '.join(CLASS_RULES)}")
+            raise MetricInputError(
+                f"{self.name}: unknown class_rule {class_rule!r}; choose from: {', '.join(CLASS_RULES)}")
         super().__init__(device)
         if checkpoint is None:
             raise MetricInputError(
