@@ -256,6 +256,10 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     if args.annotations or args.root:
         raise InputError("--annotations and --root belong to the evaluation run; leave them out with --method")
+    if args.convention != "default":
+        # A leaderboard has no human scores to correlate: the paper's conventions are about those.
+        raise InputError("--convention paper applies to evaluating annotations (bench run without --method, "
+                         "bench correlate); leave it out with --method")
     if os.getcwd() not in sys.path:  # module:function methods are found in the current folder, as `python -m` does
         sys.path.append(os.getcwd())
     runs = _runs_dir()
@@ -291,6 +295,8 @@ def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
         out=args.out or _runs_dir() / ("evaluate" if args.annotations else "demo"), store_path=args.store,
         device=args.device, batch_size=args.batch_size, workers=args.workers, size_policy=args.size_policy,
         n_boot=args.n_boot, seed=args.seed, progress=not args.no_progress, command=_command_line(args),
+        convention=args.convention,
+        metric_columns=getattr(args, "metric_columns", None), directions=getattr(args, "direction", None),
     )
     for evaluation in evaluations:
         print(f"== {evaluation.name}")
@@ -321,7 +327,14 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (splits always use the paper's 42)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_convention_option(p)
     _add_dist_options(p)
+
+
+def _add_convention_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--convention", choices=("default", "paper"), default="default",
+                   help="default: every metric oriented (positive = agrees), our SSIM and labels; paper: the "
+                        "released code's raw signs, binary labels, SSIM constants and classifier rule")
 
 
 def _add_correlate(sub: argparse._SubParsersAction) -> None:
@@ -330,6 +343,12 @@ def _add_correlate(sub: argparse._SubParsersAction) -> None:
                    help="HA1.csv / HA2.csv (repeatable); each gets its own folder under --out")
     p.add_argument("--split", action="append", default=None, help="only these splits (repeatable; default: all ten)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: runs/evaluate)")
+    p.add_argument("--metric-columns", default=None, metavar="COL,COL",
+                   help="correlate these columns of the annotation file (e.g. MSE,PSNR,SSIM,LPIPS,FID as the "
+                        "released get_metrics.py writes them) instead of scoring images")
+    p.add_argument("--direction", action="append", default=None, metavar="NAME=up|down",
+                   help="with --metric-columns: up = a higher value means more anonymous (repeatable; needed "
+                        "for a column that is not a known metric name)")
     _add_evaluation_options(p)
     p.set_defaults(func=_cmd_correlate, distributed="driven")
 
@@ -424,6 +443,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
                    help="end this invocation after EPOCH (e.g. a time-limited job); continue with --resume")
+    p.add_argument("--convention", choices=("default", "paper"), default="default",
+                   help="test-set correlations: default, the predicted 1-10 score vs score_mean; paper, the released "
+                        "eval.py (arg-max class or sigmoid output vs the training label)")
     _add_dist_options(p)
     p.set_defaults(func=_cmd_train, distributed="every-rank")
 
@@ -438,6 +460,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         pretrained=args.pretrained, init=args.init, augment=args.augment, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, workers=args.workers,
         size_policy=args.size_policy, out=args.out, resume=args.resume, stop_after=args.stop_after,
+        convention=args.convention,
     )
     if config.out is None:
         config = dataclasses.replace(config, out=_runs_dir() / "train" / config.run_name)
