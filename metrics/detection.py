@@ -199,3 +199,15 @@ class LBPCascadeDetection(_FaceDetection):
             found.append([(float(f["c"]), float(f["r"]), float(f["c"] + f["width"]), float(f["r"] + f["height"]), 1.0)
                           for f in faces])
         return found
+
+
+class MTCNNFaceFound(MTCNNDetection):
+    """1 when MTCNN finds the PII face on the anonymized image, else 0 (NaN without an original
+    face): its mean over a method x scope is the detection rate, with the leaderboard's CI."""
+
+    name = "face_found_mtcnn"
+    label = "MTCNN detection rate"
+
+    def _compare(self, original_features: torch.Tensor, anonymized_features: torch.Tensor) -> np.ndarray:
+        confidence = super()._compare(original_features, anonymized_features)
+        return np.where(np.isnan(confidence), np.nan, (confidence > 0).astype(np.float64))

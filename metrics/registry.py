@@ -26,6 +26,7 @@ BUILTIN_METRICS: dict[str, str] = {
     "perceptanon_ha2": "metrics.perceptanon:PerceptAnonHA2Metric",
     "face_detection_mtcnn": "metrics.detection:MTCNNDetection",
     "face_detection_lbp": "metrics.detection:LBPCascadeDetection",
+    "face_found_mtcnn": "metrics.detection:MTCNNFaceFound",
     "reid_dlib": "metrics.reid:DlibIdentityDistance",
 }
 
