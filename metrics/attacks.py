@@ -190,11 +190,14 @@ def adaptive_attack(embeddings: np.ndarray, identities: Sequence[str], photos: S
     if not test:
         return AdaptiveAttack(rank1=None, reason="no identity has two photos: the adaptive attacker needs one to "
                                                  "train on and another to identify")
+    # Classes are the identities it trains on, found faces or not: chance does not depend on
+    # how much the method hides.
+    classes = sorted({identities[r] for r in train})
     train = [r for r in train if not np.isnan(embeddings[r]).any()]
     labels = np.asarray(identities)[train]
-    classes = sorted(set(labels))
     if not train:
-        return AdaptiveAttack(rank1=Rate.of(0, len(test)), reason="no face found in any training image")
+        return AdaptiveAttack(rank1=Rate.of(0, len(test)), chance=1 / len(classes), n_classes=len(classes),
+                              reason="no face found in any training image")
     distances = _distances(embeddings[test], embeddings[train])
     predicted = labels[np.argmin(distances, axis=1)]
     found = ~np.isnan(embeddings[test]).any(axis=1)

@@ -1,0 +1,260 @@
+"""Privacy attacks per method x scope: can a machine still find and re-identify the person?
+
+For every (method, scope) group of a benchmark's pairs:
+
+- detection rate: MTCNN finds the original's face (IoU >= 0.5) on the anonymized image, over
+  the pairs whose original has a detectable face, with a 95% Wilson interval; originals
+  without a detectable face are counted on their own, never hidden;
+- the naive attacker: dlib embeddings of the anonymized images identified against a gallery
+  of every original of that scope (rank-1, rank-5, chance level), and verified against every
+  gallery photo (TAR at FAR 1e-2 / 1e-3, EER, ROC);
+- the adaptive attacker (`metrics.attacks.adaptive_attack`), or the one-line reason it cannot
+  run (one photo per identity).
+
+Identities: `load_identities` reads the set's optional ``identities.json`` (pii.json key ->
+identity); without it an original at ``originals/<dataset>/<person>/<file>`` (LFW's layout)
+belongs to <person>, and any other original is its own identity.
+
+Each image is decoded and embedded once per call (`_Cache`), whatever the number of groups it
+is in. A detector or embedding whose model file is missing or corrupt turns into one line in
+`PrivacyReport.unavailable`; the other attack still runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import images
+from bench.errors import InputError
+from metrics.attacks import (
+    AdaptiveAttack, Identification, Rate, Verification, adaptive_attack, identify, verification_scores, verify,
+)
+from metrics.errors import MetricError
+
+IDENTITIES_FILE = "identities.json"
+
+
+@dataclass(frozen=True)
+class AttackPair:
+    method: str
+    scope: str
+    #: The original's pii.json key: the same for its global and local pairs.
+    image: str
+    original: Path
+    anonymized: Path
+
+
+@dataclass(frozen=True)
+class PrivacyRow:
+    method: str
+    scope: str
+    n_pairs: int
+    detection: Rate | None = None
+    originals_without_face: int = 0
+    identification: Identification | None = None
+    verification: Verification | None = None
+    adaptive: AdaptiveAttack | None = None
+
+    @property
+    def rank1(self) -> Rate | None:
+        return self.identification.rank_k(1) if self.identification else None
+
+    @property
+    def rank5(self) -> Rate | None:
+        return self.identification.rank_k(5) if self.identification else None
+
+
+@dataclass
+class PrivacyReport:
+    rows: list[PrivacyRow]
+    #: attack -> one line saying why it did not run (a missing or corrupt model file).
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"  {attack}: unavailable: {reason}" for attack, reason in self.unavailable.items()]
+        for row in self.rows:
+            parts = [f"{row.method}/{row.scope}:"]
+            if row.detection:
+                parts.append(f"detected {_rate(row.detection)}")
+            if row.identification:
+                ident = row.identification
+                parts.append(f"rank-1 {_rate(row.rank1)} (chance {ident.chance(1):.2f}), "
+                             f"rank-5 {_rate(row.rank5)}, faces not found {ident.not_found}")
+            if row.verification:
+                tar = ", ".join(f"TAR@FAR{far:g} {value:.2f}" for far, value in row.verification.tar_at_far.items())
+                parts.append(f"{tar}, EER {row.verification.eer:.2f}")
+            if row.adaptive:
+                parts.append(f"adaptive rank-1 {_rate(row.adaptive.rank1)} (chance {row.adaptive.chance:.2f})"
+                             if row.adaptive.rank1 else f"adaptive: {row.adaptive.reason}")
+            lines.append("  " + "; ".join([" ".join(parts[:2])] + parts[2:]))
+        return lines
+
+
+def _rate(rate: Rate | None) -> str:
+    if rate is None or rate.n == 0:
+        return "n/a"
+    return f"{rate.value:.2f} [{rate.ci_low:.2f}, {rate.ci_high:.2f}] ({rate.successes}/{rate.n})"
+
+
+# ----------------------------------------------------------------------------- identities
+def load_identities(folder: Path, keys: Sequence[str]) -> dict[str, str]:
+    """pii.json key -> identity, from ``<folder>/identities.json`` or the folder layout."""
+    path = Path(folder) / IDENTITIES_FILE
+    if not path.is_file():
+        return {key: _layout_identity(key) for key in keys}
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not readable JSON ({exc}); write an object mapping each original's "
+                         f"pii.json key to an identity name") from exc
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) and v for v in mapping.values()):
+        raise InputError(f"{path}: must be a JSON object mapping pii.json keys to non-empty identity names")
+    unknown = sorted(set(mapping) - set(keys))
+    if unknown:
+        raise InputError(f"{path}: {len(unknown)} key(s) are not originals of the set (e.g. {unknown[0]!r}); "
+                         "use the keys of pii.json")
+    return {key: mapping.get(key) or key for key in keys}
+
+
+def _layout_identity(key: str) -> str:
+    parts = Path(key).parts  # originals/<dataset>/<person>/<file>
+    return parts[2] if len(parts) >= 4 and parts[0] == "originals" else key
+
+
+# ----------------------------------------------------------------------------- computing
+class _Cache:
+    """Per image path: decoded pixels, MTCNN detections, dlib embedding; each made once."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.unavailable: dict[str, str] = {}
+        self._detector = self._build("detection (MTCNN)", self._mtcnn)
+        self._embedder = self._build("re-identification (dlib)", self._dlib)
+        self._detections: dict[Path, torch.Tensor] = {}
+        self._embeddings: dict[Path, np.ndarray] = {}
+
+    def _build(self, attack: str, make):
+        try:
+            return make()
+        except MetricError as exc:
+            self.unavailable[attack] = str(exc)
+            return None
+
+    def _mtcnn(self):
+        from metrics.detection import MTCNNDetection
+
+        return MTCNNDetection(device=self.device)
+
+    @staticmethod
+    def _dlib():
+        from metrics.reid import DlibEmbedder
+
+        return DlibEmbedder()
+
+    @property
+    def can_detect(self) -> bool:
+        return self._detector is not None
+
+    @property
+    def can_embed(self) -> bool:
+        return self._embedder is not None
+
+    def detections(self, path: Path) -> torch.Tensor:
+        if path not in self._detections:
+            pixels = torch.from_numpy(images.to_float(images.load_rgb(path))).permute(2, 0, 1)[None]
+            self._detections[path] = self._detector.features(pixels.to(self._detector.device))[0]
+        return self._detections[path]
+
+    def embedding(self, path: Path) -> np.ndarray:
+        if path not in self._embeddings:
+            self._embeddings[path] = self._embedder.embed_images(images.load_rgb(path)[None])[0]
+        return self._embeddings[path]
+
+
+def privacy_attacks(pairs: Sequence[AttackPair], identities: Mapping[str, str], *, device: str = "cpu"
+                    ) -> PrivacyReport:
+    """One `PrivacyRow` per (method, scope), in the order the pairs first name them."""
+    cache = _Cache(device)
+    groups: dict[tuple[str, str], list[AttackPair]] = {}
+    for pair in pairs:
+        groups.setdefault((pair.method, pair.scope), []).append(pair)
+    galleries: dict[str, dict[str, Path]] = {}
+    for pair in pairs:
+        galleries.setdefault(pair.scope, {}).setdefault(pair.image, pair.original)
+    rows = []
+    for (method, scope), members in groups.items():
+        row = PrivacyRow(method=method, scope=scope, n_pairs=len(members))
+        if cache.can_detect:
+            row = _with_detection(row, members, cache)
+        if cache.can_embed:
+            row = _with_reid(row, members, galleries[scope], identities, cache)
+        rows.append(row)
+    return PrivacyReport(rows=rows, unavailable=dict(cache.unavailable))
+
+
+def _with_detection(row: PrivacyRow, members: Sequence[AttackPair], cache: _Cache) -> PrivacyRow:
+    from metrics.detection import match_confidence
+
+    values = [match_confidence(cache.detections(p.original).numpy(), cache.detections(p.anonymized).numpy())
+              for p in members]
+    scored = [v for v in values if not math.isnan(v)]
+    return _replace(row, detection=Rate.of(sum(v > 0 for v in scored), len(scored)),
+                    originals_without_face=len(values) - len(scored))
+
+
+def _with_reid(row: PrivacyRow, members: Sequence[AttackPair], gallery: Mapping[str, Path],
+               identities: Mapping[str, str], cache: _Cache) -> PrivacyRow:
+    gallery_keys = list(gallery)
+    gallery_embeddings = np.stack([cache.embedding(gallery[key]) for key in gallery_keys])
+    gallery_identities = [identities.get(key, key) for key in gallery_keys]
+    probes = np.stack([cache.embedding(p.anonymized) for p in members])
+    probe_identities = [identities.get(p.image, p.image) for p in members]
+    identification = identify(probes, probe_identities, gallery_embeddings, gallery_identities)
+    genuine, impostor = verification_scores(probes, probe_identities, gallery_embeddings, gallery_identities)
+    adaptive = adaptive_attack(probes, probe_identities, [p.image for p in members])
+    return _replace(row, identification=identification, verification=verify(genuine, impostor), adaptive=adaptive)
+
+
+def _replace(row: PrivacyRow, **changes) -> PrivacyRow:
+    from dataclasses import replace
+
+    return replace(row, **changes)
+
+
+def pairs_from_table(frame, root: Path | None = None) -> list[AttackPair]:
+    """AttackPairs from a benchmark pairs table (columns original, anonymized, method, scope, image)."""
+    def path(value: str) -> Path:
+        return Path(value) if root is None else Path(root) / value
+    return [AttackPair(method=r.method, scope=r.scope, image=r.image, original=path(r.original),
+                       anonymized=path(r.anonymized)) for r in frame.itertuples(index=False)]
+
+
+def roc_plot(report: PrivacyReport) -> bytes:
+    """PNG of every group's verification ROC (log FAR axis), the diagonal as chance."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5, 4))
+    axes = figure.add_subplot()
+    for row in report.rows:
+        if row.verification is not None:
+            fpr, tpr = row.verification.fpr, row.verification.tpr
+            axes.step(np.maximum(fpr, 1e-4), tpr, where="post", label=f"{row.method}/{row.scope}")
+    grid = np.logspace(-4, 0, 50)
+    axes.plot(grid, grid, linestyle=":", color="grey", label="chance")
+    axes.set_xscale("log")
+    axes.set_xlabel("false accept rate (impostor pairs accepted)")
+    axes.set_ylabel("true accept rate (genuine pairs accepted)")
+    axes.set_title("Re-identification: verification ROC (dlib)")
+    axes.legend(fontsize=6)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
