@@ -489,6 +489,8 @@ class BenchmarkResult:
     written: dict[str, Path]
     #: Metrics the user asked for by name (their unavailability makes the run incomplete).
     requested: list[str]
+    #: The privacy attacks (`--privacy`), None when not asked for.
+    privacy: Any = None
 
     @property
     def complete(self) -> bool:
@@ -512,6 +514,9 @@ class BenchmarkResult:
         if self.set_scores.metrics:
             lines.append("set metrics (per method x scope):")
             lines += self.set_scores.summary_lines()
+        if self.privacy is not None:
+            lines.append("privacy attacks (per method x scope):")
+            lines += self.privacy.summary_lines()
         return lines
 
 
@@ -558,6 +563,7 @@ def run_benchmark(
     sort: str | None = None,
     progress: bool = True,
     command: str = "bench run",
+    privacy: bool = False,
 ) -> BenchmarkResult:
     """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
     files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``."""
@@ -585,7 +591,21 @@ def run_benchmark(
     write_outputs(scored, out_root)
     written = write_leaderboard(board, out_root)
     requested = metric_names(metrics, options) if metrics else list(options)
-    return BenchmarkResult(benchmark_set, outputs, scored, set_scores, board, written, requested)
+    attacks = _privacy(benchmark_set, table, out_root, device, written) if privacy else None
+    return BenchmarkResult(benchmark_set, outputs, scored, set_scores, board, written, requested, attacks)
+
+
+def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, device: str,
+             written: dict[str, Path]) -> Any:
+    """Detection and re-identification attacks per method x scope, written beside the leaderboard."""
+    from bench import privacy
+    from reports.privacy import write_privacy
+
+    identities = privacy.load_identities(benchmark_set.folder, [original.key for original in benchmark_set.originals])
+    report = privacy.privacy_attacks(privacy.pairs_from_table(table.frame), identities, device=device)
+    written.update({f"privacy_{kind}": path for kind, path in
+                    write_privacy(report, out_root, privacy.roc_plot(report)).items()})
+    return report
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
@@ -612,9 +632,14 @@ def run_from_cli(args: argparse.Namespace) -> int:
         sort=args.sort,
         progress=not args.no_progress,
         command=shlex.join(["bench", *sys.argv[1:]]),
+        privacy=getattr(args, "privacy", False),
     )
     print("\n".join(result.summary_lines()))
     print()
     print(to_markdown_document(result.board))
+    if result.privacy is not None:
+        from reports.privacy import to_markdown as privacy_markdown
+
+        print(privacy_markdown(result.privacy))
     print(f"wrote {', '.join(str(path) for path in result.written.values())}")
     return 0 if result.complete else 1

@@ -196,6 +196,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sort", default=None, metavar="METRIC",
                    help="with --method: the leaderboard's sort metric (default: PerceptAnon, else lpips, "
                         "inception_dist, ssim)")
+    p.add_argument("--privacy", action="store_true",
+                   help="with --method: also run the privacy attacks (face detection, re-identification naive and "
+                        "adaptive) per method x scope; writes privacy.md, privacy.json, privacy_roc.png")
     _add_evaluation_options(p)
     p.set_defaults(func=_cmd_run, distributed="driven")
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ import torch
 from bench import images
 from bench.errors import InputError
 from metrics.attacks import (
-    AdaptiveAttack, Identification, Rate, Verification, adaptive_attack, identify, verification_scores, verify,
+    PrivacyReport, PrivacyRow, Rate, adaptive_attack, identify, verification_scores, verify,
 )
 from metrics.errors import MetricError
 
@@ -49,58 +49,6 @@ class AttackPair:
     image: str
     original: Path
     anonymized: Path
-
-
-@dataclass(frozen=True)
-class PrivacyRow:
-    method: str
-    scope: str
-    n_pairs: int
-    detection: Rate | None = None
-    originals_without_face: int = 0
-    identification: Identification | None = None
-    verification: Verification | None = None
-    adaptive: AdaptiveAttack | None = None
-
-    @property
-    def rank1(self) -> Rate | None:
-        return self.identification.rank_k(1) if self.identification else None
-
-    @property
-    def rank5(self) -> Rate | None:
-        return self.identification.rank_k(5) if self.identification else None
-
-
-@dataclass
-class PrivacyReport:
-    rows: list[PrivacyRow]
-    #: attack -> one line saying why it did not run (a missing or corrupt model file).
-    unavailable: dict[str, str] = field(default_factory=dict)
-
-    def summary_lines(self) -> list[str]:
-        lines = [f"  {attack}: unavailable: {reason}" for attack, reason in self.unavailable.items()]
-        for row in self.rows:
-            parts = [f"{row.method}/{row.scope}:"]
-            if row.detection:
-                parts.append(f"detected {_rate(row.detection)}")
-            if row.identification:
-                ident = row.identification
-                parts.append(f"rank-1 {_rate(row.rank1)} (chance {ident.chance(1):.2f}), "
-                             f"rank-5 {_rate(row.rank5)}, faces not found {ident.not_found}")
-            if row.verification:
-                tar = ", ".join(f"TAR@FAR{far:g} {value:.2f}" for far, value in row.verification.tar_at_far.items())
-                parts.append(f"{tar}, EER {row.verification.eer:.2f}")
-            if row.adaptive:
-                parts.append(f"adaptive rank-1 {_rate(row.adaptive.rank1)} (chance {row.adaptive.chance:.2f})"
-                             if row.adaptive.rank1 else f"adaptive: {row.adaptive.reason}")
-            lines.append("  " + "; ".join([" ".join(parts[:2])] + parts[2:]))
-        return lines
-
-
-def _rate(rate: Rate | None) -> str:
-    if rate is None or rate.n == 0:
-        return "n/a"
-    return f"{rate.value:.2f} [{rate.ci_low:.2f}, {rate.ci_high:.2f}] ({rate.successes}/{rate.n})"
 
 
 # ----------------------------------------------------------------------------- identities
@@ -189,7 +137,9 @@ def privacy_attacks(pairs: Sequence[AttackPair], identities: Mapping[str, str], 
     for pair in pairs:
         galleries.setdefault(pair.scope, {}).setdefault(pair.image, pair.original)
     rows = []
-    for (method, scope), members in groups.items():
+    # Global rows first, as in the leaderboard; methods in the order the pairs name them.
+    ordered = sorted(groups.items(), key=lambda item: item[0][1] != "global")
+    for (method, scope), members in ordered:
         row = PrivacyRow(method=method, scope=scope, n_pairs=len(members))
         if cache.can_detect:
             row = _with_detection(row, members, cache)

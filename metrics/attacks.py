@@ -204,3 +204,58 @@ def adaptive_attack(embeddings: np.ndarray, identities: Sequence[str], photos: S
     correct = int((found & (predicted == np.asarray(identities)[test])).sum())
     return AdaptiveAttack(rank1=Rate.of(correct, len(test)), chance=1 / len(classes), n_classes=len(classes),
                           n_train=len(train))
+
+
+# --------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class PrivacyRow:
+    """Every attack's result on one method x scope group (None: that attack did not run)."""
+
+    method: str
+    scope: str
+    n_pairs: int
+    detection: Rate | None = None
+    originals_without_face: int = 0
+    identification: Identification | None = None
+    verification: Verification | None = None
+    adaptive: AdaptiveAttack | None = None
+
+    @property
+    def rank1(self) -> Rate | None:
+        return self.identification.rank_k(1) if self.identification else None
+
+    @property
+    def rank5(self) -> Rate | None:
+        return self.identification.rank_k(5) if self.identification else None
+
+
+@dataclass
+class PrivacyReport:
+    rows: list[PrivacyRow]
+    #: attack -> one line saying why it did not run (a missing or corrupt model file).
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"  {attack}: unavailable: {reason}" for attack, reason in self.unavailable.items()]
+        for row in self.rows:
+            parts = [f"{row.method}/{row.scope}:"]
+            if row.detection:
+                parts.append(f"detected {_rate(row.detection)}")
+            if row.identification:
+                ident = row.identification
+                parts.append(f"rank-1 {_rate(row.rank1)} (chance {ident.chance(1):.2f}), "
+                             f"rank-5 {_rate(row.rank5)}, faces not found {ident.not_found}")
+            if row.verification:
+                tar = ", ".join(f"TAR@FAR{far:g} {value:.2f}" for far, value in row.verification.tar_at_far.items())
+                parts.append(f"{tar}, EER {row.verification.eer:.2f}")
+            if row.adaptive:
+                parts.append(f"adaptive rank-1 {_rate(row.adaptive.rank1)} (chance {row.adaptive.chance:.2f})"
+                             if row.adaptive.rank1 else f"adaptive: {row.adaptive.reason}")
+            lines.append("  " + "; ".join([" ".join(parts[:2])] + parts[2:]))
+        return lines
+
+
+def _rate(rate: Rate | None) -> str:
+    if rate is None or rate.n == 0:
+        return "n/a"
+    return f"{rate.value:.2f} [{rate.ci_low:.2f}, {rate.ci_high:.2f}] ({rate.successes}/{rate.n})"
