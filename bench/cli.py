@@ -444,6 +444,28 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- dataset
+def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dataset", help="make a benchmark set (images/, pii.json, masks/) from a folder of photos")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = actions.add_parser("init", help="detect faces (MTCNN) in every photo under FOLDER; a folder per person "
+                                           "gives identities.json")
+    init.add_argument("folder", type=Path, help="folder of photos (LFW's FOLDER/<person>/<photo> layout or flat)")
+    init.add_argument("--out", type=Path, default=None, help="the new set's folder (default: FOLDER-bench beside it)")
+    init.add_argument("--device", default="cpu", help="auto, cpu or cuda:N (default: cpu)")
+    p.set_defaults(func=_cmd_dataset)
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from bench.dataset_init import init_dataset
+
+    folder = args.folder.expanduser().resolve()
+    out = (args.out.expanduser() if args.out else folder.with_name(folder.name + "-bench")).resolve()
+    result = init_dataset(folder, out, device=args.device)
+    print("\n".join(result.summary_lines()))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -465,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_explain(sub)
     _add_leaderboard(sub)
+    _add_dataset(sub)
     return parser
 
 
