@@ -605,6 +605,11 @@ def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, dev
     report = privacy.privacy_attacks(privacy.pairs_from_table(table.frame), identities, device=device)
     written.update({f"privacy_{kind}": path for kind, path in
                     write_privacy(report, out_root, privacy.roc_plot(report)).items()})
+    if "markdown" in written:  # the privacy block beside the perceptual one
+        from reports.privacy import to_markdown as privacy_markdown
+
+        board = written["markdown"]
+        write_atomic(board, board.read_text(encoding="utf-8") + "\n" + privacy_markdown(report))
     return report
 
 

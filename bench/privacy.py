@@ -34,8 +34,11 @@ import torch
 from bench import images
 from bench.errors import InputError
 from metrics.attacks import (
-    PrivacyReport, PrivacyRow, Rate, adaptive_attack, identify, verification_scores, verify,
+    DetectionExample, PrivacyReport, PrivacyRow, Rate, adaptive_attack, identify, verification_scores, verify,
 )
+
+#: Originals shown with their detections in the HTML view.
+EXAMPLES = 3
 from metrics.errors import MetricError
 
 IDENTITIES_FILE = "identities.json"
@@ -146,7 +149,26 @@ def privacy_attacks(pairs: Sequence[AttackPair], identities: Mapping[str, str], 
         if cache.can_embed:
             row = _with_reid(row, members, galleries[scope], identities, cache)
         rows.append(row)
-    return PrivacyReport(rows=rows, unavailable=dict(cache.unavailable))
+    examples = _examples(pairs, cache) if cache.can_detect else []
+    return PrivacyReport(rows=rows, examples=examples, unavailable=dict(cache.unavailable))
+
+
+def _faces(detections: torch.Tensor) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in face) for face in detections.tolist() if face[4] > 0)
+
+
+def _examples(pairs: Sequence[AttackPair], cache: _Cache) -> list[DetectionExample]:
+    """The first EXAMPLES originals (global scope) with every method's result and the boxes
+    (detections are cached: nothing is detected twice)."""
+    by_image: dict[str, list[AttackPair]] = {}
+    for pair in pairs:
+        if pair.scope == "global":
+            by_image.setdefault(pair.image, []).append(pair)
+    return [DetectionExample(label=image, original=str(members[0].original),
+                             original_faces=_faces(cache.detections(members[0].original)),
+                             anonymized=tuple((p.method, str(p.anonymized), _faces(cache.detections(p.anonymized)))
+                                              for p in members))
+            for image, members in list(by_image.items())[:EXAMPLES]]
 
 
 def _with_detection(row: PrivacyRow, members: Sequence[AttackPair], cache: _Cache) -> PrivacyRow:

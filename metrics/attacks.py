@@ -229,9 +229,22 @@ class PrivacyRow:
         return self.identification.rank_k(5) if self.identification else None
 
 
+@dataclass(frozen=True)
+class DetectionExample:
+    """One original and, per method, its anonymized image with the detector's face boxes
+    (x0, y0, x1, y1, confidence) on each, for the HTML view."""
+
+    label: str
+    original: str
+    original_faces: tuple[tuple[float, ...], ...]
+    #: (method, anonymized image, faces found on it)
+    anonymized: tuple[tuple[str, str, tuple[tuple[float, ...], ...]], ...]
+
+
 @dataclass
 class PrivacyReport:
     rows: list[PrivacyRow]
+    examples: list[DetectionExample] = field(default_factory=list)
     #: attack -> one line saying why it did not run (a missing or corrupt model file).
     unavailable: dict[str, str] = field(default_factory=dict)
 

@@ -14,9 +14,11 @@ from typing import Any
 
 from metrics.atomic import write_atomic
 from metrics.attacks import FARS, PrivacyReport, PrivacyRow, Rate
+from reports.html import Thumbnail, data_uri, environment
 from reports.tables import markdown_escape
 
-FILE_NAMES = {"markdown": "privacy.md", "json": "privacy.json", "roc": "privacy_roc.png"}
+FILE_NAMES = {"markdown": "privacy.md", "json": "privacy.json", "roc": "privacy_roc.png", "html": "privacy.html"}
+BOXED_SIZE = (160, 160)
 
 COLUMNS = (
     "MTCNN detection rate ↓", "rank-1 naive ↓", "rank-5 naive ↓", "rank-1 adaptive ↓",
@@ -107,10 +109,48 @@ def to_json(report: PrivacyReport) -> str:
     return json.dumps(document, indent=1, allow_nan=False) + "\n"
 
 
+def boxed_thumbnail(path: str | Path, faces: Any, colour: str) -> Thumbnail:
+    """A JPEG thumbnail with the face boxes drawn; an unreadable image is a note, not a failure."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return Thumbnail(src="", alt=path.name, error=f"{path.name}: not a readable image")
+    draw = ImageDraw.Draw(image)
+    width = max(1, round(max(image.size) / 96))
+    for face in faces:
+        draw.rectangle([face[0], face[1], face[2], face[3]], outline=colour, width=width)
+    image.thumbnail(BOXED_SIZE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return Thumbnail(src=data_uri(buffer.getvalue(), "image/jpeg"), alt=path.name)
+
+
+def to_html(report: PrivacyReport, roc_png: bytes | None = None, title: str = "Privacy attacks") -> str:
+    """A self-contained page: the table, its notes, the ROC and the detector's boxes per method."""
+    examples = []
+    for example in report.examples:
+        images = [{"image": boxed_thumbnail(example.original, example.original_faces, "#1a7f37"),
+                   "caption": "original"}]
+        images += [{"image": boxed_thumbnail(path, faces, "#cf222e"),
+                    "caption": f"{method}: {len(faces)} face(s) found"} for method, path, faces in example.anonymized]
+        examples.append({"label": example.label, "images": images})
+    return environment().get_template("privacy.html.j2").render(
+        title=title, header=["scope", "method", *COLUMNS],
+        rows=[[row.scope, row.method, *_cells(row)] for row in report.rows], notes=_notes(report),
+        roc=data_uri(roc_png, "image/png") if roc_png else "", examples=examples)
+
+
 def write_privacy(report: PrivacyReport, out_dir: Path, roc_png: bytes | None = None) -> dict[str, Path]:
     out_dir = Path(out_dir)
     written = {"markdown": write_atomic(out_dir / FILE_NAMES["markdown"], to_markdown(report)),
-               "json": write_atomic(out_dir / FILE_NAMES["json"], to_json(report))}
+               "json": write_atomic(out_dir / FILE_NAMES["json"], to_json(report)),
+               "html": write_atomic(out_dir / FILE_NAMES["html"], to_html(report, roc_png))}
     if roc_png is not None:
         written["roc"] = write_atomic(out_dir / FILE_NAMES["roc"], roc_png)
     return written

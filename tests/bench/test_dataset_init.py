@@ -71,3 +71,6 @@ def test_initialised_set_benchmarks_with_privacy_block(photos, capsys):
     assert rows[("mask", "global")]["detection_rate"]["value"] == 0
     assert rows[("mask", "global")]["chance_rank1"] == pytest.approx(1 / 2)
     assert (out / "photos-bench" / "privacy_roc.png").read_bytes().startswith(b"\x89PNG")
+    assert "#### Privacy attacks" in (out / "photos-bench" / "leaderboard.md").read_text()
+    page = (out / "photos-bench" / "privacy.html").read_text()
+    assert "What the detector sees" in page and page.count("data:image/jpeg;base64,") >= 2
