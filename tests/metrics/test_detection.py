@@ -58,6 +58,15 @@ def test_mtcnn_pair_values_are_batch_size_invariant(mtcnn):
     assert_batch_size_invariant(mtcnn, originals, anonymized, atol=1e-6)
 
 
+def test_mtcnn_convention_card_and_key(mtcnn):
+    card = mtcnn.card().to_dict()
+    assert card["higher_is_more_anonymous"] is False
+    assert card["details"]["thresholds"] == [0.6, 0.7, 0.7] and card["details"]["min_face_size"] == 20
+    assert [w["name"] for w in card["weights"]] == ["mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"]
+    assert all(w["status"] == "verified" for w in card["weights"])
+    assert MTCNNDetection(iou_threshold=0.3).key() != mtcnn.key()
+
+
 def test_unchanged_image_is_found_and_masked_face_is_not(mtcnn):
     original = load(FACES[0])
     assert mtcnn.score(original, original)[0] > 0.99
