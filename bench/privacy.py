@@ -2,7 +2,8 @@
 
 For every (method, scope) group of a benchmark's pairs:
 
-- detection rate: MTCNN finds the original's face (IoU >= 0.5) on the anonymized image, over
+- detection rate (MTCNN, and the LBP cascade as a second detector family): the detector finds
+  the original's face (IoU >= 0.5) on the anonymized image, over
   the pairs whose original has a detectable face, with a 95% Wilson interval; originals
   without a detectable face are counted on their own, never hidden;
 - the naive attacker: dlib embeddings of the anonymized images identified against a gallery
@@ -87,8 +88,10 @@ class _Cache:
         self.device = device
         self.unavailable: dict[str, str] = {}
         self._detector = self._build("detection (MTCNN)", self._mtcnn)
+        self._second = self._build("detection (LBP cascade)", self._lbp)
         self._embedder = self._build("re-identification (dlib)", self._dlib)
         self._detections: dict[Path, torch.Tensor] = {}
+        self._second_detections: dict[Path, torch.Tensor] = {}
         self._embeddings: dict[Path, np.ndarray] = {}
 
     def _build(self, attack: str, make):
@@ -102,6 +105,11 @@ class _Cache:
         from metrics.detection import MTCNNDetection
 
         return MTCNNDetection(device=self.device)
+
+    def _lbp(self):
+        from metrics.detection import LBPCascadeDetection
+
+        return LBPCascadeDetection(device=self.device)
 
     @staticmethod
     def _dlib():
@@ -117,11 +125,17 @@ class _Cache:
     def can_embed(self) -> bool:
         return self._embedder is not None
 
-    def detections(self, path: Path) -> torch.Tensor:
-        if path not in self._detections:
+    @property
+    def can_detect_second(self) -> bool:
+        return self._second is not None
+
+    def detections(self, path: Path, *, second: bool = False) -> torch.Tensor:
+        """MTCNN's detections of the image (the LBP cascade's with `second`)."""
+        detector, cached = (self._second, self._second_detections) if second else (self._detector, self._detections)
+        if path not in cached:
             pixels = torch.from_numpy(images.to_float(images.load_rgb(path))).permute(2, 0, 1)[None]
-            self._detections[path] = self._detector.features(pixels.to(self._detector.device))[0]
-        return self._detections[path]
+            cached[path] = detector.features(pixels.to(detector.device))[0]
+        return cached[path]
 
     def embedding(self, path: Path) -> np.ndarray:
         if path not in self._embeddings:
@@ -146,6 +160,8 @@ def privacy_attacks(pairs: Sequence[AttackPair], identities: Mapping[str, str], 
         row = PrivacyRow(method=method, scope=scope, n_pairs=len(members))
         if cache.can_detect:
             row = _with_detection(row, members, cache)
+        if cache.can_detect_second:
+            row = _replace(row, second_detection=_detection_rate(members, cache, second=True)[0])
         if cache.can_embed:
             row = _with_reid(row, members, galleries[scope], identities, cache)
         rows.append(row)
@@ -172,13 +188,18 @@ def _examples(pairs: Sequence[AttackPair], cache: _Cache) -> list[DetectionExamp
 
 
 def _with_detection(row: PrivacyRow, members: Sequence[AttackPair], cache: _Cache) -> PrivacyRow:
+    rate, without_face = _detection_rate(members, cache)
+    return _replace(row, detection=rate, originals_without_face=without_face)
+
+
+def _detection_rate(members: Sequence[AttackPair], cache: _Cache, *, second: bool = False) -> tuple[Rate, int]:
+    """(found / pairs whose original has a face, pairs whose original has none)."""
     from metrics.detection import match_confidence
 
-    values = [match_confidence(cache.detections(p.original).numpy(), cache.detections(p.anonymized).numpy())
-              for p in members]
+    values = [match_confidence(cache.detections(p.original, second=second).numpy(),
+                               cache.detections(p.anonymized, second=second).numpy()) for p in members]
     scored = [v for v in values if not math.isnan(v)]
-    return _replace(row, detection=Rate.of(sum(v > 0 for v in scored), len(scored)),
-                    originals_without_face=len(values) - len(scored))
+    return Rate.of(sum(v > 0 for v in scored), len(scored)), len(values) - len(scored)
 
 
 def _with_reid(row: PrivacyRow, members: Sequence[AttackPair], gallery: Mapping[str, Path],

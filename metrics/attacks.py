@@ -216,6 +216,8 @@ class PrivacyRow:
     n_pairs: int
     detection: Rate | None = None
     originals_without_face: int = 0
+    #: The second detector family's (LBP cascade) detection rate.
+    second_detection: Rate | None = None
     identification: Identification | None = None
     verification: Verification | None = None
     adaptive: AdaptiveAttack | None = None
@@ -254,6 +256,8 @@ class PrivacyReport:
             parts = [f"{row.method}/{row.scope}:"]
             if row.detection:
                 parts.append(f"detected {_rate(row.detection)}")
+            if row.second_detection:
+                parts.append(f"LBP detected {_rate(row.second_detection)}")
             if row.identification:
                 ident = row.identification
                 parts.append(f"rank-1 {_rate(row.rank1)} (chance {ident.chance(1):.2f}), "

@@ -69,6 +69,9 @@ def test_demo_set_identity_found_mask_hidden_mild_methods_between(tmp_path):
     assert identity.verification.tar_at_far[1e-2] > 0.9
     assert mask.detection.successes == 0 and mask.rank1.value <= mask.identification.chance(1)
     assert mask.identification.not_found == 8
+    # The second detector family agrees at the extremes (it misses the two camera originals).
+    assert identity.second_detection.successes == identity.second_detection.n >= 6
+    assert mask.second_detection.successes == 0
     for name in ("mild_blur", "mild_pixelate"):
         row = rows[name]
         assert 0 < row.detection.value < 1 and 0 < row.rank1.value < identity.rank1.value, name
