@@ -127,7 +127,7 @@ def _resolve(name: str) -> Any:
 
 class MTCNNDetection(_FaceDetection):
     name = "face_detection_mtcnn"
-    label = "MTCNN face found"
+    label = "MTCNN face confidence"
     version = "1"
     detector = "MTCNN (facenet-pytorch 2.6.0 port of Zhang et al. 2016)"
     # facenet-pytorch's defaults.
