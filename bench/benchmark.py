@@ -624,10 +624,11 @@ def run_from_cli(args: argparse.Namespace) -> int:
     options = evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2)
     result = run_benchmark(
         args.method,
-        dataset=args.dataset,
+        dataset=args.dataset if args.dataset == FIXTURES else Path(args.dataset).expanduser().resolve(),
         metrics=args.metrics,
         metric_options=options,
-        out=args.out or DEFAULT_RUNS / "bench",
+        # Resolved here, once: the pairs table stores paths relative to the resolved run folder.
+        out=(args.out or DEFAULT_RUNS / "bench").expanduser().resolve(),
         store_path=args.store or DEFAULT_STORE,
         device=args.device,
         batch_size=args.batch_size,

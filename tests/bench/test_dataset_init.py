@@ -61,8 +61,9 @@ def test_initialised_set_benchmarks_with_privacy_block(photos, capsys):
     assert main(["dataset", "init", "photos"]) == 0  # default --out: photos-bench beside it
     capsys.readouterr()
     out = photos / "runs"
-    code = main(["run", "--method", "mask", "--dataset", str(photos / "photos-bench"), "--metrics", "mse",
-                 "--privacy", "--no-progress", "--out", str(out), "--store", str(photos / "store.sqlite")])
+    # Relative paths, as a user types them from the working directory.
+    code = main(["run", "--method", "mask", "--dataset", "photos-bench", "--metrics", "mse",
+                 "--privacy", "--no-progress", "--out", "runs", "--store", "store.sqlite"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "#### Privacy attacks" in printed and "MTCNN detection rate ↓" in printed
