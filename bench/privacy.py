@@ -40,9 +40,13 @@ from metrics.attacks import (
 
 #: Originals shown with their detections in the HTML view.
 EXAMPLES = 3
+from metrics.atomic import write_atomic
 from metrics.errors import MetricError
+from metrics.hashing import file_sha256
 
 IDENTITIES_FILE = "identities.json"
+#: Detections and embeddings of a run's images, beside its outputs.
+CACHE_FILE = "privacy_features.npz"
 
 
 @dataclass(frozen=True)
@@ -82,40 +86,49 @@ def _layout_identity(key: str) -> str:
 
 # ----------------------------------------------------------------------------- computing
 class _Cache:
-    """Per image path: decoded pixels, MTCNN detections, dlib embedding; each made once."""
+    """Per image: MTCNN and LBP detections and the dlib embedding, each computed once.
 
-    def __init__(self, device: str) -> None:
+    Values are keyed by the adapter's cache key (name, version, options, weights sha256) and
+    the image's sha256, and persist in `path` (an .npz beside the run's outputs) when given:
+    a re-run of unchanged images detects and embeds nothing.
+    """
+
+    def __init__(self, device: str, path: Path | None = None) -> None:
         self.device = device
+        self.path = path
         self.unavailable: dict[str, str] = {}
-        self._detector = self._build("detection (MTCNN)", self._mtcnn)
-        self._second = self._build("detection (LBP cascade)", self._lbp)
-        self._embedder = self._build("re-identification (dlib)", self._dlib)
-        self._detections: dict[Path, torch.Tensor] = {}
-        self._second_detections: dict[Path, torch.Tensor] = {}
-        self._embeddings: dict[Path, np.ndarray] = {}
+        self._detector = self._build("detection (MTCNN)", "metrics.detection:MTCNNDetection")
+        self._second = self._build("detection (LBP cascade)", "metrics.detection:LBPCascadeDetection")
+        self._reid = self._build("re-identification (dlib)", "metrics.reid:DlibIdentityDistance")
+        self._values: dict[str, np.ndarray] = self._load()
+        self._loaded = len(self._values)
 
-    def _build(self, attack: str, make):
+    def _build(self, attack: str, target: str):
+        from metrics.registry import build_metric
+
         try:
-            return make()
+            return build_metric(target, device=self.device)
         except MetricError as exc:
             self.unavailable[attack] = str(exc)
             return None
 
-    def _mtcnn(self):
-        from metrics.detection import MTCNNDetection
+    def _load(self) -> dict[str, np.ndarray]:
+        if self.path is None or not self.path.is_file():
+            return {}
+        try:
+            with np.load(self.path, allow_pickle=False) as stored:
+                return {key: stored[key] for key in stored.files}
+        except (OSError, ValueError):
+            return {}  # an unreadable cache is recomputed, never trusted
 
-        return MTCNNDetection(device=self.device)
+    def save(self) -> None:
+        if self.path is None or len(self._values) == self._loaded:
+            return
+        import io
 
-    def _lbp(self):
-        from metrics.detection import LBPCascadeDetection
-
-        return LBPCascadeDetection(device=self.device)
-
-    @staticmethod
-    def _dlib():
-        from metrics.reid import DlibEmbedder
-
-        return DlibEmbedder()
+        buffer = io.BytesIO()
+        np.savez(buffer, **self._values)
+        write_atomic(self.path, buffer.getvalue())
 
     @property
     def can_detect(self) -> bool:
@@ -123,30 +136,37 @@ class _Cache:
 
     @property
     def can_embed(self) -> bool:
-        return self._embedder is not None
+        return self._reid is not None
 
     @property
     def can_detect_second(self) -> bool:
         return self._second is not None
 
+    def _features(self, metric, path: Path) -> np.ndarray:
+        key = f"{metric.key()}#{file_sha256(path)}"
+        if key not in self._values:
+            pixels = torch.from_numpy(images.to_float(images.load_rgb(path))).permute(2, 0, 1)[None]
+            self._values[key] = metric.features(pixels.to(metric.device))[0].numpy()
+        return self._values[key]
+
     def detections(self, path: Path, *, second: bool = False) -> torch.Tensor:
         """MTCNN's detections of the image (the LBP cascade's with `second`)."""
-        detector, cached = (self._second, self._second_detections) if second else (self._detector, self._detections)
-        if path not in cached:
-            pixels = torch.from_numpy(images.to_float(images.load_rgb(path))).permute(2, 0, 1)[None]
-            cached[path] = detector.features(pixels.to(detector.device))[0]
-        return cached[path]
+        return torch.from_numpy(self._features(self._second if second else self._detector, path))
 
     def embedding(self, path: Path) -> np.ndarray:
-        if path not in self._embeddings:
-            self._embeddings[path] = self._embedder.embed_images(images.load_rgb(path)[None])[0]
-        return self._embeddings[path]
+        return self._features(self._reid, path)
+
+    def conventions(self) -> dict[str, object]:
+        return {name: metric.card().to_dict() for name, metric in
+                (("detection", self._detector), ("detection_second", self._second), ("reid", self._reid))
+                if metric is not None}
 
 
-def privacy_attacks(pairs: Sequence[AttackPair], identities: Mapping[str, str], *, device: str = "cpu"
-                    ) -> PrivacyReport:
-    """One `PrivacyRow` per (method, scope), in the order the pairs first name them."""
-    cache = _Cache(device)
+def privacy_attacks(pairs: Sequence[AttackPair], identities: Mapping[str, str], *, device: str = "cpu",
+                    cache_path: Path | None = None) -> PrivacyReport:
+    """One `PrivacyRow` per (method, scope), global scope first; detections and embeddings are
+    kept in `cache_path` (an .npz) when given, and reused from it."""
+    cache = _Cache(device, cache_path)
     groups: dict[tuple[str, str], list[AttackPair]] = {}
     for pair in pairs:
         groups.setdefault((pair.method, pair.scope), []).append(pair)
@@ -166,7 +186,12 @@ def privacy_attacks(pairs: Sequence[AttackPair], identities: Mapping[str, str], 
             row = _with_reid(row, members, galleries[scope], identities, cache)
         rows.append(row)
     examples = _examples(pairs, cache) if cache.can_detect else []
-    return PrivacyReport(rows=rows, examples=examples, unavailable=dict(cache.unavailable))
+    cache.save()
+    conventions = {**cache.conventions(),
+                   "gallery": {scope: {"photos": len(gallery),
+                                       "identities": len({identities.get(key, key) for key in gallery})}
+                               for scope, gallery in galleries.items()}}
+    return PrivacyReport(rows=rows, examples=examples, unavailable=dict(cache.unavailable), conventions=conventions)
 
 
 def _faces(detections: torch.Tensor) -> tuple[tuple[float, ...], ...]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.stats import norm
@@ -249,6 +250,8 @@ class PrivacyReport:
     examples: list[DetectionExample] = field(default_factory=list)
     #: attack -> one line saying why it did not run (a missing or corrupt model file).
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: The convention cards of the detectors and the embedding, and the gallery sizes per scope.
+    conventions: dict[str, Any] = field(default_factory=dict)
 
     def summary_lines(self) -> list[str]:
         lines = [f"  {attack}: unavailable: {reason}" for attack, reason in self.unavailable.items()]

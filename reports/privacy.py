@@ -107,7 +107,8 @@ def to_json(report: PrivacyReport) -> str:
         })
     document = {"higher_is_more_anonymous": {"detection_rate": False, "detection_rate_lbp": False, "rank1": False, "rank5": False,
                                              "adaptive_rank1": False, "tar_at_far": False, "eer": True},
-                "rows": rows, "notes": _notes(report), "unavailable": report.unavailable}
+                "rows": rows, "notes": _notes(report), "unavailable": report.unavailable,
+                "conventions": report.conventions}
     return json.dumps(document, indent=1, allow_nan=False) + "\n"
 
 

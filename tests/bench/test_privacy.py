@@ -80,6 +80,28 @@ def test_demo_set_identity_found_mask_hidden_mild_methods_between(tmp_path):
     assert roc_plot(report).startswith(b"\x89PNG")
 
 
+def test_rerun_reuses_cached_features_and_records_conventions(tmp_path, monkeypatch):
+    face = "originals/lfw/astronaut_face.png"
+    pairs = [pair for pair in _demo_pairs(tmp_path, [face]) if pair.method in ("identity", "mask")]
+    cache = tmp_path / "privacy_features.npz"
+    first = privacy_attacks(pairs, {}, cache_path=cache)
+    assert cache.is_file()
+    conventions = first.conventions
+    assert conventions["gallery"]["global"] == {"photos": 1, "identities": 1}
+    assert conventions["reid"]["details"]["alignment"] == "dlib 5-point shape predictor"
+    assert conventions["detection"]["details"]["thresholds"] == [0.6, 0.7, 0.7]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached image was detected or embedded again")
+
+    from metrics.base import FeaturePairMetric
+
+    monkeypatch.setattr(FeaturePairMetric, "features", refuse)
+    again = privacy_attacks(pairs, {}, cache_path=cache)
+    assert [row.detection for row in again.rows] == [row.detection for row in first.rows]
+    assert [row.rank1 for row in again.rows] == [row.rank1 for row in first.rows]
+
+
 def test_missing_embedding_file_is_one_line_and_detection_still_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path / "empty"))
     key = weights.SPECS["dlib_shape_predictor_5"].offline
