@@ -73,6 +73,7 @@ from bench.setmetrics import (
 )
 from bench.store import ResultsStore
 from metrics.atomic import write_atomic
+from metrics.attacks import PrivacyReport
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256, remember_sha256
 from metrics.registry import metric_class
@@ -490,7 +491,7 @@ class BenchmarkResult:
     #: Metrics the user asked for by name (their unavailability makes the run incomplete).
     requested: list[str]
     #: The privacy attacks (`--privacy`), None when not asked for.
-    privacy: Any = None
+    privacy: PrivacyReport | None = None
 
     @property
     def complete(self) -> bool:
@@ -596,7 +597,7 @@ def run_benchmark(
 
 
 def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, device: str,
-             written: dict[str, Path]) -> Any:
+             written: dict[str, Path]) -> PrivacyReport:
     """Detection and re-identification attacks per method x scope, written beside the leaderboard."""
     from bench import privacy
     from reports.privacy import write_privacy

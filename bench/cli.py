@@ -198,7 +198,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "inception_dist, ssim)")
     p.add_argument("--privacy", action="store_true",
                    help="with --method: also run the privacy attacks (face detection, re-identification naive and "
-                        "adaptive) per method x scope; writes privacy.md, privacy.json, privacy_roc.png")
+                        "adaptive) per method x scope; writes privacy.md/.json/.html and privacy_roc.png, and adds "
+                        "the block to leaderboard.md")
     _add_evaluation_options(p)
     p.set_defaults(func=_cmd_run, distributed="driven")
 
