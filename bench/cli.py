@@ -236,6 +236,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sort", default=None, metavar="METRIC",
                    help="with --method: the leaderboard's sort metric (default: PerceptAnon, else lpips, "
                         "inception_dist, ssim)")
+    p.add_argument("--privacy", action="store_true",
+                   help="with --method: also run the privacy attacks (face detection, re-identification naive and "
+                        "adaptive) per method x scope; writes privacy.md/.json/.html and privacy_roc.png, and adds "
+                        "the block to leaderboard.md")
     _add_evaluation_options(p)
     p.set_defaults(func=_cmd_run, distributed="driven")
 
@@ -278,10 +282,15 @@ def _benchmark(args: argparse.Namespace) -> int:
         sort=args.sort,
         progress=not args.no_progress,
         command=_command_line(args),
+        privacy=args.privacy,
     )
     print("\n".join(result.summary_lines()))
     print()
     print(to_markdown_document(result.board))
+    if result.privacy is not None:
+        from reports.privacy import to_markdown as privacy_markdown
+
+        print(privacy_markdown(result.privacy))
     print(f"wrote {', '.join(str(path) for path in result.written.values())}")
     return 0 if result.complete else 1
 
@@ -552,6 +561,28 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- dataset
+def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dataset", help="make a benchmark set (images/, pii.json, masks/) from a folder of photos")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = actions.add_parser("init", help="detect faces (MTCNN) in every photo under FOLDER; a folder per person "
+                                           "gives identities.json")
+    init.add_argument("folder", type=Path, help="folder of photos (LFW's FOLDER/<person>/<photo> layout or flat)")
+    init.add_argument("--out", type=Path, default=None, help="the new set's folder (default: FOLDER-bench beside it)")
+    init.add_argument("--device", default="cpu", help="auto, cpu or cuda:N (default: cpu)")
+    p.set_defaults(func=_cmd_dataset)
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from bench.dataset_init import init_dataset
+
+    folder = args.folder.expanduser().resolve()
+    out = (args.out.expanduser() if args.out else folder.with_name(folder.name + "-bench")).resolve()
+    result = init_dataset(folder, out, device=args.device)
+    print("\n".join(result.summary_lines()))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -573,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_explain(sub)
     _add_leaderboard(sub)
+    _add_dataset(sub)
     return parser
 
 

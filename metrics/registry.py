@@ -24,6 +24,10 @@ BUILTIN_METRICS: dict[str, str] = {
     "kid": "metrics.fid:KID",
     "perceptanon_ha1": "metrics.perceptanon:PerceptAnonHA1Metric",
     "perceptanon_ha2": "metrics.perceptanon:PerceptAnonHA2Metric",
+    "face_detection_mtcnn": "metrics.detection:MTCNNDetection",
+    "face_detection_lbp": "metrics.detection:LBPCascadeDetection",
+    "face_found_mtcnn": "metrics.detection:MTCNNFaceFound",
+    "reid_dlib": "metrics.reid:DlibIdentityDistance",
 }
 
 # The paper's five traditional metrics, in its table order.
