@@ -467,8 +467,13 @@ def _metric_entry(outcome: MetricOutcome | SetMetricOutcome, level: str, min_sam
 
 
 def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table: PairsTable,
-            keys: Sequence[tuple[str, str]], scored: ScoreResult, set_scores: SetScores) -> dict[str, Any]:
-    """What the store keeps of this run, enough to rebuild its leaderboard later."""
+            keys: Sequence[tuple[str, str]], scored: ScoreResult, set_scores: SetScores,
+            attacks: PrivacyReport | None = None) -> dict[str, Any]:
+    """What the store keeps of this run, enough to rebuild its leaderboard (privacy block
+    included) later."""
+    from bench.privacy import record_entries
+
+    shared, per_method = record_entries(attacks) if attacks is not None else (None, {})
     frame = table.frame
     pair_failures: dict[str, list[str]] = {}
     row_position = {int(row): i for i, row in enumerate(frame["row"])}
@@ -493,6 +498,9 @@ def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table
             "failures": result.failures + pair_failures.get(result.method.name, []),
             "notes": result.notes,
         }
+        if shared is not None:
+            methods[result.method.name]["privacy"] = per_method.get(result.method.name, {"rows": {}, "notes": [],
+                                                                                        "faces": {}})
     metrics = {outcome.name: _metric_entry(outcome, "pair") for outcome in scored.metrics}
     metrics.update({outcome.name: _metric_entry(outcome, "set", outcome.min_samples) for outcome in set_scores.metrics})
     return {
@@ -502,6 +510,7 @@ def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table
         "methods": methods,
         "metrics": metrics,
         "provenance": scored.provenance,
+        **({"privacy": shared} if shared is not None else {}),
     }
 
 
@@ -614,31 +623,28 @@ def run_benchmark(
         set_scores = score_groups(_groups(benchmark_set.name, table, keys), [n for n in names if levels[n] == "set"],
                                   store=store, device=device, batch_size=batch_size, run_id=scored.run_id,
                                   metric_options=options, progress=progress)
-        record = _record(benchmark_set, outputs, table, keys, scored, set_scores)
+        attacks = _privacy(benchmark_set, table, out_root, device) if privacy else None
+        record = _record(benchmark_set, outputs, table, keys, scored, set_scores, attacks)
         store.record_benchmark(scored.run_id, benchmark_set.name, benchmark_set.sha256, record)
         board = build_leaderboard(store, record, n_boot=n_boot, seed=seed, sort=sort)
     board = replace(board, notes=(RUN_BOARD_NOTE.format(dataset=benchmark_set.name), *board.notes))
     write_outputs(scored, out_root)
     written = write_leaderboard(board, out_root)
     requested = metric_names(metrics, options) if metrics else list(options)
-    attacks = _privacy(benchmark_set, table, out_root, device, written) if privacy else None
+    if attacks is not None:  # the full detail (rank-5, EER, ROC) beside the leaderboard's privacy block
+        from bench.privacy import roc_plot
+        from reports.privacy import write_privacy
+
+        written.update({f"privacy_{kind}": path for kind, path in
+                        write_privacy(attacks, out_root, roc_plot(attacks)).items()})
     return BenchmarkResult(benchmark_set, outputs, scored, set_scores, board, written, requested, attacks)
 
 
-def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, device: str,
-             written: dict[str, Path]) -> PrivacyReport:
-    """Detection and re-identification attacks per method x scope, written beside the leaderboard."""
+def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, device: str) -> PrivacyReport:
+    """Detection and re-identification attacks per method x scope (an attack whose package or
+    model file is missing is listed in the report as not run, with its reason)."""
     from bench import privacy
-    from reports.privacy import write_privacy
 
     identities = privacy.load_identities(benchmark_set.folder, [original.key for original in benchmark_set.originals])
-    report = privacy.privacy_attacks(privacy.pairs_from_table(table.frame), identities, device=device,
-                                     cache_path=out_root / privacy.CACHE_FILE)
-    written.update({f"privacy_{kind}": path for kind, path in
-                    write_privacy(report, out_root, privacy.roc_plot(report)).items()})
-    if "markdown" in written:  # the privacy block beside the perceptual one
-        from reports.privacy import to_markdown as privacy_markdown
-
-        board = written["markdown"]
-        write_atomic(board, board.read_text(encoding="utf-8") + "\n" + privacy_markdown(report))
-    return report
+    return privacy.privacy_attacks(privacy.pairs_from_table(table.frame), identities, device=device,
+                                   cache_path=out_root / privacy.CACHE_FILE)

@@ -36,6 +36,7 @@ from reports.leaderboard import (
     Example,
     Failure,
     Leaderboard,
+    PrivacyBlock,
     sort_rows,
     write_leaderboard,
 )
@@ -61,7 +62,13 @@ def merge_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for name, info in record["metrics"].items():
             if info["status"] == "ok" or metrics.get(name, {}).get("status") != "ok":
                 metrics[name] = info
-    return {**records[-1], "methods": methods, "metrics": metrics}
+    merged = {**records[-1], "methods": methods, "metrics": metrics}
+    # The attacks' shared part (notes, unavailable attacks, the originals' faces) is the same
+    # for every method of a set: the latest run that ran them has it.
+    privacy = next((record["privacy"] for record in reversed(records) if "privacy" in record), None)
+    if privacy is not None:
+        merged["privacy"] = privacy
+    return merged
 
 
 # ----------------------------------------------------------------------------- cells
@@ -89,7 +96,19 @@ def _metric_info(name: str, info: Mapping[str, Any]) -> MetricInfo:
     marked = status in ("unverified", "stand-in")
     return MetricInfo(name=name, label=info.get("label") or name,
                       higher_is_more_anonymous=bool(info["higher_is_more_anonymous"]), verified=not marked,
-                      weights_note=f"{status} weights" if marked else "", weights_status=status)
+                      weights_note=f"{status} weights" if marked else "", weights_status=status,
+                      infinite_means=_infinite_means(name))
+
+
+def _infinite_means(name: str) -> str:
+    """The metric class's meaning of an infinite value (a plugin no longer importable: generic)."""
+    from metrics.errors import MetricError
+    from metrics.registry import metric_class
+
+    try:
+        return metric_class(name).infinite_means
+    except MetricError:
+        return MetricInfo.infinite_means
 
 
 def _pair_entries(store: ResultsStore, metric: Mapping[str, Any], pairs: Sequence[Sequence[Any]], *,
@@ -161,7 +180,60 @@ def build_leaderboard(
         convention=str(record.get("provenance", {}).get("convention") or "default"),
         examples=tuple(_examples(record, ordered, examples)),
         provenance=_provenance(record),
+        privacy=_privacy_block(record, ordered),
     )
+
+
+NOT_RUN_FOR_METHOD = ("privacy attacks not run for this method (its run had --no-privacy, or predates them); "
+                      "re-run `bench run --method {method}`")
+DETAIL_NOTE = ("Rank-5, EER and the verification ROC of each run: privacy.md, privacy.json, privacy.html and "
+               "privacy_roc.png in the run folder of `bench run --method`.")
+
+
+def _privacy_block(record: Mapping[str, Any], rows: Sequence[BoardRow]) -> PrivacyBlock | None:
+    """The privacy block from the record (None when no method's run had the attacks); a
+    column every row lacks because its attack did not run is left out (its reason is a note)."""
+    from metrics.attacks import ATTACK_COLUMNS
+
+    shared = record.get("privacy")
+    if shared is None:
+        return None
+    block_rows = []
+    for row in rows:
+        stored = record["methods"][row.method].get("privacy")
+        entries = {}
+        for column in ATTACK_COLUMNS:
+            if stored is None:
+                entries[column.name] = Entry(note=NOT_RUN_FOR_METHOD.format(method=row.method), level="privacy")
+                continue
+            cell = stored.get("rows", {}).get(row.scope, {}).get(column.name, {"reason": "no pairs"})
+            entries[column.name] = _rate_entry(cell)
+        block_rows.append(BoardRow(method=row.method, scope=row.scope, entries=entries))
+    kept = [column for column in ATTACK_COLUMNS
+            if any(r.entries[column.name].note != "not run" for r in block_rows)]
+    columns = tuple(MetricInfo(name=column.name, label=column.label,
+                               higher_is_more_anonymous=column.higher_is_more_anonymous, verified=True,
+                               weights_status="verified") for column in kept)
+    notes = [*shared.get("notes", []), DETAIL_NOTE]
+    for method, entry in record["methods"].items():
+        notes += (entry.get("privacy") or {}).get("notes", [])
+    not_computed = [NotComputed(name=attack, label=attack, reason=reason)
+                    for attack, reason in shared.get("unavailable", {}).items()]
+    return PrivacyBlock(columns=columns,
+                        rows=tuple(BoardRow(r.method, r.scope, {c.name: r.entries[c.name] for c in columns})
+                                   for r in block_rows),
+                        notes=tuple(notes), not_computed=tuple(not_computed))
+
+
+def _rate_entry(cell: Mapping[str, Any]) -> Entry:
+    """A stored Rate (successes, n, value, ci_low, ci_high) or {"reason": ...} as a cell."""
+    if "reason" in cell:
+        return Entry(note=str(cell["reason"]), level="privacy")
+    value = cell.get("value")
+    return Entry(value=math.nan if value is None else float(value),
+                 ci_low=math.nan if cell.get("ci_low") is None else float(cell["ci_low"]),
+                 ci_high=math.nan if cell.get("ci_high") is None else float(cell["ci_high"]),
+                 n=int(cell.get("n", 0)), note="" if cell.get("n") else "no pairs", level="privacy")
 
 
 def _row_entries(store: ResultsStore, metrics: Mapping[str, Any], dataset: str, method: str, scope: str,
@@ -214,11 +286,22 @@ def _examples(record: Mapping[str, Any], rows: Sequence[BoardRow], count: int) -
             if pair[SCOPE] == "global":
                 originals.setdefault(pair[IMAGE], _pair_path(base, pair[ORIGINAL_PATH]))
                 results.setdefault(pair[IMAGE], {})[method] = _pair_path(base, pair[ANONYMIZED_PATH])
+    shared = record.get("privacy")
+    original_faces = shared.get("original_faces", {}) if shared else {}
+    method_faces = {method: (entry.get("privacy") or {}).get("faces", {})
+                    for method, entry in record["methods"].items()}
     return [
         Example(label=image, original=path,
-                anonymized=tuple((method, results[image].get(method)) for method in methods))
+                anonymized=tuple((method, results[image].get(method)) for method in methods),
+                original_faces=_boxes(original_faces.get(image)),
+                faces={method: _boxes(method_faces[method][image]) for method in methods
+                       if image in method_faces.get(method, {})})
         for image, path in list(originals.items())[:count]
     ]
+
+
+def _boxes(faces: Sequence[Sequence[float]] | None) -> tuple[tuple[float, ...], ...] | None:
+    return None if faces is None else tuple(tuple(float(v) for v in face) for face in faces)
 
 
 def _pair_path(base: str | None, path: str) -> Path:

@@ -118,6 +118,8 @@ class Metric:
     level: ClassVar[str]
     # HA1-style metrics judge the anonymized image alone.
     needs_original: ClassVar[bool] = True
+    # What an infinite value means, for the tables' footnote on the pairs left out of a mean.
+    infinite_means: ClassVar[str] = "infinite value"
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = resolve_device(device)

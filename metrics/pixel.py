@@ -39,6 +39,7 @@ class PSNR(PairMetric):
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = False
     data_range: ClassVar[float] = 1.0
+    infinite_means: ClassVar[str] = "identical images: PSNR = +inf"
 
     def conventions(self) -> dict[str, Any]:
         return {

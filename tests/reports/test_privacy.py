@@ -52,6 +52,6 @@ def test_json_is_strict_and_oriented(tmp_path):
 def test_html_escapes_names_and_shows_boxes(tmp_path):
     page = to_html(_report(tmp_path), roc_png=b"\x89PNG fake")
     assert "<script>mine" not in page and "&lt;script&gt;mine" in page and "&lt;b&gt;x" in page
-    assert page.count("data:image/jpeg;base64,") == 2 and "gone.png: not a readable image" in page
+    assert page.count("data:image/jpeg;base64,") == 2 and "gone.png: file not found" in page
     written = write_privacy(_report(tmp_path), tmp_path / "out", b"\x89PNG fake")
     assert sorted(written) == ["html", "json", "markdown", "roc"]
