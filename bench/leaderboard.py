@@ -58,7 +58,13 @@ def merge_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     methods: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
     for record in records:
-        methods.update(record["methods"])
+        for name, entry in record["methods"].items():
+            previous = methods.get(name)
+            # A run without the attacks keeps an older run's results for the very same images.
+            if ("privacy" not in entry and previous is not None and "privacy" in previous
+                    and previous.get("pairs") == entry.get("pairs")):
+                entry = {**entry, "privacy": previous["privacy"]}
+            methods[name] = entry
         for name, info in record["metrics"].items():
             if info["status"] == "ok" or metrics.get(name, {}).get("status") != "ok":
                 metrics[name] = info
@@ -198,9 +204,11 @@ def _privacy_block(record: Mapping[str, Any], rows: Sequence[BoardRow]) -> Priva
     shared = record.get("privacy")
     if shared is None:
         return None
-    block_rows = []
+    block_rows, ran = [], []
     for row in rows:
         stored = record["methods"][row.method].get("privacy")
+        if stored is not None:
+            ran.append(len(block_rows))
         entries = {}
         for column in ATTACK_COLUMNS:
             if stored is None:
@@ -210,7 +218,7 @@ def _privacy_block(record: Mapping[str, Any], rows: Sequence[BoardRow]) -> Priva
             entries[column.name] = _rate_entry(cell)
         block_rows.append(BoardRow(method=row.method, scope=row.scope, entries=entries))
     kept = [column for column in ATTACK_COLUMNS
-            if any(r.entries[column.name].note != "not run" for r in block_rows)]
+            if any(block_rows[i].entries[column.name].note != "not run" for i in ran)]
     columns = tuple(MetricInfo(name=column.name, label=column.label,
                                higher_is_more_anonymous=column.higher_is_more_anonymous, verified=True,
                                weights_status="verified") for column in kept)
