@@ -98,7 +98,7 @@ def thumbnail(path: Path, size: tuple[int, int] = THUMBNAIL_SIZE, *, boxes: Any 
             from PIL import ImageDraw
 
             draw = ImageDraw.Draw(small)
-            width = max(1, round(max(small.size) / max(size)))
+            width = max(2, round(2 * max(small.size) / max(size)))  # about 2 px once thumbnailed
             for box in boxes:
                 draw.rectangle([box[0], box[1], box[2], box[3]], outline=colour, width=width)
         small.thumbnail(size)
