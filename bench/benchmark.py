@@ -646,5 +646,5 @@ def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, dev
     from bench import privacy
 
     identities = privacy.load_identities(benchmark_set.folder, [original.key for original in benchmark_set.originals])
-    return privacy.privacy_attacks(privacy.pairs_from_table(table.frame), identities, device=device,
+    return privacy.privacy_attacks(privacy.pairs_from_table(table.frame, table.root), identities, device=device,
                                    cache_path=out_root / privacy.CACHE_FILE)

@@ -313,7 +313,7 @@ def privacy_table(board: Leaderboard) -> Table | None:
             cells=tuple(_cell(row.entries.get(info.name), PRIVACY_DECIMALS, best.get((row.scope, info.name)),
                               footnotes, info.infinite_means) for info in block.columns))
         for row in block.rows
-    )
+    ) if block.columns else ()  # no attack ran: the notes say why
     return Table(
         key=f"privacy-{_slug(board.dataset)}",
         title=f"Privacy attacks: {board.dataset}",
