@@ -52,6 +52,8 @@ class SetMetricOutcome(MetricOutcome):
     """What happened to one requested set metric: a pair metric's outcome plus its minimum group."""
 
     min_samples: int = 0
+    #: The metric's value-changing options (`Metric.config`, e.g. KID's subsets).
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +63,8 @@ class SetScores:
     values: dict[tuple[str, str], float] = field(default_factory=dict)
     #: (metric name, group key) -> why there is no value.
     notes: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (metric name, group key, companion) -> a statistic beside the value (KID's "std").
+    companions: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
     def summary_lines(self) -> list[str]:
         lines = []
@@ -78,6 +82,11 @@ class SetScores:
 def group_key(dataset: str, method: str, scope: str) -> str:
     """The store's name of a benchmark group; its members are stored beside it."""
     return f"benchmark/{dataset}/{method}/{scope}"
+
+
+def companion_key(metric_key: str, companion: str) -> str:
+    """The store's metric key of a statistic stored beside a set metric's value."""
+    return f"{metric_key}/{companion}"
 
 
 def too_few_note(n: int, min_samples: int) -> str:
@@ -137,7 +146,8 @@ def _build(names: Sequence[str], device: torch.device,
             continue
         outcome = SetMetricOutcome(name=name, status="ok", label=metric.display_label,
                                    higher_is_more_anonymous=metric.higher_is_more_anonymous, key=metric.key(),
-                                   weights_status=weights_status(metric), min_samples=metric.min_samples)
+                                   weights_status=weights_status(metric), min_samples=metric.min_samples,
+                                   config=metric.config())
         built.append(_Active(outcome, metric))
     return built
 
@@ -148,9 +158,13 @@ def _reuse_or_queue(item: _Active, name: str, members: Sequence[GroupMember], st
     if len(members) < outcome.min_samples:
         scores.notes[(outcome.name, name)] = too_few_note(len(members), outcome.min_samples)
         return
-    stored = store.lookup_set_score(outcome.key, name, [m.key for m in members])
-    if stored is not None:
+    keys = [m.key for m in members]
+    stored = store.lookup_set_score(outcome.key, name, keys)
+    companions = {companion: store.lookup_set_score(companion_key(outcome.key, companion), name, keys)
+                  for companion in item.metric.companions}
+    if stored is not None and None not in companions.values():
         scores.values[(outcome.name, name)] = stored
+        scores.companions.update({(outcome.name, name, companion): value for companion, value in companions.items()})
         outcome.reused += 1
         return
     pending.setdefault(name, []).append(item)
@@ -188,8 +202,13 @@ def _finish(item: _Active, name: str, members: Sequence[GroupMember], *, store: 
     if value is None:
         return
     value = float(value)
-    store.write_set_score(item.outcome.key, name, [m.key for m in members], value, run_id=run_id)
+    keys = [m.key for m in members]
+    store.write_set_score(item.outcome.key, name, keys, value, run_id=run_id)
     scores.values[(item.outcome.name, name)] = value
+    for companion, companion_value in item.metric.companion_values().items():
+        store.write_set_score(companion_key(item.outcome.key, companion), name, keys, float(companion_value),
+                              run_id=run_id)
+        scores.companions[(item.outcome.name, name, companion)] = float(companion_value)
     item.outcome.computed += 1
 
 

@@ -221,6 +221,8 @@ class SetMetric(Metric):
     level: ClassVar[str] = "set"
     # Fewer samples than this give a meaningless value; compute() refuses them.
     min_samples: ClassVar[int] = 2
+    # Names of the statistics `companion_values` gives beside the value (KID: "std").
+    companions: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)
@@ -234,6 +236,11 @@ class SetMetric(Metric):
 
     def compute(self) -> float:
         raise NotImplementedError
+
+    def companion_values(self) -> dict[str, float]:
+        """Statistics the last `compute` left beside its value, named as in `companions`
+        (KID: its std over subsets); stored and reused with the value."""
+        return {}
 
 
 _LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "scikit-image", "lpips", "pytorch-fid", "torchmetrics")

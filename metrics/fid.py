@@ -280,6 +280,8 @@ class KID(_InceptionSetMetric):
     # The unbiased estimator divides by m (m - 1).
     min_samples: ClassVar[int] = 2
     min_samples_reason: ClassVar[str] = "the unbiased MMD estimator needs two samples per set"
+    # torch-fidelity and torchmetrics report KID as mean and std over subsets.
+    companions: ClassVar[tuple[str, ...]] = ("std",)
 
     def __init__(self, device: str | torch.device = "cpu", *, subsets: int = 100, subset_size: int = 1000,
                  seed: int = 0) -> None:
@@ -299,6 +301,10 @@ class KID(_InceptionSetMetric):
                 "subset_size_used": "min(subset_size, group size); one evaluation when that is the whole group",
                 "row_order": "features sorted lexicographically before subsets are drawn"}
 
+    def reset(self) -> None:
+        super().reset()
+        self._std = float("nan")
+
     def partial_state(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The (original, anonymized) feature batches this instance holds: fed or merged."""
         return list(self._original_features), list(self._anonymized_features)
@@ -314,6 +320,11 @@ class KID(_InceptionSetMetric):
         # Subsets are drawn by row position: in a canonical row order the value depends neither
         # on the batching nor on how many processes fed the group.
         original, anonymized = (features[np.lexsort(features.T[::-1])] for features in self._group_features())
-        mean, _ = functional.kid(original, anonymized, subsets=self.subsets, subset_size=self.subset_size,
-                                 rng=np.random.default_rng(self.seed))
+        mean, self._std = functional.kid(original, anonymized, subsets=self.subsets, subset_size=self.subset_size,
+                                         rng=np.random.default_rng(self.seed))
         return mean
+
+    def companion_values(self) -> dict[str, float]:
+        """The population std of the subsets' MMDs of the last `compute` (0 when one subset is
+        the whole group)."""
+        return {"std": self._std}
