@@ -169,6 +169,27 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0 if report.complete else 1
 
 
+# --------------------------------------------------------------------------- metrics
+def _add_metrics(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("metrics", help="every registered metric: level, direction, range, weights and their "
+                                       "status here, convention")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
+    p.set_defaults(func=_cmd_metrics)
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+
+    from metrics import catalog
+
+    facts = catalog.all_metric_facts()
+    if args.json:
+        print(json.dumps([fact.to_json() for fact in facts], indent=2))
+    else:
+        print("\n".join(catalog.table_lines(facts)))
+    return 0
+
+
 # --------------------------------------------------------------------------- weights
 def _add_weights(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("weights", help="list, download, verify or import pretrained weight files")
@@ -486,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     _add_splits(sub)
     _add_score(sub)
+    _add_metrics(sub)
     _add_weights(sub)
     _add_perf(sub)
     _add_train(sub)

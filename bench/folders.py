@@ -257,7 +257,7 @@ def _pair_summaries(result: runner.ScoreResult, *, n_boot: int, seed: int) -> li
     for outcome in result.metrics:
         values = result.scores.loc[result.scores["metric"] == outcome.name, "value"].to_numpy()
         common = dict(name=outcome.name, label=outcome.label or outcome.name,
-                      higher_is_more_anonymous=outcome.higher_is_more_anonymous, status=outcome.status,
+                      higher_is_more_anonymous=_direction_of(outcome), status=outcome.status,
                       reason=outcome.reason, weights_status=outcome.weights_status)
         if outcome.status != "ok":
             summaries.append(PairMetricSummary(**common, n_missing=len(result.pairs)))
@@ -276,12 +276,26 @@ def _set_summaries(set_scores: SetScores, n_pairs: int) -> list[SetMetricSummary
                       if (name, group) == key}
         summaries.append(SetMetricSummary(
             name=outcome.name, label=outcome.label or outcome.name,
-            higher_is_more_anonymous=outcome.higher_is_more_anonymous, status=outcome.status,
+            higher_is_more_anonymous=_direction_of(outcome), status=outcome.status,
             reason=outcome.reason, weights_status=outcome.weights_status,
             value=set_scores.values.get(key, math.nan), companions=companions, n=n_pairs,
             note=set_scores.notes.get(key, ""), config=dict(outcome.config),
         ))
     return summaries
+
+
+def summary_json(summary: PairMetricSummary | SetMetricSummary) -> dict[str, Any]:
+    """A summary as JSON-ready values (+inf/-inf as "inf"/"-inf", NaN as None: one rule, the runner's)."""
+    encoded = {key: runner._json_value(value) for key, value in vars(summary).items()}
+    if isinstance(summary, SetMetricSummary):
+        encoded["companions"] = {key: runner._json_value(value) for key, value in summary.companions.items()}
+        encoded["config"] = dict(summary.config)
+    return encoded
+
+
+def ci_statement(n_boot: int, seed: int) -> str:
+    return (f"95% CI: percentile bootstrap over pairs, {n_boot} resamples, seed {seed}; "
+            "mean, median and CI over finite values, +inf/-inf pairs counted apart")
 
 
 # ----------------------------------------------------------------------------- the report
@@ -306,13 +320,11 @@ class ScoreReport:
 
     @property
     def ci_statement(self) -> str:
-        return (f"95% CI: percentile bootstrap over pairs, {self.n_boot} resamples, seed {self.seed}; "
-                "mean, median and CI over finite values, +inf/-inf pairs counted apart")
+        return ci_statement(self.n_boot, self.seed)
 
     def to_json(self) -> dict[str, Any]:
         """One JSON-ready object (+inf/-inf as "inf"/"-inf", NaN as null, as in scores.json)."""
         scored = self.result.to_json()
-        encode = runner._json_value
         return {
             "folders": self.pairing.to_json() if self.pairing else None,
             "annotations": None if self.pairing else self.result.provenance.get("annotations"),
@@ -320,13 +332,8 @@ class ScoreReport:
             "complete": self.complete,
             "ci": self.ci_statement,
             "value_encoding": scored["value_encoding"],
-            "metrics": {s.name: {key: encode(value) for key, value in vars(s).items()}
-                        for s in self.pair_summaries},
-            "set_metrics": {s.name: {**{key: encode(value) for key, value in vars(s).items()
-                                       if key not in ("companions", "config")},
-                                    "companions": {k: encode(v) for k, v in s.companions.items()},
-                                    "config": dict(s.config)}
-                            for s in self.set_summaries},
+            "metrics": {s.name: summary_json(s) for s in self.pair_summaries},
+            "set_metrics": {s.name: summary_json(s) for s in self.set_summaries},
             "failures": [vars(failure) for failure in self.result.failures],
             "notes": self.result.notes,
             "files": {name: str(path) for name, path in self.files.items()},
@@ -377,6 +384,16 @@ class ScoreReport:
             lines += [f"  line {f.row}{f' ({f.metric})' if f.metric else ''}: {f.reason}"
                       for f in self.result.failures[:LISTED_FILES]]
         return lines
+
+
+def _direction_of(outcome: runner.MetricOutcome) -> bool | None:
+    """The outcome's direction; from the class when the metric could not be built."""
+    if outcome.higher_is_more_anonymous is not None:
+        return outcome.higher_is_more_anonymous
+    try:
+        return metric_class(outcome.name).higher_is_more_anonymous
+    except MetricError:
+        return None
 
 
 def _direction(higher_is_more_anonymous: bool | None) -> str:

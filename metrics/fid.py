@@ -131,6 +131,10 @@ class InceptionDistance(FeaturePairMetric):
     label: ClassVar[str] = "Inception dist."
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
+    value_range: ClassVar[str] = "[0, +inf); 0 for identical images"
+    weights_needed: ClassVar[tuple[str, ...]] = (WEIGHTS_NAME,)
+    convention: ClassVar[str] = ("squared L2 distance of pytorch-fid TF-Inception pool3 features (2048-d, bilinear "
+                                 "resize to 299): FID's mean term for one pair")
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)
@@ -181,6 +185,7 @@ class _InceptionSetMetric(SetMetric):
     """Accumulates pool3 features of a group's originals and anonymized images."""
 
     higher_is_more_anonymous: ClassVar[bool] = True
+    weights_needed: ClassVar[tuple[str, ...]] = (WEIGHTS_NAME,)
     # Why min_samples is what it is, for the error message.
     min_samples_reason: ClassVar[str]
 
@@ -230,6 +235,9 @@ class FID(_InceptionSetMetric):
     # n - 1 of 2048, so at very small n the trace term is mostly sampling noise and FID is
     # strongly biased upwards. 10 is a floor, not a guarantee: compare equal-size groups.
     min_samples: ClassVar[int] = 10
+    value_range: ClassVar[str] = "[0, +inf); 0 for identical sets"
+    convention: ClassVar[str] = ("Frechet distance of TF-Inception pool3 features, originals vs anonymized, "
+                                 "ddof 1, scipy sqrtm (pytorch-fid); needs at least 10 pairs")
     min_samples_reason: ClassVar[str] = ("fewer samples make the 2048 x 2048 covariance almost entirely noise; "
                                          "FID is biased at small n, so compare groups of equal size")
 
@@ -282,6 +290,9 @@ class KID(_InceptionSetMetric):
     min_samples_reason: ClassVar[str] = "the unbiased MMD estimator needs two samples per set"
     # torch-fidelity and torchmetrics report KID as mean and std over subsets.
     companions: ClassVar[tuple[str, ...]] = ("std",)
+    value_range: ClassVar[str] = "unbiased, so slightly below 0 is possible; about 0 for equal sets"
+    convention: ClassVar[str] = ("unbiased MMD^2, kernel (x.y / 2048 + 1)^3 on TF-Inception pool3 features; mean "
+                                 "and std over 100 subsets of min(1000, n) pairs (torch-fidelity, torchmetrics)")
 
     def __init__(self, device: str | torch.device = "cpu", *, subsets: int = 100, subset_size: int = 1000,
                  seed: int = 0) -> None:
