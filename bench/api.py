@@ -41,7 +41,8 @@ from bench import dataset, folders, runner
 from bench.store import weights_status
 from metrics.base import SetMetric
 from metrics.errors import MetricError
-from metrics.registry import PAPER_METRICS, build_metric, metric_class, parse_metric_list
+from metrics.catalog import metric_facts
+from metrics.registry import PAPER_METRICS, build_metric, parse_metric_list
 
 PathLike = str | os.PathLike[str]
 
@@ -161,7 +162,7 @@ def score_tensors(
         try:
             metric = build_metric(name, device=device, **dict((metric_options or {}).get(name, {})))
         except MetricError as exc:
-            direction = getattr(metric_class(name), "higher_is_more_anonymous", None) if ":" not in name else None
+            direction = metric_facts(name).higher_is_more_anonymous
             pair_summaries.append(folders.PairMetricSummary(name=name, label=name, higher_is_more_anonymous=direction,
                                                             status="unavailable", reason=str(exc), n_missing=count))
             continue
