@@ -110,8 +110,9 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size-policy", choices=("error", "resize"), default="error",
                    help="when original and anonymized sizes differ (default: error)")
     p.add_argument("--out", type=Path, default=None,
-                   help="folder for scores.csv / scores.json / summary.json (default: runs/score-<ANONYMIZED folder "
-                        "name or annotation file stem>)")
+                   help="folder for scores.csv / scores.json / summary.json (default: runs/score-<ANONYMIZED's path "
+                        "under the two folders' common parent, with - for />, e.g. runs/score-anonymized-blur-global; "
+                        "with --annotations: runs/score-<file stem>)")
     p.add_argument("--store", type=Path, default=None, help="results store (default: <out>/results.sqlite)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the summary's 95%% CIs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -145,7 +146,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             raise BenchError("--root, --columns and --allow-outside-root belong to --annotations; "
                              "leave them out with two folders")
         originals, anonymized = (path.expanduser().resolve() for path in folder_args)
-        out = (args.out or Path("runs") / f"score-{anonymized.name}").expanduser().resolve()
+        out = (args.out or Path("runs") / folders.default_out_name(originals, anonymized)).expanduser().resolve()
         metric_names = parse_metric_list(args.metrics, folders.DEFAULT_FOLDER_METRICS)
         report = folders.score_folders(originals, anonymized, metric_names, out=out, store_path=store, **options)
     else:

@@ -168,6 +168,14 @@ def pair_folders(originals: Path, anonymized: Path) -> FolderPairing:
     return pairing
 
 
+def default_out_name(originals: Path, anonymized: Path) -> str:
+    """``score-<the anonymized folder's path under the two folders' common parent>``, e.g.
+    score-anonymized-blur-global: distinct for the method folders of one set."""
+    base = _base(originals, anonymized)
+    relative = anonymized.relative_to(base).as_posix() if anonymized != base else anonymized.name
+    return "score-" + (relative.replace("/", "-") or "folder")
+
+
 def _base(originals: Path, anonymized: Path) -> Path:
     """The folders' common parent: pair paths are stored relative to it."""
     try:
@@ -370,9 +378,7 @@ class ScoreReport:
                              f"{s.status}: {s.reason}" if s.status != "ok" else s.note))
                 continue
             value = _number(s.value) + "".join(f" ({k} {_number(v)})" for k, v in s.companions.items())
-            note = "originals vs anonymized images, one group"
-            if s.companions:
-                note += f"; std over subsets ({', '.join(f'{k} {v}' for k, v in s.config.items())})"
+            note = "all originals vs all anonymized images" + ("; std over subsets" if "std" in s.companions else "")
             rows.append((name, _direction(s.higher_is_more_anonymous), value, "", "", str(s.n), note))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
         lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
