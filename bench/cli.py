@@ -161,7 +161,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         out = (args.out or Path("runs") / f"score-{annotations.stem}").expanduser().resolve()
         report = folders.score_table(table, parse_metric_list(args.metrics), out=out, store_path=store, **options)
     human = sys.stderr if args.json else sys.stdout
-    print("\n".join(report.result.summary_lines()), file=human)
+    print("\n".join(report.summary_lines()), file=human)
     print("\n".join(report.table_lines()), file=human)
     print(f"wrote {', '.join(str(path) for path in report.files.values())}; results store "
           f"{report.result.store_path}", file=human)

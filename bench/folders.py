@@ -318,6 +318,8 @@ class ScoreReport:
     pairing: FolderPairing | None
     n_boot: int
     seed: int
+    #: What the set metrics computed or reused (empty for an annotation table).
+    set_scores: SetScores = field(default_factory=lambda: SetScores(metrics=[]))
     #: Files written: scores.csv, scores.json, summary.json (and pairs.csv for folders).
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -329,6 +331,13 @@ class ScoreReport:
     @property
     def ci_statement(self) -> str:
         return ci_statement(self.n_boot, self.seed)
+
+    def summary_lines(self) -> list[str]:
+        """What was computed and what was reused from the store, per metric."""
+        lines = self.result.summary_lines()
+        if self.set_scores.metrics:
+            lines += ["set metrics (all originals vs all anonymized images):", *self.set_scores.summary_lines()]
+        return lines
 
     def to_json(self) -> dict[str, Any]:
         """One JSON-ready object (+inf/-inf as "inf"/"-inf", NaN as null, as in scores.json)."""
@@ -464,7 +473,7 @@ def score_table(
                                       progress=progress)
     report = ScoreReport(result=result, pair_summaries=_pair_summaries(result, n_boot=n_boot, seed=seed),
                          set_summaries=_set_summaries(set_scores, len(table)),
-                         pairing=pairing, n_boot=n_boot, seed=seed)
+                         pairing=pairing, n_boot=n_boot, seed=seed, set_scores=set_scores)
     csv_path, json_path = runner.write_outputs(result, out)
     report.files = {"scores.csv": csv_path, "scores.json": json_path}
     if pairing:
