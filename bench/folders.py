@@ -40,7 +40,7 @@ from PIL import Image
 from bench import runner, stats
 from bench.dataset import PATH_COLUMNS, TEXT_COLUMNS, PairsTable
 from bench.errors import InputError
-from bench.methods import _folder_files, match_folder
+from bench.methods import _folder_files, _stem, match_folder
 from bench.setmetrics import GroupMember, SetScores, score_groups
 from bench.store import DEFAULT_STORE_NAME, ResultsStore
 from metrics.atomic import write_atomic
@@ -114,10 +114,6 @@ class FolderPairing:
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def _stem(relative: str) -> str:
-    return Path(relative).with_suffix("").as_posix()
 
 
 def _check_folders(originals: Path, anonymized: Path) -> None:
