@@ -84,11 +84,6 @@ def group_key(dataset: str, method: str, scope: str) -> str:
     return f"benchmark/{dataset}/{method}/{scope}"
 
 
-def companion_key(metric_key: str, companion: str) -> str:
-    """The store's metric key of a statistic stored beside a set metric's value."""
-    return f"{metric_key}/{companion}"
-
-
 def too_few_note(n: int, min_samples: int) -> str:
     return f"too few pairs ({n} < {min_samples})"
 
@@ -160,11 +155,11 @@ def _reuse_or_queue(item: _Active, name: str, members: Sequence[GroupMember], st
         return
     keys = [m.key for m in members]
     stored = store.lookup_set_score(outcome.key, name, keys)
-    companions = {companion: store.lookup_set_score(companion_key(outcome.key, companion), name, keys)
-                  for companion in item.metric.companions}
-    if stored is not None and None not in companions.values():
+    companions = store.lookup_set_companions(outcome.key, name, keys) if item.metric.companions else {}
+    if stored is not None and set(item.metric.companions) <= set(companions):
         scores.values[(outcome.name, name)] = stored
-        scores.companions.update({(outcome.name, name, companion): value for companion, value in companions.items()})
+        scores.companions.update({(outcome.name, name, companion): companions[companion]
+                                  for companion in item.metric.companions})
         outcome.reused += 1
         return
     pending.setdefault(name, []).append(item)
@@ -205,10 +200,11 @@ def _finish(item: _Active, name: str, members: Sequence[GroupMember], *, store: 
     keys = [m.key for m in members]
     store.write_set_score(item.outcome.key, name, keys, value, run_id=run_id)
     scores.values[(item.outcome.name, name)] = value
-    for companion, companion_value in item.metric.companion_values().items():
-        store.write_set_score(companion_key(item.outcome.key, companion), name, keys, float(companion_value),
-                              run_id=run_id)
-        scores.companions[(item.outcome.name, name, companion)] = float(companion_value)
+    companions = {companion: float(value) for companion, value in item.metric.companion_values().items()}
+    if companions:
+        store.write_set_companions(item.outcome.key, name, keys, companions, run_id=run_id)
+        scores.companions.update({(item.outcome.name, name, companion): value
+                                  for companion, value in companions.items()})
     item.outcome.computed += 1
 
 

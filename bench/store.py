@@ -368,6 +368,40 @@ class ResultsStore:
         ).fetchone()
         return None if row is None else _from_sql(*row)
 
+    # -- statistics beside a set score (KID's std over subsets) --------------------------
+    # Their own table, created on first use like benchmark_runs (additive; no schema version
+    # change), so set_scores keeps one row per (group, metric, members) and its readers see
+    # only values.
+    _COMPANION_TABLE = (
+        "CREATE TABLE IF NOT EXISTS set_companions ("
+        " group_key TEXT NOT NULL, metric_key TEXT NOT NULL, members_sha256 TEXT NOT NULL, companion TEXT NOT NULL,"
+        " value REAL, is_nan INTEGER NOT NULL DEFAULT 0, run_id INTEGER REFERENCES runs (run_id),"
+        " PRIMARY KEY (group_key, metric_key, members_sha256, companion)) WITHOUT ROWID"
+    )
+
+    def write_set_companions(self, metric_key: str, group_key: str, members: Iterable[PairKey],
+                             values: Mapping[str, float], *, run_id: int | None = None) -> None:
+        """Store the statistics a set metric gives beside its value (name -> value) for a group."""
+        digest = members_digest(members)
+        with self._transaction():
+            self._db.execute(self._COMPANION_TABLE)
+            self._db.executemany(
+                "INSERT OR IGNORE INTO set_companions (group_key, metric_key, members_sha256, companion, value, "
+                "is_nan, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(group_key, metric_key, digest, name, *_to_sql(value), run_id) for name, value in values.items()],
+            )
+
+    def lookup_set_companions(self, metric_key: str, group_key: str, members: Iterable[PairKey]) -> dict[str, float]:
+        exists = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'set_companions'"
+        ).fetchone()
+        if exists is None:
+            return {}
+        rows = self._db.execute(
+            "SELECT companion, value, is_nan FROM set_companions WHERE group_key = ? AND metric_key = ? "
+            "AND members_sha256 = ?", (group_key, metric_key, members_digest(members)))
+        return {name: _from_sql(value, is_nan) for name, value, is_nan in rows}
+
     # -- benchmark runs ---------------------------------------------------------------
     # Created on first use, so stores written before it existed keep working (additive; no
     # schema version change).

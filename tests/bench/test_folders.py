@@ -19,6 +19,7 @@ from PIL import Image
 
 from bench import folders
 from bench.errors import InputError
+from metrics.base import SetMetric
 from tests.metrics.test_fid import inception_dir  # noqa: F401 - the session's converted TF-Inception
 
 REPO = Path(__file__).resolve().parents[2]
@@ -270,6 +271,48 @@ def test_fid_refuses_too_few_pairs(tmp_path, inception_dir):  # noqa: F811
     assert proc.returncode == 0, proc.stderr
     fid_row = next(line for line in proc.stdout.splitlines() if line.startswith("fid (set)"))
     assert "too few pairs (3 < 10)" in fid_row
+
+
+class MeanGap(SetMetric):
+    """A set metric with a statistic beside its value, as KID has its std: cheap, no network."""
+
+    name = "mean_gap"
+    version = "1"
+    higher_is_more_anonymous = True
+    companions = ("spread",)
+
+    def reset(self) -> None:
+        self.gaps: list[torch.Tensor] = []
+        self.computed = 0
+
+    def update(self, original: torch.Tensor, anonymized: torch.Tensor) -> None:
+        self.gaps.append((anonymized - original).abs().flatten(1).mean(1).double())
+
+    def compute(self) -> float:
+        gaps = torch.cat(self.gaps)
+        self.spread = float(gaps.std())
+        return float(gaps.mean())
+
+    def companion_values(self) -> dict[str, float]:
+        return {"spread": self.spread}
+
+
+def test_set_metric_companions_are_stored_and_reused(work):
+    name = f"{__name__}:MeanGap"
+    first = folders.score_folders(work / "originals", work / "anonymized", [name], out=work / "out", device="cpu",
+                                  progress=False)
+    [summary] = first.set_summaries
+    assert summary.value > 0 and summary.companions["spread"] > 0 and first.set_scores.metrics[0].computed == 1
+    again = folders.score_folders(work / "originals", work / "anonymized", [name], out=work / "out", device="cpu",
+                                  progress=False)
+    assert again.set_scores.metrics[0].reused == 1 and again.set_summaries == first.set_summaries
+    # The store's set_scores table holds values only; the statistic beside it has its own table.
+    import sqlite3
+
+    db = sqlite3.connect(work / "out" / "results.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM set_scores").fetchone()[0] == 1
+    assert db.execute("SELECT companion, value FROM set_companions").fetchall() == [("spread", summary.companions["spread"])]
+    db.close()
 
 
 # ----------------------------------------------------------------------------- the Python API
