@@ -88,15 +88,15 @@ class FolderPairing:
         """What did not pair, one line per file (at most `limit` per kind, then a count)."""
         lines: list[str] = []
         kinds = (
-            (self.unpaired_originals, f"original without an anonymized image in {self.anonymized}: ",
+            (self.unpaired_originals, f"original without an anonymized image in {self.anonymized}", "originals",
              self.originals),
-            (self.unpaired_anonymized, f"anonymized image without an original in {self.originals}: ",
-             self.anonymized),
+            (self.unpaired_anonymized, f"anonymized image without an original in {self.originals}",
+             "anonymized images", self.anonymized),
         )
-        for names, what, folder in kinds:
-            lines += [f"unpaired: {what}{folder / name}" for name in names[:limit]]
+        for names, what, plural, folder in kinds:
+            lines += [f"unpaired: {what}: {folder / name}" for name in names[:limit]]
             if len(names) > limit:
-                lines.append(f"unpaired: ... and {len(names) - limit} more {what.split(' without')[0]}s")
+                lines.append(f"unpaired: ... and {len(names) - limit} more {plural}")
         lines += [f"ambiguous: {line}" for line in self.ambiguous[:limit]]
         if len(self.ambiguous) > limit:
             lines.append(f"ambiguous: ... and {len(self.ambiguous) - limit} more names")
