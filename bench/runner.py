@@ -589,7 +589,7 @@ def score_pairs(
         item.outcome.failed = sum(1 for key in keys if key not in item.values)
     result = ScoreResult(
         scores=_long_table(frame, keys, active),
-        pairs=_pair_columns(frame),
+        pairs=_pair_columns(table),
         metrics=outcomes,
         failures=failures,
         notes=notes,
@@ -754,8 +754,12 @@ def _failure(frame: pd.DataFrame, i: int, reason: str, metric: str | None = None
 _PAIR_COLUMNS = ("row", "original", "anonymized", "dataset", "scope", "method", "score_mean")
 
 
-def _pair_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[[c for c in _PAIR_COLUMNS if c in frame.columns]].reset_index(drop=True)
+def _pair_columns(table: PairsTable) -> pd.DataFrame:
+    # Columns the table lacks stay out of scores.csv: a folder pairing's dataset/scope/method,
+    # the score_mean of pairs that have no human scores.
+    absent = set(table.absent_columns) | (set() if table.has_scores else {"score_mean"})
+    frame = table.frame
+    return frame[[c for c in _PAIR_COLUMNS if c in frame.columns and c not in absent]].reset_index(drop=True)
 
 
 def _long_table(frame: pd.DataFrame, keys: Sequence[PairKey | None], active: list[_ActiveMetric]) -> pd.DataFrame:

@@ -118,6 +118,13 @@ class Metric:
     level: ClassVar[str]
     # HA1-style metrics judge the anonymized image alone.
     needs_original: ClassVar[bool] = True
+    # What `bench metrics` lists (see metrics.catalog): the values a result can take, the
+    # weight files it loads (names of metrics.weights specs), weights the user must supply
+    # (a checkpoint), and its convention in one line.
+    value_range: ClassVar[str] = "not stated"
+    weights_needed: ClassVar[tuple[str, ...]] = ()
+    user_weights: ClassVar[str] = ""
+    convention: ClassVar[str] = ""
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = resolve_device(device)

@@ -82,6 +82,10 @@ class LPIPS(FeaturePairMetric):
     label: ClassVar[str] = "LPIPS"
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
+    value_range: ClassVar[str] = "[0, +inf); 0 for identical images, about 0-1 in practice"
+    weights_needed: ClassVar[tuple[str, ...]] = (TRUNK_WEIGHTS_NAME,)
+    convention: ClassVar[str] = ("lpips 0.1.4: AlexNet trunk, v0.1 linear heads (shipped with lpips), "
+                                 "inputs mapped to [-1, 1], spatial mean summed over 5 layers")
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)

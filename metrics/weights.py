@@ -531,6 +531,12 @@ def _describe(spec: WeightSpec) -> tuple[str, ResolvedWeights | None, str]:
     return "missing", None, _missing_message(spec)
 
 
+def status_of(name: str) -> str:
+    """The state of one weight file here, without loading it: verified, unverified, stand-in,
+    missing, corrupt, or convertible (an offline source is installed; converted on first use)."""
+    return _describe(spec_for(name))[0]
+
+
 def verify(name: str | None = None) -> list[tuple[str, str]]:
     """(name, "STATE: detail") for one spec or all; STATE as `_describe` names it."""
     specs = [spec_for(name)] if name else list(SPECS.values())
