@@ -23,13 +23,18 @@ TRUNK_WEIGHTS_NAME = "alexnet"
 
 
 def _build_network() -> torch.nn.Module:
-    """lpips' AlexNet LPIPS with random trunk and heads: nothing is downloaded or loaded here."""
+    """lpips' AlexNet LPIPS without weights, on the meta device: nothing is downloaded, loaded
+    or initialised here (lpips builds a whole AlexNet, classifier included, to keep its
+    features: randomly initialising it cost more than loading the weights)."""
     import lpips
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.device("meta"):
         # lpips builds its trunk with torchvision's deprecated `pretrained=` argument.
         warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
-        return lpips.LPIPS(net="alex", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+        network = lpips.LPIPS(net="alex", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+    # lpips' fixed input scaling (constants, not weights), from a layer built for real.
+    network.scaling_layer.load_state_dict(lpips.ScalingLayer().state_dict(), strict=True, assign=True)
+    return network
 
 
 def _load_linear_heads(network: torch.nn.Module) -> WeightsRecord:
@@ -39,11 +44,14 @@ def _load_linear_heads(network: torch.nn.Module) -> WeightsRecord:
     path = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
     if not path.is_file():
         raise WeightsError(f"LPIPS linear heads {path} are missing; reinstall the package: pip install lpips==0.1.4")
+    from metrics.weights import as_float32
+
     sha256 = file_sha256(path)
     try:
         heads = torch.load(path, map_location="cpu", weights_only=True)
         # The file names the heads lin0..lin4; lpips holds the same modules as the list `lins`.
-        network.lins.load_state_dict({key.removeprefix("lin"): value for key, value in heads.items()}, strict=True)
+        network.lins.load_state_dict(as_float32({key.removeprefix("lin"): value for key, value in heads.items()}),
+                                     strict=True, assign=True)
     except Exception as exc:  # torch raises several unrelated types for bad archives and layouts
         raise WeightsError(f"LPIPS linear heads {path} do not fit lpips' AlexNet heads; "
                            "reinstall the package: pip install lpips==0.1.4") from exc
@@ -85,16 +93,20 @@ class LPIPS(FeaturePairMetric):
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)
-        from metrics.weights import load_state_dict
+        from metrics.weights import as_float32, load_state_dict
 
         network = _build_network()
         alexnet_state, self._trunk_record = load_state_dict(TRUNK_WEIGHTS_NAME)
         try:
-            network.net.load_state_dict(trunk_state_dict(network, alexnet_state), strict=True)
+            network.net.load_state_dict(as_float32(trunk_state_dict(network, alexnet_state)), strict=True, assign=True)
         except RuntimeError as exc:
             raise WeightsError(f"alexnet weights do not fit the LPIPS trunk ({exc}); "
                                "check them with: bench weights verify alexnet") from exc
         self._heads_record = _load_linear_heads(network)
+        left = [name for name, tensor in [*network.named_parameters(), *network.named_buffers()] if tensor.is_meta]
+        if left:
+            raise WeightsError(f"this lpips version has LPIPS tensors no weight file provides ({', '.join(left[:3])}); "
+                               "install the pinned one: pip install lpips==0.1.4")
         # NHWC ("channels_last") convolutions are faster, on CPUs (oneDNN) too: 25% less time per
         # image on a 2-core EPYC; distances differ from NCHW's by float32 rounding.
         self._network = network.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
