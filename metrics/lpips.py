@@ -1,12 +1,15 @@
-"""LPIPS (Zhang et al. 2018) with the `lpips` package: AlexNet trunk, v0.1 linear heads.
+"""LPIPS (Zhang et al. 2018) as the `lpips` package computes it: AlexNet trunk, v0.1 linear heads.
 
 The linear heads ship inside the lpips package and are checked against a pinned sha256; the
-ImageNet AlexNet trunk comes from the weights manager, because lpips would download it.
+ImageNet AlexNet trunk comes from the weights manager, because lpips would download it. The
+network is lpips' own layout, built here (`_LPIPSNetwork`: importing lpips costs a third of a
+second of start-up); tests compare its values with lpips.LPIPS.
 """
 
 from __future__ import annotations
 
-import warnings
+import importlib.util
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,30 +25,103 @@ LINEAR_HEADS_NAME = "lpips-v0.1-alex-linear-heads"
 TRUNK_WEIGHTS_NAME = "alexnet"
 
 
-def _build_network() -> torch.nn.Module:
-    """lpips' AlexNet LPIPS without weights, on the meta device: nothing is downloaded, loaded
-    or initialised here (lpips builds a whole AlexNet, classifier included, to keep its
-    features: randomly initialising it cost more than loading the weights)."""
-    import lpips
+# lpips' ScalingLayer constants: the ImageNet-style shift and scale of [-1, 1] inputs (v0.1).
+_SHIFT = (-0.030, -0.088, -0.188)
+_SCALE = (0.458, 0.448, 0.450)
+# lpips' five AlexNet taps: torchvision `features` split after each ReLU.
+_SLICES = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12))
+_CHANNELS = (64, 192, 384, 256, 256)
+# lpips.normalize_tensor's epsilon.
+_EPS = 1e-10
 
-    with warnings.catch_warnings(), torch.device("meta"):
-        # lpips builds its trunk with torchvision's deprecated `pretrained=` argument.
-        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
-        network = lpips.LPIPS(net="alex", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
-    # lpips' fixed input scaling (constants, not weights), from a layer built for real.
-    network.scaling_layer.load_state_dict(lpips.ScalingLayer().state_dict(), strict=True, assign=True)
-    return network
+
+class _ScalingLayer(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.tensor(_SHIFT, device="cpu").view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(_SCALE, device="cpu").view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.shift) / self.scale
+
+
+class _AlexNetTaps(torch.nn.Module):
+    """torchvision's AlexNet `features` as lpips slices them; returns the five ReLU outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import torchvision
+
+        features = torchvision.models.alexnet().features
+        for index, (start, stop) in enumerate(_SLICES, start=1):
+            # Layers keep their index in `features` as their name, as in lpips.
+            self.add_module(f"slice{index}", torch.nn.Sequential(
+                OrderedDict((str(layer), features[layer]) for layer in range(start, stop))))
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        taps, x = [], images
+        for index in range(1, len(_SLICES) + 1):
+            x = getattr(self, f"slice{index}")(x)
+            taps.append(x)
+        return taps
+
+
+class _LinearHead(torch.nn.Module):
+    """lpips' NetLinLayer (dropout, inactive in eval, then a 1x1 convolution to one channel)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.model = torch.nn.Sequential(torch.nn.Dropout(), torch.nn.Conv2d(channels, 1, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class _LPIPSNetwork(torch.nn.Module):
+    """lpips.LPIPS(net="alex", version="0.1") with its module names (so its trunk mapping and
+    head files load strictly), built here rather than imported: importing lpips imports
+    scipy.ndimage (for its trainer), about a third of a second of every run's start-up. The
+    reference test compares it with lpips.LPIPS itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scaling_layer = _ScalingLayer()
+        self.net = _AlexNetTaps()
+        self.lins = torch.nn.ModuleList(_LinearHead(channels) for channels in _CHANNELS)
+
+
+def normalize_tensor(activation: torch.Tensor) -> torch.Tensor:
+    """Unit length along channels, as lpips.normalize_tensor computes it."""
+    return activation / (torch.sqrt(torch.sum(activation ** 2, dim=1, keepdim=True)) + _EPS)
+
+
+def _build_network() -> torch.nn.Module:
+    """The LPIPS network without weights, on the meta device: nothing is downloaded, loaded or
+    initialised here (torchvision builds a whole AlexNet, classifier included: randomly
+    initialising it cost more than loading the weights). The scaling constants are made on
+    the CPU explicitly, so they are real."""
+    with torch.device("meta"):
+        return _LPIPSNetwork()
+
+
+def _lpips_package_dir() -> Path | None:
+    """The installed lpips package's folder, found without importing it."""
+    found = importlib.util.find_spec("lpips")
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(found.submodule_search_locations[0])
 
 
 def _load_linear_heads(network: torch.nn.Module) -> WeightsRecord:
     """Load the v0.1 heads shipped with lpips, strictly, from the bytes whose hash is recorded."""
-    import lpips
-
-    path = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
-    if not path.is_file():
-        raise WeightsError(f"LPIPS linear heads {path} are missing; reinstall the package: pip install lpips==0.1.4")
     from metrics.weights import as_float32
 
+    package = _lpips_package_dir()
+    if package is None:
+        raise WeightsError("the lpips package is not installed; it ships LPIPS' linear heads: pip install lpips==0.1.4")
+    path = package / "weights" / "v0.1" / "alex.pth"
+    if not path.is_file():
+        raise WeightsError(f"LPIPS linear heads {path} are missing; reinstall the package: pip install lpips==0.1.4")
     sha256 = file_sha256(path)
     try:
         heads = torch.load(path, map_location="cpu", weights_only=True)
@@ -103,10 +179,6 @@ class LPIPS(FeaturePairMetric):
             raise WeightsError(f"alexnet weights do not fit the LPIPS trunk ({exc}); "
                                "check them with: bench weights verify alexnet") from exc
         self._heads_record = _load_linear_heads(network)
-        left = [name for name, tensor in [*network.named_parameters(), *network.named_buffers()] if tensor.is_meta]
-        if left:
-            raise WeightsError(f"this lpips version has LPIPS tensors no weight file provides ({', '.join(left[:3])}); "
-                               "install the pinned one: pip install lpips==0.1.4")
         # NHWC ("channels_last") convolutions are faster, on CPUs (oneDNN) too: 25% less time per
         # image on a 2-core EPYC; distances differ from NCHW's by float32 rounding.
         self._network = network.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
@@ -125,11 +197,9 @@ class LPIPS(FeaturePairMetric):
         }
 
     def _features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        import lpips
-
         scaled = self._network.scaling_layer(2 * images.to(self.device) - 1)
         scaled = scaled.contiguous(memory_format=torch.channels_last)
-        return [lpips.normalize_tensor(activation) for activation in self._network.net(scaled)]
+        return [normalize_tensor(activation) for activation in self._network.net(scaled)]
 
     def _compare(self, original_features: list[torch.Tensor], anonymized_features: list[torch.Tensor]) -> torch.Tensor:
         per_layer = [
