@@ -359,11 +359,14 @@ class _Batch:
 
 def to_device(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """HWC uint8 arrays -> float32 NCHW [0, 1] on `device`, converted by `images.to_float`."""
+    return host_batch(arrays, device).to(device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
+
+
+def host_batch(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """The NHWC float32 batch in host memory, page-locked when it goes to a GPU: from there the
+    copy runs asynchronously, behind the GPU's queued work, in one transfer per batch."""
     batch = torch.from_numpy(images.to_float(np.stack(arrays)))
-    if device.type == "cuda":
-        # From page-locked memory the copy runs asynchronously, behind the GPU's queued work.
-        batch = batch.pin_memory()
-    return batch.to(device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
+    return batch.pin_memory() if device.type == "cuda" else batch
 
 
 def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
