@@ -111,8 +111,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def use_ieee_float32() -> None:
     """Full float32 in CUDA convolutions and matmuls. PyTorch lets cuDNN run float32
-    convolutions in TF32 (10-bit mantissa) by default, which moves LPIPS and Inception values
-    by ~1e-3 relative on Ampere and later GPUs: scores must not depend on the device. Mixed
+    convolutions in TF32 (10-bit mantissa) by default on Ampere and later GPUs, which can move
+    LPIPS and Inception values by ~1e-3 relative: scores must not depend on the device. Mixed
     precision (`bench perf --precision`) is autocast, which this does not touch."""
     if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9
         torch.backends.cudnn.conv.fp32_precision = "ieee"
