@@ -104,7 +104,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise InputError(f"unknown device {device!r}: use auto, cpu or cuda:N") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} asked for, but torch sees no CUDA GPU: use --device cpu or auto")
+    if resolved.type == "cuda":
+        use_ieee_float32()
     return resolved
+
+
+def use_ieee_float32() -> None:
+    """Full float32 in CUDA convolutions and matmuls. PyTorch lets cuDNN run float32
+    convolutions in TF32 (10-bit mantissa) by default on Ampere and later GPUs, which can move
+    LPIPS and Inception values by ~1e-3 relative: scores must not depend on the device. Mixed
+    precision (`bench perf --precision`) is autocast, which this does not touch."""
+    if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 
 
 class Metric:

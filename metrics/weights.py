@@ -397,6 +397,12 @@ def load_state_dict(name: str, *, download: bool = False) -> tuple[dict[str, tor
     return resolved.state_dict(), resolved.record()
 
 
+def as_float32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating tensors as float32: loaded with assign=True into a meta-built network, a state
+    dict sets the network's dtype."""
+    return {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}
+
+
 # --------------------------------------------------------------------------- writing files
 @contextlib.contextmanager
 def _temporary_beside(target: Path) -> Iterator[Path]:
