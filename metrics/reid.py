@@ -142,6 +142,12 @@ class DlibIdentityDistance(FeaturePairMetric):
     version = "2"
     higher_is_more_anonymous: ClassVar[bool] = True
     infinite_means: ClassVar[str] = "no face found on the anonymized image: not re-identified"
+    value_range: ClassVar[str] = ">= 0, Euclidean distance of 128-d embeddings (same person below about 0.6); +inf = no face found"
+    weights_needed: ClassVar[tuple[str, ...]] = ("dlib_shape_predictor_5", "dlib_face_recognition_resnet_v1")
+    # MTCNN's files are not needed: without them the face box is dlib's HOG detector's.
+    convention: ClassVar[str] = ("MTCNN's face box squared (dlib's HOG detector without MTCNN's files), 5-point "
+                                 "alignment, ResNet v1 128-d embedding (no jitter); distance original <-> "
+                                 "anonymized; 0.6 is dlib's same-person threshold")
 
     def __init__(self, device: str | torch.device = "cpu", detector: str = "auto") -> None:
         # dlib runs on the CPU whatever the device; MTCNN's networks run on the device.
