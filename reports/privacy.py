@@ -79,7 +79,10 @@ def general_notes(report: PrivacyReport) -> list[str]:
              "alignment); naive = identified against every original of the scope; adaptive = 1-NN trained on anonymized images of part of each identity's photos. "
              "A face the detector cannot find counts as not re-identified."]
     first = next((row for row in report.rows if row.identification), None)
-    if first is not None:
+    if first is not None and not first.identification.n_identities:
+        notes.append("No original has a face the re-identification detector finds: the gallery is empty, "
+                     "so no anonymized face can be identified.")
+    elif first is not None:
         notes.append(f"Chance level: rank-1 {first.identification.chance(1):.2f}, rank-5 "
                      f"{first.identification.chance(5):.2f} ({first.identification.n_identities} gallery identities).")
     adaptive = next((row.adaptive for row in report.rows if row.adaptive and row.adaptive.rank1), None)
@@ -106,6 +109,11 @@ def _rate_json(rate: Rate | None) -> dict[str, Any] | None:
             for key, value in vars(rate).items()}
 
 
+def _finite(value: float) -> float | None:
+    """NaN (e.g. the chance level of a gallery with no face found) as JSON null."""
+    return value if math.isfinite(value) else None
+
+
 def to_json(report: PrivacyReport) -> str:
     rows = []
     for row in report.rows:
@@ -115,7 +123,8 @@ def to_json(report: PrivacyReport) -> str:
             "detection_rate": _rate_json(row.detection), "originals_without_face": row.originals_without_face,
             "detection_rate_lbp": _rate_json(row.second_detection),
             "rank1": _rate_json(row.rank1), "rank5": _rate_json(row.rank5),
-            "chance_rank1": ident.chance(1) if ident else None, "chance_rank5": ident.chance(5) if ident else None,
+            "chance_rank1": _finite(ident.chance(1)) if ident else None,
+            "chance_rank5": _finite(ident.chance(5)) if ident else None,
             "faces_not_found": ident.not_found if ident else None,
             "tar_at_far": {f"{far:g}": value for far, value in verification.tar_at_far.items()} if verification else None,
             "eer": verification.eer if verification else None,
