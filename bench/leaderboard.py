@@ -11,6 +11,12 @@ resamples originals (seeded; one pair per original in a method x scope, so this 
 cluster bootstrap of the correlation tables). Infinite values (PSNR of identical images) are
 counted and left out of the mean, never averaged. Set metrics (FID, KID) are one value per
 method x scope, or a note such as "too few pairs (8 < 10)".
+
+The privacy block (detection, identification, verification, the adaptive attacker) is
+computed by `bench.privacy` during the run and kept in the record: per method its rates per
+scope and the faces found on its results, shared the notes and the originals' faces. A
+method whose latest run skipped the attacks keeps an earlier run's results when its images
+are the same (same content hashes); otherwise its row says the attacks did not run.
 """
 
 from __future__ import annotations
@@ -241,7 +247,7 @@ def _rate_entry(cell: Mapping[str, Any]) -> Entry:
     return Entry(value=math.nan if value is None else float(value),
                  ci_low=math.nan if cell.get("ci_low") is None else float(cell["ci_low"]),
                  ci_high=math.nan if cell.get("ci_high") is None else float(cell["ci_high"]),
-                 n=int(cell.get("n", 0)), note="" if cell.get("n") else "no pairs", level="privacy")
+                 n=int(cell.get("n", 0)), note="" if cell.get("n") else "no pairs to rate", level="privacy")
 
 
 def _row_entries(store: ResultsStore, metrics: Mapping[str, Any], dataset: str, method: str, scope: str,

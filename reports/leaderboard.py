@@ -13,6 +13,10 @@ where it stands out of the noise: its 95% interval overlaps no other row's. A va
 interval (FID, KID: one number per group) is therefore bold only when it is alone. Values
 equal within a relative TIE_TOLERANCE are ties. Metrics requested but not computed are named,
 with their reason and fix, in every format.
+
+The privacy block (`PrivacyBlock`: attack rates with Wilson intervals, same rows) is a second
+table in Markdown, LaTeX and HTML, rows of level "privacy" in CSV, and the "privacy" key of
+the JSON; the HTML examples draw the face detector's boxes when the attacks ran.
 """
 
 from __future__ import annotations
