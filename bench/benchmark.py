@@ -49,6 +49,7 @@ from tqdm import tqdm
 from bench import evaluate, images
 from bench.dataset import PairsTable
 from bench.errors import ImageError, InputError
+from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
 from bench.leaderboard import DEFAULT_RUNS, DEFAULT_STORE, build_leaderboard
 from bench.methods import (
     Box,
@@ -56,6 +57,7 @@ from bench.methods import (
     Method,
     MethodFailure,
     anonymize,
+    check_output,
     builtin_methods,
     local_box,
     local_crop,
@@ -87,6 +89,8 @@ ORIGINAL_CROPS = "_originals"
 #: Identity of the originals' crops: changes only if the crop rule does.
 CROPS_IDENTITY = "local crop to the bounding box of the PII boxes, v1"
 MANIFEST = "manifest.json"
+#: Folder of the user methods' own stdout/stderr, one log per method.
+METHOD_LOGS = "_logs"
 #: Every metric the suite has, pair and set; PerceptAnon joins when a checkpoint is given.
 DEFAULT_METRICS = ("mse", "psnr", "ssim", "lpips", "inception_dist", "fid", "kid")
 # Failures printed per method; all of them are in the leaderboard files.
@@ -292,6 +296,8 @@ class _Job:
     folder: _OutputFolder
     result: MethodOutputs
     match: FolderMatch | None = None
+    #: The worker process of a user's method (see `bench.isolation`); None for built-ins.
+    worker: MethodWorker | None = None
 
     def unavailable(self, original: OriginalImage) -> str | None:
         """Why a folder method has no image for `original` (missing, or several candidates)."""
@@ -305,6 +311,8 @@ class _Job:
                 f"(expected {Path(original.relative).with_suffix('')}.<ext>)")
 
     def produce(self, original: OriginalImage, image: np.ndarray, pii_mask: np.ndarray) -> np.ndarray:
+        if self.worker is not None:
+            return self._produce_isolated(original, image, pii_mask)
         if self.match is None:
             return anonymize(self.method, image, pii_mask, original.boxes, where=original.key)
         path = self.match.found[original.relative]
@@ -320,13 +328,32 @@ class _Job:
             )
         return anonymized
 
+    def _produce_isolated(self, original: OriginalImage, image: np.ndarray, pii_mask: np.ndarray) -> np.ndarray:
+        assert self.worker is not None
+        try:
+            status, value = self.worker.call(image, pii_mask, original.boxes, where=original.key)
+        except WorkerDied as exc:
+            raise MethodFailure(f"method {self.method.name!r}: image {original.key}: {exc} "
+                                f"(its output is in {self.worker.log_path})") from None
+        if status != "ok":
+            raise MethodFailure(str(value))
+        check_output(self.method.name, value, image.shape, where=original.key)
+        return value
+
 
 def anonymize_all(
-    benchmark_set: BenchmarkSet, methods: Sequence[Method], out_root: Path, *, progress: bool = True
+    benchmark_set: BenchmarkSet, methods: Sequence[Method], out_root: Path, *, progress: bool = True,
+    method_timeout: float = DEFAULT_TIMEOUT_S,
 ) -> tuple[list[MethodOutputs], dict[str, Path]]:
     """Run (or reuse) every method on every original; returns each method's outputs and the
-    originals' local crops (relative path -> file). Each original is decoded at most once."""
+    originals' local crops (relative path -> file). Each original is decoded at most once.
+    A user's method runs in its own worker process, at most `method_timeout` seconds per
+    image, its stdout/stderr kept in ``<out_root>/_logs/<method>.log``."""
     jobs = [_job(method, benchmark_set, out_root) for method in methods]
+    for job in jobs:
+        if job.method.isolated and job.method.reference is not None:
+            job.worker = MethodWorker(job.method.name, job.method.reference,
+                                      out_root / METHOD_LOGS / f"{job.method.slug}.log", timeout_s=method_timeout)
     crops = _OutputFolder(out_root / ORIGINAL_CROPS, CROPS_IDENTITY, benchmark_set.sha256)
     local_originals: dict[str, Path] = {}
     try:
@@ -336,6 +363,9 @@ def anonymize_all(
                 _anonymize_original(original, jobs, crops, local_originals)
                 bar.update(1)
     finally:
+        for job in jobs:
+            if job.worker is not None:
+                job.worker.close()
         for folder in [job.folder for job in jobs] + [crops]:
             folder.save()
     return [job.result for job in jobs], local_originals
@@ -374,6 +404,9 @@ def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _O
     if not crop_ready:
         crops.write(original, "local", local_crop(image, box))
     pii_mask = _pii_mask(original, height, width) if pending else None
+    for job in pending:  # start every pending worker at once: their imports overlap
+        if job.worker is not None:
+            job.worker.start()
     for job in pending:
         try:
             anonymized = job.produce(original, image, pii_mask)
@@ -558,6 +591,7 @@ def run_benchmark(
     sort: str | None = None,
     progress: bool = True,
     command: str = "bench run",
+    method_timeout: float = DEFAULT_TIMEOUT_S,
 ) -> BenchmarkResult:
     """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
     files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``."""
@@ -568,7 +602,8 @@ def run_benchmark(
     benchmark_set = load_benchmark_set(dataset)
     methods = _methods(method_specs)
     out_root = Path(out) / benchmark_set.name
-    outputs, local_originals = anonymize_all(benchmark_set, methods, out_root, progress=progress)
+    outputs, local_originals = anonymize_all(benchmark_set, methods, out_root, progress=progress,
+                                             method_timeout=method_timeout)
     table = pairs_table(benchmark_set, outputs, local_originals, out_root)
     levels = {name: _level(name) for name in names}
     with ResultsStore(store_path) as store:
@@ -612,6 +647,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
         sort=args.sort,
         progress=not args.no_progress,
         command=shlex.join(["bench", *sys.argv[1:]]),
+        method_timeout=args.method_timeout,
     )
     print("\n".join(result.summary_lines()))
     print()

@@ -196,8 +196,26 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sort", default=None, metavar="METRIC",
                    help="with --method: the leaderboard's sort metric (default: PerceptAnon, else lpips, "
                         "inception_dist, ssim)")
+    _add_isolation_options(p)
     _add_evaluation_options(p)
     p.set_defaults(func=_cmd_run, distributed="driven")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return value
+
+
+def _add_isolation_options(p: argparse.ArgumentParser) -> None:
+    """How a user's method (plugin or module:function) runs: in its own process, time-limited."""
+    p.add_argument("--method-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
+                   help="with --method: longest a user's method may take on one image before its worker "
+                        "process is killed and the image reported as failed (default 120)")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

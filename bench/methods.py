@@ -229,6 +229,14 @@ class Method:
     function: MethodFunction | None = field(default=None, compare=False, repr=False)
     #: The folder of already-anonymized images (kind "folder").
     folder: Path | None = None
+    #: ``module:attribute`` by which a worker process imports a user's function (plugins and
+    #: module:function; see `bench.isolation`); None for built-ins and folders.
+    reference: str | None = None
+
+    @property
+    def isolated(self) -> bool:
+        """Whether it runs in a worker process: a user's code, not a built-in."""
+        return self.kind in ("plugin", "function")
 
     @property
     def slug(self) -> str:
@@ -302,13 +310,13 @@ def _distribution(ep: EntryPoint) -> str:
 def _plugin(ep: EntryPoint) -> Method:
     try:
         function = ep.load()
-    except Exception as exc:  # a plugin's import error must be one line
+    except (Exception, SystemExit) as exc:  # a plugin's import error (even sys.exit) must be one line
         raise InputError(f"method plugin {ep.name!r}: cannot load {ep.value} ({_describe(exc)}); "
                          f"fix or reinstall {_distribution(ep)}") from exc
     _check_callable(function, f"method plugin {ep.name!r} ({ep.value})")
     origin = _distribution(ep)
     return Method(name=ep.name, kind="plugin", identity=f"plugin {ep.value} from {origin}",
-                  source=f"{ep.value} ({origin})", function=function)
+                  source=f"{ep.value} ({origin})", function=function, reference=ep.value)
 
 
 def _function_method(spec: str) -> Method:
@@ -323,12 +331,12 @@ def _function_method(spec: str) -> Method:
         target = module
         for part in attribute.split("."):
             target = getattr(target, part)
-    except Exception as exc:  # the user's module may raise anything on import
+    except (Exception, SystemExit) as exc:  # the user's module may raise anything on import, even sys.exit
         raise InputError(f"--method {spec!r}: cannot import it ({_describe(exc)}); check the module is on "
                          "PYTHONPATH (or in the current folder) and the function name") from exc
     _check_callable(target, f"--method {spec!r}")
     identity = f"function {spec}, source sha256 {_source_sha256(spec, module, target)}"
-    return Method(name=spec, kind="function", identity=identity, source=spec, function=target)
+    return Method(name=spec, kind="function", identity=identity, source=spec, function=target, reference=spec)
 
 
 def _source_sha256(spec: str, module: object, function: object) -> str:
@@ -450,6 +458,10 @@ def check_output(name: str, output: object, shape: tuple[int, ...], *, where: st
                             "(0-255, e.g. np.clip(x, 0, 255).astype(np.uint8))")
 
 
-def _describe(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
+    """``"ValueError: the message"`` on one line."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_describe = describe_exception
