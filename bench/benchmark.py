@@ -47,7 +47,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench import evaluate, images
-from bench.dataset import PairsTable
+from bench.dataset import PairsTable, outside_root
 from bench.errors import ImageError, InputError
 from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
 from bench.leaderboard import DEFAULT_RUNS, DEFAULT_STORE, build_leaderboard
@@ -123,9 +123,11 @@ class BenchmarkSet:
     sha256: str
 
 
-def load_benchmark_set(spec: str | os.PathLike[str]) -> BenchmarkSet:
+def load_benchmark_set(spec: str | os.PathLike[str], *, allow_outside_root: bool = False) -> BenchmarkSet:
     """The benchmark set in folder `spec` (``fixtures``: the demo set); one-line `InputError`
-    on anything missing or malformed. Images are not decoded here."""
+    on anything missing or malformed. Images are not decoded here. Every original must
+    really lie under ``images/`` and every mask under ``masks/`` (symlinks resolved), unless
+    `allow_outside_root`: a link out of the set would put a foreign image into its outputs."""
     folder = FIXTURES_FOLDER if str(spec) == FIXTURES else Path(spec)
     pii_path, images_dir, masks_dir = folder / "pii.json", folder / "images", folder / "masks"
     if not folder.is_dir():
@@ -135,7 +137,8 @@ def load_benchmark_set(spec: str | os.PathLike[str]) -> BenchmarkSet:
             raise InputError(f"--dataset {spec}: {needed} is missing; a benchmark set has images/ and pii.json")
     raw = _read_bytes(pii_path)
     entries = _parse_pii(pii_path, raw)
-    originals = tuple(_original(pii_path, images_dir, masks_dir, key, boxes) for key, boxes in entries.items())
+    originals = tuple(_original(pii_path, images_dir, masks_dir, key, boxes, allow_outside_root)
+                      for key, boxes in entries.items())
     _check_output_names(pii_path, originals)
     digest = hashlib.sha256(raw)
     for original in originals:
@@ -181,17 +184,29 @@ def _boxes(path: Path, key: str, value: Any) -> tuple[Box, ...]:
     return tuple(boxes)
 
 
-def _original(pii_path: Path, images_dir: Path, masks_dir: Path, key: str, boxes: tuple[Box, ...]) -> OriginalImage:
+def _original(pii_path: Path, images_dir: Path, masks_dir: Path, key: str, boxes: tuple[Box, ...],
+              allow_outside_root: bool = False) -> OriginalImage:
     relative_path = Path(key)
     if relative_path.is_absolute() or ".." in relative_path.parts:
         raise InputError(f"{pii_path}: {key!r} must be a path relative to {images_dir} without '..'")
     path = images_dir / relative_path
     if not path.is_file():
-        raise InputError(f"{pii_path}: original {key!r} not found at {path}; fix the key or add the image")
+        what = "is not a regular file" if path.exists() else "not found"
+        raise InputError(f"{pii_path}: original {key!r} {what} at {path}; fix the key or add the image")
+    escaped = None if allow_outside_root else outside_root(path, images_dir)
+    if escaped is not None:
+        raise InputError(f"{pii_path}: original {key!r} resolves to {escaped}, outside the image root "
+                         f"{os.path.realpath(images_dir)} (through a symlink); copy the image into the set, "
+                         "or pass --allow-outside-root")
     relative = key.removeprefix(ORIGINALS_PREFIX)
     parts = Path(relative).parts
     mask_candidates = (masks_dir / relative, masks_dir / Path(relative).with_suffix(".png"))
     mask_path = next((candidate for candidate in mask_candidates if candidate.is_file()), None)
+    escaped = None if allow_outside_root or mask_path is None else outside_root(mask_path, masks_dir)
+    if escaped is not None:
+        raise InputError(f"mask {mask_path} resolves to {escaped}, outside the mask root "
+                         f"{os.path.realpath(masks_dir)} (through a symlink); copy the mask into the set, "
+                         "or pass --allow-outside-root")
     return OriginalImage(key=key, relative=relative, path=path, boxes=boxes, mask_path=mask_path,
                          dataset=parts[0] if len(parts) > 1 else "")
 
@@ -548,11 +563,11 @@ class BenchmarkResult:
         return lines
 
 
-def _methods(specs: Sequence[str]) -> list[Method]:
+def _methods(specs: Sequence[str], *, allow_outside_root: bool = False) -> list[Method]:
     """The built-ins, then the user's methods; a name given twice counts once."""
     chosen = {method.name: method for method in builtin_methods()}
     for spec in specs:
-        method = resolve_method(spec)
+        method = resolve_method(spec, allow_outside_root=allow_outside_root)
         chosen.setdefault(method.name, method)
     slugs: dict[str, str] = {}
     for method in chosen.values():
@@ -592,6 +607,7 @@ def run_benchmark(
     progress: bool = True,
     command: str = "bench run",
     method_timeout: float = DEFAULT_TIMEOUT_S,
+    allow_outside_root: bool = False,
 ) -> BenchmarkResult:
     """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
     files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``."""
@@ -599,8 +615,8 @@ def run_benchmark(
     names = metric_names(metrics, options)
     if sort is not None and sort not in names:
         raise InputError(f"--sort {sort!r} is not among the metrics of this run: {', '.join(names)}")
-    benchmark_set = load_benchmark_set(dataset)
-    methods = _methods(method_specs)
+    benchmark_set = load_benchmark_set(dataset, allow_outside_root=allow_outside_root)
+    methods = _methods(method_specs, allow_outside_root=allow_outside_root)
     out_root = Path(out) / benchmark_set.name
     outputs, local_originals = anonymize_all(benchmark_set, methods, out_root, progress=progress,
                                              method_timeout=method_timeout)
@@ -648,6 +664,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         command=shlex.join(["bench", *sys.argv[1:]]),
         method_timeout=args.method_timeout,
+        allow_outside_root=args.allow_outside_root,
     )
     print("\n".join(result.summary_lines()))
     print()

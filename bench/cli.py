@@ -216,6 +216,9 @@ def _add_isolation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
                    help="with --method: longest a user's method may take on one image before its worker "
                         "process is killed and the image reported as failed (default 120)")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="with --method: accept --dataset originals and masks, and NAME=DIR images, that "
+                        "resolve (through a symlink) outside their folder")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -309,6 +312,8 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
                    help="sort metric (default: PerceptAnon, else lpips, inception_dist, ssim)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="accept --dataset originals and masks that resolve (through a symlink) outside the set")
     p.set_defaults(func=_cmd_leaderboard)
 
 

@@ -203,6 +203,13 @@ def _inside(path: str, root: str) -> bool:
         return False
 
 
+def outside_root(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str | None:
+    """Where `path` really is (``..`` and symlinks resolved) when that is outside `root`
+    (resolved alike), else None: the one containment rule for every file a user's folder names."""
+    real = os.path.realpath(path)
+    return None if _inside(real, os.path.realpath(root)) else real
+
+
 def _read(path, root, columns, allow_outside_root):
     """Read and check the table (no image is opened).
 

@@ -233,7 +233,7 @@ def leaderboard_from_cli(args: argparse.Namespace) -> int:
     """`bench leaderboard`: every method ever benchmarked on the dataset, from the store."""
     from bench.benchmark import load_benchmark_set
 
-    benchmark_set = load_benchmark_set(args.dataset)
+    benchmark_set = load_benchmark_set(args.dataset, allow_outside_root=getattr(args, "allow_outside_root", False))
     store_path = args.store or DEFAULT_STORE
     if not Path(store_path).is_file():
         raise InputError(f"no results store at {store_path}; run `bench run --method NAME` first or pass --store")

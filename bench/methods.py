@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.dataset import outside_root
 from bench.errors import InputError
 from metrics.hashing import file_sha256
 
@@ -255,14 +256,14 @@ def method_slug(name: str) -> str:
     return slug
 
 
-def resolve_method(spec: str) -> Method:
+def resolve_method(spec: str, *, allow_outside_root: bool = False) -> Method:
     """The method named by a ``--method`` value (see the module docstring for the order)."""
     spec = spec.strip()
     if not spec:
         raise InputError("empty --method; give a built-in name, a plugin name, module:function or NAME=DIR")
     name, is_folder, folder = spec.partition("=")
     if is_folder:
-        return _folder_method(name.strip(), Path(folder.strip()))
+        return _folder_method(name.strip(), Path(folder.strip()), allow_outside_root=allow_outside_root)
     if spec in BUILTIN_METHODS:
         return _builtin(spec)
     plugins = plugin_entry_points()
@@ -361,7 +362,7 @@ def _check_callable(target: object, what: str) -> None:
                          "fn(image, pii_mask, boxes) -> anonymized image")
 
 
-def _folder_method(name: str, folder: Path) -> Method:
+def _folder_method(name: str, folder: Path, *, allow_outside_root: bool = False) -> Method:
     if not name:
         raise InputError(f"--method ={folder}: give the folder's method a name, e.g. mine={folder}")
     if name in BUILTIN_METHODS:
@@ -370,7 +371,14 @@ def _folder_method(name: str, folder: Path) -> Method:
     if not folder.is_dir():
         raise InputError(f"--method {name}={folder}: no such folder; give the folder of anonymized images")
     digest = hashlib.sha256()
-    for path in _folder_files(folder):
+    files = _folder_files(folder)
+    if not allow_outside_root:
+        for path in files:
+            escaped = outside_root(path, folder)
+            if escaped is not None:
+                raise InputError(f"--method {name}={folder}: {path} resolves to {escaped}, outside that folder "
+                                 "(through a symlink); copy the image into the folder, or pass --allow-outside-root")
+    for path in files:
         digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
     return Method(name=name, kind="folder", identity=f"folder of {digest.hexdigest()}", source=str(folder),
                   folder=folder)
