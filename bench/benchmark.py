@@ -75,6 +75,7 @@ from bench.setmetrics import (
 )
 from bench.store import ResultsStore
 from metrics.atomic import write_atomic
+from metrics.csvsafe import to_csv_text
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256, remember_sha256
 from metrics.registry import metric_class
@@ -461,7 +462,7 @@ def pairs_table(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], l
     frame = pd.DataFrame.from_records(records, columns=list(PAIR_COLUMNS))
     frame["score_mean"] = math.nan
     frame["row"] = np.arange(2, len(frame) + 2)  # line 1 of pairs.csv is its header
-    text = frame.rename(columns={"original": "img1", "anonymized": "img2"}).drop(columns="row").to_csv(index=False)
+    text = to_csv_text(frame.rename(columns={"original": "img1", "anonymized": "img2"}).drop(columns="row"))
     source = write_atomic(out_root / "pairs.csv", text)
     return PairsTable(frame=frame, annotators=[], source=source, root=out_root, raw=frame.copy(),
                       sha256=hashlib.sha256(text.encode()).hexdigest())

@@ -247,6 +247,9 @@ def _read(path, root, columns, allow_outside_root):
     try:
         raw = pd.read_csv(io.BytesIO(data))
         strs = pd.read_csv(io.BytesIO(data), dtype=str)
+        # Names and paths are text as written: a method called "None" or a dataset "NA" is
+        # not a missing value (only score columns read "NA"/"nan" as missing).
+        texts = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         return fail(f"{name}: empty file (no header, no rows); export the annotations again")
     except (pd.errors.ParserError, ValueError) as exc:
@@ -318,7 +321,8 @@ def _read(path, root, columns, allow_outside_root):
     absent = tuple(c for c in TEXT_COLUMNS if c not in col_of)
     for canon in PATH_COLUMNS + TEXT_COLUMNS:
         if canon in col_of:
-            frame[canon] = strs[col_of[canon]].fillna("").astype(str)
+            frame[canon] = texts[col_of[canon]].astype(str)
+            raw[col_of[canon]] = texts[col_of[canon]]  # the split CSVs write them back as they were
         else:
             frame[canon] = ""
     lines_arr = np.asarray(lines, dtype=np.int64)
@@ -369,6 +373,14 @@ def _read(path, root, columns, allow_outside_root):
                                             f"mean of its {count[i]} annotator scores ({mean[i]:.4f}) by more than "
                                             f"{MEAN_TOLERANCE:g}; recompute {col_of['score_mean']!r} or check the "
                                             "annotator columns", warning=True))
+
+    # ---- required text: a pair of the released format (or a mapped column) names its
+    # dataset, scope and method; the splits select rows by them, so empty is an error.
+    for canon in TEXT_COLUMNS:
+        if canon in col_of and (columns is None or columns.get(canon)):
+            for i in np.flatnonzero(~frame[canon].str.strip().astype(bool).to_numpy()):
+                problems.append(_Problem(at(i), f"{name} line {at(i)}: empty {col_of[canon]!r} (the pair's {canon}); "
+                                                "fill it in or remove the row"))
 
     # ---- paths
     real_root = os.path.realpath(root_norm)

@@ -53,6 +53,7 @@ from bench.dataset import PairsTable
 from bench.errors import ImageError, InputError
 from bench.store import PairKey, ResultsStore, ScoreRow, run_provenance, weights_status
 from metrics.atomic import write_atomic
+from metrics.csvsafe import to_csv_text
 from metrics.base import FeaturePairMetric, PairMetric
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256
@@ -228,7 +229,7 @@ def write_outputs(result: ScoreResult, out_dir: Path) -> tuple[Path, Path]:
     """Write ``scores.csv`` and ``scores.json`` into `out_dir`, each atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "scores.csv", out_dir / "scores.json"
-    write_atomic(csv_path, result.wide().to_csv(index=False))
+    write_atomic(csv_path, to_csv_text(result.wide()))
     write_atomic(json_path, json.dumps(result.to_json(), indent=2, allow_nan=False, default=str) + "\n")
     return csv_path, json_path
 
