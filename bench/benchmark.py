@@ -79,6 +79,7 @@ from metrics.csvsafe import to_csv_text
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256, remember_sha256
 from metrics.registry import metric_class
+from reports.leaderboard import FILE_NAMES as LEADERBOARD_FILES
 from reports.leaderboard import Leaderboard, to_markdown_document, write_leaderboard
 
 FIXTURES = "fixtures"
@@ -94,6 +95,8 @@ MANIFEST = "manifest.json"
 METHOD_LOGS = "_logs"
 #: Every metric the suite has, pair and set; PerceptAnon joins when a checkpoint is given.
 DEFAULT_METRICS = ("mse", "psnr", "ssim", "lpips", "inception_dist", "fid", "kid")
+#: Files the run writes beside the method folders; no method's folder may take their names.
+_RUN_FILES = frozenset({"pairs.csv", "scores.csv", "scores.json", MANIFEST, METHOD_LOGS, *LEADERBOARD_FILES.values()})
 # Failures printed per method; all of them are in the leaderboard files.
 _LISTED_FAILURES = 20
 
@@ -151,6 +154,9 @@ def load_benchmark_set(spec: str | os.PathLike[str], *, allow_outside_root: bool
 
 
 def _read_bytes(path: Path) -> bytes:
+    kind = images.not_a_regular_file(path)
+    if kind is not None:  # a FIFO would block the read forever
+        raise InputError(f"cannot read {path}: it is {kind}, not a file; a benchmark set has a pii.json file")
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -572,6 +578,12 @@ def _methods(specs: Sequence[str], *, allow_outside_root: bool = False) -> list[
         chosen.setdefault(method.name, method)
     slugs: dict[str, str] = {}
     for method in chosen.values():
+        if not method.name.isprintable():
+            raise InputError(f"method name {method.name!r} holds a control character (a newline, an escape); "
+                             "it would break the leaderboard's lines: choose a printable name")
+        if method.slug.lower() in _RUN_FILES:
+            raise InputError(f"method name {method.name!r} would be the folder {method.slug!r}, which is a file of "
+                             "the run folder; choose another name")
         other = slugs.setdefault(method.slug, method.name)
         if other != method.name:
             raise InputError(f"methods {other!r} and {method.name!r} would share the output folder {method.slug!r}; "

@@ -13,8 +13,28 @@ import os
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, printable
 from metrics.errors import MetricError
+
+
+# --------------------------------------------------------------------------- one-line output
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as one line (usage lives in --help), like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {printable(message)}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _seed(text: str) -> int:
+    """A random seed: an integer from 0 to 2**32 - 1 (what numpy accepts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..4294967295; give a non-negative seed")
+    return value
 
 
 # --------------------------------------------------------------------------- torchrun
@@ -73,7 +93,7 @@ def _add_splits(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, default=None, help="image root (default: the CSV's folder)")
     p.add_argument("--split", action="append", default=None,
                    help="only these splits (repeatable); default: all ten of the paper")
-    p.add_argument("--seed", type=int, default=42, help="random_state of the split (paper: 42)")
+    p.add_argument("--seed", type=_seed, default=42, help="random_state of the split (paper: 42)")
     p.set_defaults(func=_cmd_splits)
 
 
@@ -266,7 +286,7 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
                    help="results store (default: <out>/results.sqlite; with --method: runs/results.sqlite, "
                         "shared by every benchmark run so `bench leaderboard` sees them all)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (splits always use the paper's 42)")
+    p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed (splits always use the paper's 42)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_dist_options(p)
 
@@ -311,7 +331,7 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sort", default=None, metavar="METRIC",
                    help="sort metric (default: PerceptAnon, else lpips, inception_dist, ssim)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="accept --dataset originals and masks that resolve (through a symlink) outside the set")
     p.set_defaults(func=_cmd_leaderboard)
@@ -348,7 +368,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=200, help="epochs of the cosine schedule (default 200)")
     p.add_argument("--batch-size", type=int, default=128, help="pairs per step (default 128)")
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate, momentum 0.9 (default 0.01)")
-    p.add_argument("--seed", type=int, default=42, help="seed of initialisation, order and augmentation (default 42)")
+    p.add_argument("--seed", type=_seed, default=42, help="seed of initialisation, order and augmentation (default 42)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader workers decoding images (default 0: in-process, inputs cached when they fit)")
@@ -466,7 +486,7 @@ def _cmd_perf(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="bench",
         description="Benchmark image anonymization against human anonymity judgments (PerceptAnon).",
     )
@@ -497,8 +517,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _call(args)
     except (BenchError, MetricError) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
+        print(f"bench: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the disk or the OS refused (read-only, full, name too long, ...): name the path
+        where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+        reason = exc.strerror or type(exc).__name__
+        print(printable(f"bench: error: {where or 'a file'}: {reason}; check the path, its permissions and "
+                        "the free disk space (files written before this one are complete)"), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("bench: interrupted; results written so far are kept and a re-run resumes", file=sys.stderr)
         return 130

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bench import images
-from bench.errors import ImageError, InputError
+from bench.errors import ImageError, InputError, printable
 
 #: Released column name -> canonical name.
 RELEASED_COLUMNS = {
@@ -233,6 +233,9 @@ def _read(path, root, columns, allow_outside_root):
         return fail(f"{name}: annotation file not found; check the path (HA1.csv / HA2.csv or your CSV)")
     if source.is_dir():
         return fail(f"{name}: is a folder, not an annotation CSV; pass the CSV file itself")
+    kind = images.not_a_regular_file(source)
+    if kind is not None:  # reading a FIFO or a device would block or never end
+        return fail(f"{name}: is {kind}, not an annotation CSV; pass the CSV file itself")
     try:
         data = source.read_bytes()
     except OSError as exc:
@@ -530,7 +533,7 @@ class ValidationReport:
             out.extend(f"  {p}" for p in self.problems)
         else:
             out.append("no problems found")
-        return "\n".join(out)
+        return "\n".join(printable(line) for line in out)  # a newline in a path stays on its line
 
 
 def _also(lines: list[int], limit: int = 5) -> str:

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from metrics.base import WeightsRecord
-from metrics.errors import WeightsError
+from metrics.errors import WeightsError, checkpoint_load_reason
 from metrics.hashing import file_sha256, remember_sha256
 
 STATUSES = ("verified", "unverified", "stand-in")
@@ -115,7 +115,7 @@ class ResolvedWeights:
         try:
             return torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several unrelated types for bad archives
-            raise WeightsError(f"cannot load {self.path} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            raise WeightsError(f"cannot load {self.path} ({checkpoint_load_reason(exc)}); "
                                f"run `bench weights fetch {self.spec.name}`") from exc
 
 
