@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from bench import evaluate, images
 from bench.dataset import PairsTable, outside_root
-from bench.errors import ImageError, InputError
+from bench.errors import ImageError, InputError, printable
 from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
 from bench.leaderboard import DEFAULT_RUNS, DEFAULT_STORE, build_leaderboard
 from bench.methods import (
@@ -567,7 +567,7 @@ class BenchmarkResult:
         if self.set_scores.metrics:
             lines.append("set metrics (per method x scope):")
             lines += self.set_scores.summary_lines()
-        return lines
+        return [printable(line) for line in lines]  # a newline or escape in a path stays on its line
 
 
 def _methods(specs: Sequence[str], *, allow_outside_root: bool = False) -> list[Method]:

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from bench import dist, images
 from bench.dataset import PairsTable
-from bench.errors import ImageError, InputError
+from bench.errors import ImageError, InputError, printable
 from bench.store import PairKey, ResultsStore, ScoreRow, run_provenance, weights_status
 from metrics.atomic import write_atomic
 from metrics.csvsafe import to_csv_text
@@ -182,7 +182,7 @@ class ScoreResult:
                 "results from unverified or stand-in weights are marked so in every table: "
                 + ", ".join(m.column for m in self.metrics if m.marked and m.status == "ok")
             )
-        return lines
+        return [printable(line) for line in lines]  # a newline or escape in a path stays on its line
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -251,6 +251,9 @@ class ResultsStore:
                 time.sleep(0.05)
 
     def _open_schema(self) -> None:
+        # Look before switching to WAL: that switch writes the file, and a file that is not a
+        # bench store (or is damaged) must be left exactly as it was.
+        self._schema_version()
         self._db.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL survives a killed process; only a power cut can lose the last commits.
         self._db.execute("PRAGMA synchronous=NORMAL")
