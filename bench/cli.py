@@ -168,6 +168,8 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     fetch = actions.add_parser("fetch", help="download a weight file into the cache, checking its sha256")
     fetch.add_argument("name", help="weights name, as `bench weights list` shows it")
     fetch.add_argument("--url", default=None, help="download from this mirror instead (still hash-checked)")
+    fetch.add_argument("--deadline", type=_positive_seconds, default=3600.0, metavar="SECONDS",
+                       help="give up (removing the partial file) if the download takes longer (default 3600)")
     verify = actions.add_parser("verify", help="re-hash cached weight files; exit 1 if one is corrupt or missing")
     verify.add_argument("name", nargs="?", default=None, help="only these weights (default: all)")
     imported = actions.add_parser("import", help="copy a weight file you have into the cache")
@@ -192,7 +194,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
             print(f"{name}: {text}")
         failed = ("corrupt", "missing") if args.name else ("corrupt",)
         return 1 if any(text.startswith(failed) for _, text in lines) else 0
-    resolved = (weights.fetch(args.name, url=args.url) if args.action == "fetch"
+    resolved = (weights.fetch(args.name, url=args.url, deadline_s=args.deadline) if args.action == "fetch"
                 else weights.import_file(args.file, args.name))
     print(f"{resolved.spec.name}: {resolved.status}: {resolved.path} sha256 {resolved.sha256}")
     return 0
