@@ -186,10 +186,27 @@ def _load(reference: str) -> Any:
     return target
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel SIGKILL this worker when the run dies: a run killed by a
+    signal must not leave a hung method spinning behind it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the run died before the line above took effect
+        os._exit(0)
+
+
 def worker_main() -> None:
     """The worker's loop: load the method, then anonymize each image the run sends."""
     from bench.methods import MethodFailure, check_output, describe_exception
 
+    _die_with_parent()
     request_fd, reply_fd = (int(fd) for fd in os.environ["BENCH_WORKER_FDS"].split(","))
     requests, replies = Connection(request_fd, writable=False), Connection(reply_fd, readable=False)
     reference, name = os.environ["BENCH_WORKER_REFERENCE"], os.environ["BENCH_WORKER_NAME"]
@@ -203,7 +220,10 @@ def worker_main() -> None:
         return
     replies.send(("ready", None))
     while True:
-        request = requests.recv()
+        try:
+            request = requests.recv()
+        except EOFError:  # the run ended (or was killed) without saying goodbye
+            return
         if request is None:
             return
         image, pii_mask, boxes, where = request

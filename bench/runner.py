@@ -502,6 +502,9 @@ def _hash_files(paths: Sequence[Path]) -> tuple[dict[Path, str], dict[Path, str]
     unique = list(dict.fromkeys(paths))
 
     def attempt(path: Path) -> tuple[Path, str | None, str | None]:
+        kind = images.not_a_regular_file(path)
+        if kind is not None:  # hashing a FIFO blocks forever, /dev/zero never ends
+            return path, None, f"cannot read image {path}: it is {kind}, not an image file; fix the path or remove its row"
         try:
             return path, file_sha256(path), None
         except OSError as exc:

@@ -98,3 +98,9 @@ def escapes_output(image, pii_mask, boxes):
     """Prints an ANSI escape and fake result lines."""
     print("\x1b[2J\x1b[31mbench: ok\nwrote /etc/passwd")
     return _invert(image, pii_mask)
+
+
+def slow_invert(image, pii_mask, boxes):
+    """Well behaved but slow (0.3 s an image): a wide window for killing the run mid-way."""
+    time.sleep(0.3)
+    return _invert(image, pii_mask)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import zlib
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def store_with_benchmark_record(cwd: Path, record: str) -> str:
     with ResultsStore(path) as store:
         run_id = store.start_run("test", {})
         store.record_benchmark(run_id, demo.name, demo.sha256, {"methods": {}})
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         db.execute("UPDATE benchmark_runs SET record = ?", (record,))
     return f"{OUT}/r.sqlite"
 
@@ -226,7 +227,7 @@ def _escaping_symlink(cwd: Path) -> list[str]:
 def _set_with(change: Callable[[Path], None]) -> Callable[[Path], list[str]]:
     def setup(cwd: Path) -> list[str]:
         change(benchset(cwd))
-        return run_method("--method", "blur", "--dataset", "set")
+        return run_method("--method", "blur", "--dataset", "{cwd}/set")
     return setup
 
 
@@ -263,7 +264,7 @@ def _method_folder(make: Callable[[Path], None], name: str = "mine") -> Callable
         benchset(cwd)
         (cwd / "anon").mkdir()
         make(cwd)
-        return run_method("--method", f"{name}=anon", "--dataset", "set")
+        return run_method("--method", f"{name}=anon", "--dataset", "{cwd}/set")
     return setup
 
 
@@ -296,14 +297,14 @@ def _damaged_store(cwd: Path) -> str:
 
 
 def _foreign_sqlite(cwd: Path) -> str:
-    with sqlite3.connect(cwd / "other.sqlite") as db:
+    with closing(sqlite3.connect(cwd / "other.sqlite")) as db, db:
         db.execute("CREATE TABLE t (x)")
     return "other.sqlite"
 
 
 def _schema_text(cwd: Path) -> str:
     store_with_tables(cwd / "s.sqlite")
-    with sqlite3.connect(cwd / "s.sqlite") as db:
+    with closing(sqlite3.connect(cwd / "s.sqlite")) as db, db:
         db.execute("UPDATE schema_version SET version = 'one'")
     return "s.sqlite"
 
@@ -357,7 +358,7 @@ CASES: dict[str, Case] = {
     "absolute path": Case(_csv_case(GOOD + ["/data/o1.png,imgs/a2.png,coco,local,mask,5,7,6"]),
                           ("line 4", "absolute path", "--allow-outside-root")),
     "path escaping the root": Case(_image_case(lambda cwd: "../../etc/a.png"), ("line 4", "leaves the image root")),
-    "missing image": _pair_case(lambda cwd: "imgs/gone.png", "line 4", "image not found", "gone.png"),
+    "missing image": _pair_case(lambda cwd: "imgs/gone.png", "line 4", "gone.png", "No such file"),
     "wrong image root": Case(lambda cwd: ["validate", annotations(cwd), "--root", "imgs"], ("none of the", "--root"),
                              code=1, stream="stdout"),
     "truncated image": _pair_case(_truncated, "line 4", "cannot decode image", "cut.png"),
@@ -374,7 +375,7 @@ CASES: dict[str, Case] = {
     "empty method": Case(_csv_case(GOOD + ["imgs/o1.png,imgs/a2.png,coco,local,,5,7,6"]), ("line 4", "empty 'method'")),
     "empty image path": Case(_csv_case(GOOD + [",imgs/a2.png,coco,local,mask,5,7,6"]), ("line 4", "empty 'img1'")),
     "quoted newline in a path": Case(_csv_case(GOOD + ['"imgs/o\n1.png",imgs/a2.png,coco,local,mask,5,7,6']),
-                                     ("line 4", "o\\n1.png", "image not found"), code=1, stream="stdout"),
+                                     ("line 4", "o\\n1.png", "No such file"), code=1, stream="stdout"),
     "ANSI escape in a path": Case(_csv_case(GOOD + ["imgs/\x1b[31mred.png,imgs/a2.png,coco,local,mask,5,7,6"]),
                                   ("line 4", "\\x1b[31mred.png"), code=1, stream="stdout"),
     "newline in the file name": Case(lambda cwd: score("new\nline.csv"), ("new\\nline.csv", "not found")),
@@ -414,8 +415,8 @@ CASES: dict[str, Case] = {
     "pii.json is a FIFO": Case(_set_with(_pii_fifo), ("pii.json", "FIFO")),
     "pii.json key is a folder": Case(_set_with(_pii_key_folder), ("dir.png", "not a regular file")),
     "dataset is a file": Case(lambda cwd: _then((cwd / "set").write_text("x"),
-                                                   run_method("--method", "blur", "--dataset", "set")),
-                              ("--dataset set", "no such folder")),
+                                                   run_method("--method", "blur", "--dataset", "{cwd}/set")),
+                              ("/set", "no such folder")),
     "method folder symlink out": Case(_method_folder(_folder_symlink), ("mine=anon", "outside that folder")),
     "method folder is a file": Case(lambda cwd: _then((cwd / "anon").write_text("x"), run_method("--method", "mine=anon")),
                                     ("mine=anon", "no such folder")),
@@ -507,7 +508,7 @@ def hostile_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("hostile-run")
     benchset(cwd)
     methods = [argument for name in HOSTILE_METHODS for argument in ("--method", f"{HOSTILE}:{name}")]
-    arguments = [a.replace("{cwd}", str(cwd)) for a in run_method("--dataset", "set", "--method-timeout", "4", *methods)]
+    arguments = [a.replace("{cwd}", str(cwd)) for a in run_method("--dataset", "{cwd}/set", "--method-timeout", "4", *methods)]
     arguments[arguments.index("--metrics") + 1] = "mse,psnr"
     finished = bench(cwd, *arguments, timeout=400)
     return cwd, finished
