@@ -49,8 +49,8 @@ def _finish(cwd: Path) -> str:
 
 def _values(cwd: Path) -> dict[tuple[str, str, str], float]:
     board = json.loads((cwd / "out" / "set" / "leaderboard.json").read_text())
-    return {(row["method"], row["scope"], metric): entry.get("mean")
-            for row in board["rows"] for metric, entry in row["entries"].items()}
+    return {(row["method"], row["scope"], metric): cell
+            for row in board["rows"] for metric, cell in row["cells"].items()}
 
 
 def _check_consistent(cwd: Path, reference: dict) -> None:
@@ -101,4 +101,4 @@ def test_sigkill_at_five_random_moments_then_rerun(tmp_path):
     assert killed >= 3  # most moments fell inside a run
     with closing(sqlite3.connect(cwd / "out" / "results.sqlite")) as db:
         statuses = dict(db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
-    assert "running" not in statuses and statuses.get("finished", 0) >= 6
+    assert "running" not in statuses and statuses.get("finished", 0) >= 5
