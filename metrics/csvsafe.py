@@ -33,11 +33,16 @@ def restore_text(value: Any) -> Any:
     return value
 
 
+def _is_text(column: pd.Series) -> bool:
+    # object columns, and pandas' string dtype (the default for text from pandas 3 on).
+    return column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
+
+
 def to_csv_text(frame: pd.DataFrame, **options: Any) -> str:
     """``frame.to_csv(index=False, **options)`` with every text cell and header neutralised."""
     safe = frame.copy()
     for column in safe.columns:
-        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column].dtype):
+        if _is_text(safe[column]):
             safe[column] = safe[column].map(neutralize)
     safe.columns = [neutralize(str(column)) for column in safe.columns]
     return safe.to_csv(index=False, **options)
@@ -47,7 +52,7 @@ def restore_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A frame read from a `to_csv_text` file, with its text cells as they were."""
     restored = frame.copy()
     for column in restored.columns:
-        if restored[column].dtype == object:
+        if _is_text(restored[column]):
             restored[column] = restored[column].map(restore_text)
     restored.columns = [restore_text(column) for column in restored.columns]
     return restored

@@ -546,3 +546,24 @@ def test_validate_does_not_hang_on_a_fifo(tmp_path):
     csv = annotations(tmp_path, rows)
     finished = bench(tmp_path, "validate", csv, timeout=60)
     assert finished.returncode == 1 and "FIFO" in finished.stdout and "Traceback" not in finished.stderr
+
+
+def test_a_formula_for_a_method_name_is_neutralised_in_csv_and_kept_in_json(tmp_path):
+    folder = benchset(tmp_path)
+    anonymized = tmp_path / "anon"
+    for original in (folder / "images" / "originals").rglob("*.png"):
+        target = anonymized / original.relative_to(folder / "images" / "originals")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(original.read_bytes())
+    name = '=HYPERLINK("http://evil")'
+    arguments = [a.replace("{cwd}", str(tmp_path)) for a in run_method("--dataset", "{cwd}/set", "--method",
+                                                                        f"{name}=anon")]
+    finished = bench(tmp_path, *arguments)
+    assert finished.returncode == 0, finished.stderr[-3000:] + finished.stdout[-3000:]
+    out = tmp_path / OUT / "set"
+    for csv in [out / "leaderboard.csv", out / "pairs.csv"]:
+        cells = [cell for line in csv.read_text().splitlines() for cell in line.split(",")]
+        assert not any(cell.lstrip('"').startswith(("=", "+", "@")) for cell in cells), csv
+        assert "'=HYPERLINK" in csv.read_text()
+    methods = {row["method"] for row in json.loads((out / "leaderboard.json").read_text())["rows"]}
+    assert name in methods  # the raw name in JSON
