@@ -33,6 +33,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from metrics.atomic import write_atomic
+from metrics.csvsafe import to_csv_text
 from reports.html import Thumbnail, environment, thumbnail
 from reports.tables import (
     Cell,
@@ -399,7 +400,7 @@ def _not_computed_record(row: BoardRow, missing: NotComputed) -> dict[str, Any]:
 
 
 def to_csv(board: Leaderboard) -> str:
-    return long_frame(board).to_csv(index=False)
+    return to_csv_text(long_frame(board))
 
 
 def _finite_or_none(value: Any) -> Any:
