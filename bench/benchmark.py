@@ -49,7 +49,7 @@ from bench import evaluate, images
 from bench.dataset import PairsTable, outside_root
 from bench.errors import ImageError, InputError, printable
 from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
-from bench.leaderboard import build_leaderboard
+from bench.leaderboard import build_leaderboard, check_n_boot
 from bench.methods import (
     Box,
     FolderMatch,
@@ -666,6 +666,7 @@ def run_benchmark(
 ) -> BenchmarkResult:
     """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
     files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``."""
+    check_n_boot(n_boot)  # before anonymizing, scoring and attacking, not after
     options = dict(metric_options or {})
     names = metric_names(metrics, options)
     if sort is not None and sort not in names:

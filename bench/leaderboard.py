@@ -154,6 +154,12 @@ def _set_entry(store: ResultsStore, metric: Mapping[str, Any], dataset: str, met
 
 
 # ----------------------------------------------------------------------------- board
+def check_n_boot(n_boot: int) -> None:
+    """Checked before a run does any work, and again when a board is built."""
+    if n_boot < 1:
+        raise InputError(f"--n-boot must be at least 1, got {n_boot}")
+
+
 def build_leaderboard(
     store: ResultsStore,
     record: Mapping[str, Any],
@@ -164,8 +170,7 @@ def build_leaderboard(
     examples: int = EXAMPLES,
 ) -> Leaderboard:
     """The leaderboard of one (possibly merged) record, values read from `store`."""
-    if n_boot < 1:
-        raise InputError(f"--n-boot must be at least 1, got {n_boot}")
+    check_n_boot(n_boot)
     dataset = record["dataset"]["name"]
     metrics = {name: info for name, info in record["metrics"].items() if info["status"] == "ok"}
     columns = tuple(_metric_info(name, info) for name, info in metrics.items())
