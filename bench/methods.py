@@ -199,6 +199,17 @@ BUILTIN_METHODS: dict[str, MethodFunction] = {
 }
 
 
+def identity(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+    """The original, unchanged: the reference row of a leaderboard (what "no change" scores:
+    PSNR = +inf, FID about 0, KID slightly below 0 on paired data)."""
+    return image.copy()
+
+
+#: Reference methods: not anonymizations, run beside the built-ins so that every leaderboard
+#: shows what an unchanged image scores.
+REFERENCE_METHODS: dict[str, MethodFunction] = {"identity": identity}
+
+
 def get_method(name: str) -> MethodFunction:
     """The built-in method called ``name``; an `InputError` lists the allowed names."""
     try:
@@ -254,7 +265,7 @@ def resolve_method(spec: str) -> Method:
     name, is_folder, folder = spec.partition("=")
     if is_folder:
         return _folder_method(name.strip(), Path(folder.strip()))
-    if spec in BUILTIN_METHODS:
+    if spec in BUILTIN_METHODS or spec in REFERENCE_METHODS:
         return _builtin(spec)
     plugins = plugin_entry_points()
     if spec in plugins:
@@ -269,21 +280,22 @@ def resolve_method(spec: str) -> Method:
 
 
 def builtin_methods() -> list[Method]:
-    return [_builtin(name) for name in BUILTIN_METHODS]
+    """The built-ins, then the reference methods: every benchmark run shows them all."""
+    return [_builtin(name) for name in (*BUILTIN_METHODS, *REFERENCE_METHODS)]
 
 
 def _builtin(name: str) -> Method:
     from bench import __version__
 
     return Method(name=name, kind="built-in", identity=f"built-in {name}, perceptanon-bench {__version__}",
-                  source=f"bench.methods:{name}", function=BUILTIN_METHODS[name])
+                  source=f"bench.methods:{name}", function={**BUILTIN_METHODS, **REFERENCE_METHODS}[name])
 
 
 def plugin_entry_points() -> dict[str, EntryPoint]:
     """Installed plugin methods by name; a name used twice (or a built-in's) is an error."""
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in BUILTIN_METHODS:
+        if ep.name in BUILTIN_METHODS or ep.name in REFERENCE_METHODS:
             raise InputError(f"method plugin {ep.name!r} ({ep.value}, from {_distribution(ep)}) reuses a built-in's "
                              "name; rename the entry point in that package's metadata")
         if ep.name in found and found[ep.name].value != ep.value:

@@ -22,7 +22,8 @@ THIS = "tests.bench.benchset"
 #: (height, width) of each original: two portrait, one landscape, one square.
 SIZES = ((28, 24), (30, 26), (24, 32), (26, 26))
 BOX = (2, 3, 16, 17)  # 14 x 14: wide enough for SSIM's 11-pixel window
-BUILTINS = ("mask", "blur", "pixelate", "inpaint")
+#: The built-in methods and the reference method, all run beside a user's method.
+BUILTINS = ("mask", "blur", "pixelate", "inpaint", "identity")
 
 
 def write_benchmark_set(folder: Path, *, seed: int = 0) -> Path:

@@ -153,6 +153,15 @@ def test_builtin_methods_are_the_four_of_the_paper():
         assert methods.get_method(name) is fn
 
 
+def test_identity_is_a_reference_method_run_beside_the_builtins():
+    image = _random_image(16, 16, seed=7)
+    out = methods.REFERENCE_METHODS["identity"](image, np.ones((16, 16), dtype=bool), [(0, 0, 16, 16)])
+    np.testing.assert_array_equal(out, image)
+    assert out is not image
+    assert [method.name for method in methods.builtin_methods()] == [*methods.BUILTIN_METHODS, "identity"]
+    assert methods.resolve_method("identity").kind == "built-in"
+
+
 def test_get_method_unknown_name_lists_allowed():
     with pytest.raises(InputError) as excinfo:
         methods.get_method("swirl")
