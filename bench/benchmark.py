@@ -59,8 +59,10 @@ from bench.methods import (
     local_box,
     local_crop,
     match_folder,
+    format_value,
     method_slug,
     resolve_method,
+    sweep,
 )
 from bench.runner import MetricOutcome, ScoreResult, score_pairs, write_outputs
 from bench.setmetrics import (
@@ -482,6 +484,9 @@ def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table
         methods[result.method.name] = {
             "identity": result.method.identity,
             "kind": result.method.kind,
+            # A sweep's setting: its base method and parameter values (as row names show them).
+            "base": result.method.base_name,
+            "params": {name: format_value(value) for name, value in result.method.params},
             "source": result.method.source,
             "n_images": len(benchmark_set.originals),
             # In the order of bench.leaderboard's IMAGE, SCOPE, ORIGINAL_SHA, ... positions.
@@ -541,12 +546,16 @@ class BenchmarkResult:
         return lines
 
 
-def _methods(specs: Sequence[str]) -> list[Method]:
-    """The built-ins, then the user's methods; a name given twice counts once."""
+def _methods(specs: Sequence[str], params: Sequence[Sequence[str]] | None = None) -> list[Method]:
+    """The built-ins, then the user's methods, each swept over its ``--param`` assignments
+    (``params[i]`` belongs to ``specs[i]``); a name given twice counts once."""
+    params = list(params or [])
+    if len(params) > len(specs):
+        raise InputError("--param needs a --method before it: it sets a parameter of the method given just before it")
     chosen = {method.name: method for method in builtin_methods()}
-    for spec in specs:
-        method = resolve_method(spec)
-        chosen.setdefault(method.name, method)
+    for i, spec in enumerate(specs):
+        for method in sweep(resolve_method(spec), params[i] if i < len(params) else ()):
+            chosen.setdefault(method.name, method)
     slugs: dict[str, str] = {}
     for method in chosen.values():
         other = slugs.setdefault(method.slug, method.name)
@@ -571,6 +580,7 @@ def _level(name: str) -> str:
 def run_benchmark(
     method_specs: Sequence[str],
     *,
+    method_params: Sequence[Sequence[str]] | None = None,
     dataset: str | os.PathLike[str] = FIXTURES,
     metrics: str | None = None,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -586,13 +596,16 @@ def run_benchmark(
     command: str = "bench run",
 ) -> BenchmarkResult:
     """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
-    files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``."""
+    files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``.
+
+    `method_params` holds, for each of `method_specs`, its ``NAME=V1,V2`` assignments: each
+    setting of the grid they make is its own method (`bench.methods.sweep`)."""
     options = dict(metric_options or {})
     names = metric_names(metrics, options)
     if sort is not None and sort not in names:
         raise InputError(f"--sort {sort!r} is not among the metrics of this run: {', '.join(names)}")
     benchmark_set = load_benchmark_set(dataset)
-    methods = _methods(method_specs)
+    methods = _methods(method_specs, method_params)
     # The CLI passes absolute paths; a Python caller's relative ones are made absolute once, here.
     out_root = Path(os.path.abspath(out)) / benchmark_set.name
     store_path = Path(os.path.abspath(store_path))

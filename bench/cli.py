@@ -228,6 +228,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", action="append", default=None, metavar="METHOD",
                    help="benchmark this method (repeatable): a built-in (mask, blur, pixelate, inpaint), "
                         "an installed plugin name, module:function, or NAME=DIR of already-anonymized images")
+    p.add_argument("--param", action=_ParamAction, default=None, metavar="NAME=V1,V2",
+                   help="sweep a parameter of the --method given just before it (repeatable: several make a "
+                        "grid); each setting is its own row, e.g. blur[radius=8]")
     p.add_argument("--dataset", default="fixtures",
                    help="benchmark set for --method: 'fixtures' (the demo set) or a folder with images/ and pii.json")
     p.add_argument("--annotations", type=Path, action="append", default=None,
@@ -238,6 +241,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "inception_dist, ssim)")
     _add_evaluation_options(p)
     p.set_defaults(func=_cmd_run, distributed="driven")
+
+
+class _ParamAction(argparse.Action):
+    """``--param`` belongs to the ``--method`` given just before it on the command line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001 - argparse's signature
+        methods = getattr(namespace, "method", None) or []
+        if not methods:
+            raise argparse.ArgumentError(self, "give --method before it: --param sets a parameter of the "
+                                               "--method just before it, e.g. --method blur --param radius=2,4")
+        params = list(getattr(namespace, self.dest, None) or [])
+        params += [[] for _ in range(len(methods) - len(params))]
+        params[len(methods) - 1].append(values)
+        setattr(namespace, self.dest, params)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -261,6 +278,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     runs = _runs_dir()
     result = benchmark.run_benchmark(
         args.method,
+        method_params=args.param,
         dataset=args.dataset,
         metrics=args.metrics,
         metric_options=evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2),
