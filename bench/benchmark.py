@@ -46,7 +46,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench import evaluate, images
-from bench.dataset import PairsTable
+from bench.dataset import MASK_COLUMN, PairsTable
 from bench.errors import ImageError, InputError
 from bench.leaderboard import build_leaderboard
 from bench.methods import (
@@ -87,6 +87,9 @@ ORIGINALS_PREFIX = "originals/"
 ORIGINAL_CROPS = "_originals"
 #: Identity of the originals' crops: changes only if the crop rule does.
 CROPS_IDENTITY = "local crop to the bounding box of the PII boxes, v1"
+#: The originals' PII masks (white = PII) as the methods got them, beside their crops in
+#: ``_originals/``: what metrics that need a mask (background preservation) read, global scope.
+MASK_SCOPE = "pii_mask"
 MANIFEST = "manifest.json"
 #: Every metric the suite has, pair and set; PerceptAnon joins when a checkpoint is given.
 DEFAULT_METRICS = ("mse", "psnr", "ssim", "lpips", "inception_dist", "fid", "kid")
@@ -378,7 +381,8 @@ def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _O
             pending.append(job)
     local_originals[original.relative] = crops.path("local", original)
     crop_ready = crops.reusable(original, ("local",))
-    if not pending and crop_ready:
+    mask_ready = crops.reusable(original, (MASK_SCOPE,))
+    if not pending and crop_ready and mask_ready:
         return
     image = images.load_rgb(original.path)
     height, width = image.shape[:2]
@@ -387,7 +391,9 @@ def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _O
         raise InputError(f"{original.key}: no PII box overlaps the {width}x{height} image; fix its boxes in pii.json")
     if not crop_ready:
         crops.write(original, "local", local_crop(image, box))
-    pii_mask = _pii_mask(original, height, width) if pending else None
+    pii_mask = _pii_mask(original, height, width) if pending or not mask_ready else None
+    if not mask_ready:
+        crops.write(original, MASK_SCOPE, np.where(pii_mask, 255, 0).astype(np.uint8))
     for job in pending:
         try:
             anonymized = job.produce(original, image, pii_mask)
@@ -403,7 +409,7 @@ def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _O
 
 
 # ----------------------------------------------------------------------------- pairs
-PAIR_COLUMNS = ("original", "anonymized", "dataset", "scope", "method", "image")
+PAIR_COLUMNS = ("original", "anonymized", "dataset", "scope", "method", "image", MASK_COLUMN)
 
 
 def relative_to(path: Path, base: Path) -> str:
@@ -430,6 +436,9 @@ def pairs_table(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], l
             "scope": scope,
             "method": result.method.name,
             "image": original.key,
+            # Background preservation is a global-scope notion: local crops get no mask.
+            MASK_COLUMN: relative_to(out_root / ORIGINAL_CROPS / MASK_SCOPE / original.output_name, out_root)
+            if scope == "global" else "",
         }
         for result in outputs
         for original in benchmark_set.originals
@@ -462,9 +471,24 @@ def _groups(dataset: str, table: PairsTable, keys: Sequence[tuple[str, str]]) ->
 
 # ----------------------------------------------------------------------------- record
 def _metric_entry(outcome: MetricOutcome | SetMetricOutcome, level: str, min_samples: int = 0) -> dict[str, Any]:
-    return {"level": level, "status": outcome.status, "key": outcome.key, "reason": outcome.reason,
-            "weights_status": outcome.weights_status, "label": outcome.label or outcome.name,
-            "higher_is_more_anonymous": outcome.higher_is_more_anonymous, "min_samples": min_samples}
+    entry = {"level": level, "status": outcome.status, "key": outcome.key, "reason": outcome.reason,
+             "weights_status": outcome.weights_status, "label": outcome.label or outcome.name,
+             "higher_is_more_anonymous": outcome.higher_is_more_anonymous, "min_samples": min_samples}
+    return {**entry, **_metric_facts(outcome.name)}
+
+
+def _metric_facts(name: str) -> dict[str, Any]:
+    """What trade-off views read of a metric, from its class: family, utility direction and
+    view, and the scopes it scores (background preservation: global only)."""
+    try:
+        cls = metric_class(name)
+    except MetricError:
+        return {}
+    facts: dict[str, Any] = {"family": cls.family, "higher_is_more_useful": cls.higher_is_more_useful,
+                             "utility_view": cls.utility_view}
+    if cls.needs_pii_mask:
+        facts["scopes"] = list(getattr(cls, "scopes", SCOPES))
+    return facts
 
 
 def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table: PairsTable,

@@ -231,6 +231,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action=_ParamAction, default=None, metavar="NAME=V1,V2",
                    help="sweep a parameter of the --method given just before it (repeatable: several make a "
                         "grid); each setting is its own row, e.g. blur[radius=8]")
+    p.add_argument("--utility", default=None, metavar="MODULE:FUNCTION",
+                   help="with --method: score your task function fn(image) -> float (higher = more useful) on "
+                        "every anonymized image, as the utility metric 'task'")
     p.add_argument("--dataset", default="fixtures",
                    help="benchmark set for --method: 'fixtures' (the demo set) or a folder with images/ and pii.json")
     p.add_argument("--annotations", type=Path, action="append", default=None,
@@ -260,6 +263,10 @@ class _ParamAction(argparse.Action):
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.method:
         return _benchmark(args)
+    if args.utility or getattr(args, "tradeoff", None):
+        from bench.errors import InputError
+
+        raise InputError("--utility and --tradeoff belong to benchmark runs; give --method too")
     return _evaluate(args, splits=None)
 
 
@@ -281,7 +288,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         method_params=args.param,
         dataset=args.dataset,
         metrics=args.metrics,
-        metric_options=evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2),
+        metric_options={**evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2),
+                        **({"task": {"function": args.utility}} if args.utility else {})},
         out=args.out or runs / "bench",
         store_path=args.store or runs / DEFAULT_STORE_NAME,
         device=args.device,

@@ -163,7 +163,8 @@ def _row_entries(store: ResultsStore, metrics: Mapping[str, Any], dataset: str, 
                   if entry.get("failures") else "no pairs")
         return {name: Entry(note=reason) for name in metrics}
     return {
-        name: (_set_entry(store, info, dataset, method, scope, pairs) if info["level"] == "set"
+        name: (Entry(note=f"{' and '.join(info['scopes'])} scope only") if scope not in info.get("scopes", (scope,))
+               else _set_entry(store, info, dataset, method, scope, pairs) if info["level"] == "set"
                else _pair_entries(store, info, pairs, n_boot=n_boot, seed=seed))
         for name, info in metrics.items()
     }

@@ -181,6 +181,9 @@ class _InceptionSetMetric(SetMetric):
     """Accumulates pool3 features of a group's originals and anonymized images."""
 
     higher_is_more_anonymous: ClassVar[bool] = True
+    # As a utility (trade-off views): anonymized images distributed like the originals = realistic.
+    higher_is_more_useful: ClassVar[bool] = False
+    utility_view: ClassVar[str] = "realism"
     # Why min_samples is what it is, for the error message.
     min_samples_reason: ClassVar[str]
 

@@ -82,6 +82,9 @@ class LPIPS(FeaturePairMetric):
     label: ClassVar[str] = "LPIPS"
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
+    # As a utility (trade-off views): perceptually closer to the original = more realistic.
+    higher_is_more_useful: ClassVar[bool] = False
+    utility_view: ClassVar[str] = "realism"
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)

@@ -24,6 +24,9 @@ BUILTIN_METRICS: dict[str, str] = {
     "kid": "metrics.fid:KID",
     "perceptanon_ha1": "metrics.perceptanon:PerceptAnonHA1Metric",
     "perceptanon_ha2": "metrics.perceptanon:PerceptAnonHA2Metric",
+    "background_ssim": "metrics.utility:BackgroundSSIM",
+    "background_psnr": "metrics.utility:BackgroundPSNR",
+    "task": "metrics.utility:TaskUtility",
 }
 
 # The paper's five traditional metrics, in its table order.
