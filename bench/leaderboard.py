@@ -26,6 +26,8 @@ import numpy as np
 
 from bench import stats
 from bench.errors import InputError
+from bench.evaluate import metric_label
+from bench.methods import REFERENCE_METHODS
 from bench.setmetrics import group_key, too_few_note
 from bench.store import ResultsStore
 from reports.leaderboard import (
@@ -37,7 +39,7 @@ from reports.leaderboard import (
     sort_rows,
     write_leaderboard,
 )
-from reports.tables import MetricInfo
+from reports.tables import MetricInfo, NotComputed
 
 #: The default sort metric: the first of these with a column.
 SORT_PREFERENCE = ("perceptanon_ha2", "perceptanon_ha1", "lpips", "inception_dist", "ssim")
@@ -87,7 +89,7 @@ def _metric_info(name: str, info: Mapping[str, Any]) -> MetricInfo:
     marked = status in ("unverified", "stand-in")
     return MetricInfo(name=name, label=info.get("label") or name,
                       higher_is_more_anonymous=bool(info["higher_is_more_anonymous"]), verified=not marked,
-                      weights_note=f"{status} weights" if marked else "")
+                      weights_note=f"{status} weights" if marked else "", weights_status=status)
 
 
 def _pair_entries(store: ResultsStore, metric: Mapping[str, Any], pairs: Sequence[Sequence[Any]], *,
@@ -109,11 +111,11 @@ def _set_entry(store: ResultsStore, metric: Mapping[str, Any], dataset: str, met
                pairs: Sequence[Sequence[Any]]) -> Entry:
     members = [(pair[ORIGINAL_SHA], pair[ANONYMIZED_SHA]) for pair in pairs]
     if len(members) < int(metric.get("min_samples", 0)):
-        return Entry(n=len(members), note=too_few_note(len(members), int(metric["min_samples"])))
+        return Entry(n=len(members), note=too_few_note(len(members), int(metric["min_samples"])), level="set")
     value = store.lookup_set_score(metric["key"], group_key(dataset, method, scope), members)
     if value is None:
-        return Entry(n=len(members), note="not computed for these pairs")
-    return Entry(value=value, n=len(members), note="" if math.isfinite(value) else "undefined")
+        return Entry(n=len(members), note="not computed for these pairs", level="set")
+    return Entry(value=value, n=len(members), note="" if math.isfinite(value) else "undefined", level="set")
 
 
 # ----------------------------------------------------------------------------- board
@@ -151,6 +153,8 @@ def build_leaderboard(
         failures=tuple(Failure(method, line) for method, entry in record["methods"].items()
                        for line in entry.get("failures", [])),
         notes=tuple(_notes(record)),
+        not_computed=tuple(_not_computed(record)),
+        convention=str(record.get("provenance", {}).get("convention") or "default"),
         examples=tuple(_examples(record, ordered, examples)),
         provenance=_provenance(record),
     )
@@ -180,9 +184,17 @@ def _sort_metric(requested: str | None, columns: Sequence[MetricInfo]) -> str:
     return next((name for name in SORT_PREFERENCE if name in names), names[0] if names else "")
 
 
+def _not_computed(record: Mapping[str, Any]) -> list[NotComputed]:
+    """The record's metrics without values, each with its reason and fix."""
+    return [NotComputed(name=name, label=metric_label(name, info.get("label") or ""), reason=info.get("reason", ""),
+                        status=info["status"])
+            for name, info in record["metrics"].items() if info["status"] != "ok"]
+
+
 def _notes(record: Mapping[str, Any]) -> list[str]:
-    notes = [f"{name}: not computed: {info.get('reason', '')}" for name, info in record["metrics"].items()
-             if info["status"] != "ok"]
+    notes = [f"{name}: reference row, the originals copied unchanged: what \"no change\" scores (PSNR = +inf, "
+             "FID about 0; KID can fall slightly below 0 on paired data)."
+             for name in REFERENCE_METHODS if name in record["methods"]]
     for method, entry in record["methods"].items():
         notes += [f"{method}: {note}" for note in entry.get("notes", [])]
     return notes

@@ -28,10 +28,14 @@ from reports.tables import (
     DEFAULT_STATISTICS,
     SIMULATED_NOTE,
     MetricInfo,
+    NotComputed,
     Results,
+    convention_note,
+    convention_of,
     dagger_note,
     is_simulated,
     metric_infos,
+    not_computed_records,
     tables_by_view,
     write_atomic,
 )
@@ -183,9 +187,12 @@ def render_html(
     sections: Sequence[Section] = (),
     statistics: Sequence[str] = DEFAULT_STATISTICS,
     plots: Sequence[Plot] | None = None,
+    not_computed: Iterable[NotComputed | Mapping[str, Any]] = (),
 ) -> str:
     """The report as one HTML string (see `render_report`). `plots` defaults to `all_plots`."""
-    results = Results(correlations=correlations, ceiling=ceiling, metrics=metrics, provenance=provenance, pairs=pairs)
+    missing = tuple(not_computed_records(not_computed))
+    results = Results(correlations=correlations, ceiling=ceiling, metrics=metrics, provenance=provenance, pairs=pairs,
+                      not_computed=missing)
     infos = metric_infos(metrics)
     grouped = tables_by_view(results, statistics=statistics)
     if plots is None:
@@ -195,6 +202,8 @@ def render_html(
         "simulated_note": SIMULATED_NOTE if is_simulated(provenance) else "",
         "dagger_note": dagger_note(infos),
         "unverified": [info for info in infos if not info.verified],
+        "not_computed": missing,
+        "convention": convention_note(convention_of(provenance)),
         "views": [(f"{granularity} labels, {form}", tables) for (granularity, form), tables in grouped],
         "figures": [(plot, data_uri(plot.png, "image/png")) for plot in plots],
         "metric_headers": [info.header for info in infos],
@@ -219,13 +228,15 @@ def render_report(
     out_path: Path,
     sections: Sequence[Section] = (),
     statistics: Sequence[str] = DEFAULT_STATISTICS,
+    not_computed: Iterable[NotComputed | Mapping[str, Any]] = (),
 ) -> Path:
     """Write the self-contained report to out_path (atomically) and return it.
 
     sample_pairs: (original_path, anonymized_path, row dict) triples, or a callable returning
     them; the images are thumbnailed here. sections: extra (title, body) sections after the
-    built-in ones, for later features (leaderboard, Grad-CAM)."""
+    built-in ones, for later features (leaderboard, Grad-CAM). not_computed: the requested
+    metrics that did not run, shown with their reason and fix."""
     html = render_html(correlations=correlations, ceiling=ceiling, pairs=pairs, metrics=metrics,
                        provenance=provenance, sample_pairs=sample_pairs, title=title, sections=sections,
-                       statistics=statistics)
+                       statistics=statistics, not_computed=not_computed)
     return write_atomic(Path(out_path), html)

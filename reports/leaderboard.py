@@ -8,7 +8,11 @@ which the Markdown, LaTeX and HTML renderers of reports/tables.py and its templa
 the outputs cannot disagree. CSV and JSON carry the same numbers unrounded.
 
 Rows are grouped by scope (global first) and sorted within a scope by the sort metric, most
-anonymous first. "Best" is the most anonymous value of a column within a scope.
+anonymous first. "Best" (bold) is the most anonymous value of a column within a scope, and only
+where it stands out of the noise: its 95% interval overlaps no other row's. A value without an
+interval (FID, KID: one number per group) is therefore bold only when it is alone. Values
+equal within a relative TIE_TOLERANCE are ties. Metrics requested but not computed are named,
+with their reason and fix, in every format.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +35,15 @@ from reports.tables import (
     Column,
     Footnotes,
     MetricInfo,
+    TIE_TOLERANCE,
+    NotComputed,
     Row,
     Table,
+    convention_note,
     dagger_note,
     format_number,
     markdown_escape,
+    not_computed_notes,
     to_latex,
     to_markdown,
 )
@@ -61,6 +69,8 @@ class Entry:
     n_infinite: int = 0
     #: Why there is no value, or a caveat beside one.
     note: str = ""
+    #: "pair" (a mean over originals with its CI) or "set" (FID, KID: one value for the group).
+    level: str = "pair"
 
     @property
     def defined(self) -> bool:
@@ -107,6 +117,10 @@ class Leaderboard:
     notes: tuple[str, ...] = ()
     examples: tuple[Example, ...] = ()
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    #: Metrics requested (or default) that produced no column, with their reason and fix.
+    not_computed: tuple[NotComputed, ...] = ()
+    #: "default" or "paper" (see `reports.tables.convention_note`).
+    convention: str = "default"
 
     def column(self, name: str) -> MetricInfo:
         return next(info for info in self.columns if info.name == name)
@@ -135,18 +149,45 @@ def _decimals(values: Sequence[float]) -> int:
     return 3 if largest >= 0.1 else 4
 
 
+def _tied(a: float, b: float) -> bool:
+    return abs(a - b) <= TIE_TOLERANCE * max(abs(a), abs(b))
+
+
+def _interval(entry: Entry) -> tuple[float, float] | None:
+    if math.isfinite(entry.ci_low) and math.isfinite(entry.ci_high):
+        return entry.ci_low, entry.ci_high
+    return None
+
+
+def _stands_out(best: Entry, others: Sequence[Entry]) -> bool:
+    """True when `best` differs from every other value by more than the noise: its interval
+    overlaps none of theirs. Without intervals only a lone value stands out."""
+    if not others:
+        return True
+    mine = _interval(best)
+    if mine is None:
+        return False
+    for other in others:
+        theirs = _interval(other)
+        if theirs is None or _tied(other.value, best.value) or (theirs[0] <= mine[1] and mine[0] <= theirs[1]):
+            return False
+    return True
+
+
 def _best_values(board: Leaderboard) -> dict[tuple[str, str], float]:
-    """(scope, metric) -> the most anonymous defined value."""
+    """(scope, metric) -> the most anonymous defined value, where it stands out of the noise."""
     best: dict[tuple[str, str], float] = {}
+    scopes = list(dict.fromkeys(row.scope for row in board.rows))
     for info in board.columns:
-        for row in board.rows:
-            entry = row.entries.get(info.name)
-            if entry is None or not entry.defined:
+        for scope in scopes:
+            entries = [row.entries[info.name] for row in board.rows
+                       if row.scope == scope and info.name in row.entries and row.entries[info.name].defined]
+            if not entries:
                 continue
-            current = best.get((row.scope, info.name))
-            higher = info.higher_is_more_anonymous
-            if current is None or (entry.value > current if higher else entry.value < current):
-                best[(row.scope, info.name)] = entry.value
+            sign = 1.0 if info.higher_is_more_anonymous else -1.0
+            top = max(entries, key=lambda entry: sign * entry.value)
+            if _stands_out(top, [entry for entry in entries if entry is not top]):
+                best[(scope, info.name)] = top.value
     return best
 
 
@@ -161,6 +202,8 @@ def _infinite_note(entry: Entry) -> str:
 def _cell(entry: Entry | None, decimals: int, best: float | None, footnotes: Footnotes) -> Cell:
     if entry is None:
         entry = Entry(note="not computed")
+    if entry.level == "set" and not entry.defined and entry.n:
+        entry = replace(entry, note="; ".join(part for part in (entry.note, f"n = {entry.n} pairs") if part))
     reasons = [reason for reason in (entry.note, _infinite_note(entry) if entry.n_infinite else "") if reason]
     footnote = ",".join(footnotes.key(reason) for reason in reasons)
     if not entry.defined:
@@ -168,7 +211,9 @@ def _cell(entry: Entry | None, decimals: int, best: float | None, footnotes: Foo
     ci = ""
     if math.isfinite(entry.ci_low) and math.isfinite(entry.ci_high):
         ci = f"[{format_number(entry.ci_low, decimals)}, {format_number(entry.ci_high, decimals)}]"
-    return Cell(text=format_number(entry.value, decimals), ci=ci, best=best is not None and entry.value == best,
+    if entry.level == "set":
+        ci = " ".join(part for part in (ci, f"(n = {entry.n})") if part)
+    return Cell(text=format_number(entry.value, decimals), ci=ci, best=best is not None and _tied(entry.value, best),
                 footnote=footnote, reason="; ".join(reasons))
 
 
@@ -177,14 +222,18 @@ def table_notes(board: Leaderboard) -> list[str]:
     sorted_by = f" Sorted by {board.column(board.sort_metric).label} within each scope." if board.columns else ""
     notes = [
         "↑: higher = more anonymous; ↓: lower = more anonymous.",
-        (f"Pair metrics: mean over originals [95% bootstrap CI, resampling originals, "
+        (f"Pair metrics: mean over originals [95% percentile bootstrap CI, resampling originals, "
          f"{board.bootstrap.get('n_boot')} resamples, seed {board.bootstrap.get('seed')}]. "
-         "Set metrics (FID, KID): one value per method and scope."),
-        f"Bold: the most anonymous value of each column within a scope.{sorted_by}",
+         "Set metrics (FID, KID): one value per method and scope over its n pairs, no interval."),
+        ("Bold: the most anonymous value of each column within a scope, only where its interval overlaps no other "
+         "row's (a value without an interval, such as FID or KID, is bold only when alone); values equal within "
+         f"a relative 1e-12 are ties.{sorted_by}"),
+        convention_note(board.convention, of="values"),
     ]
     dagger = dagger_note(board.columns)
     if dagger:
         notes.append(dagger)
+    notes += not_computed_notes(board.not_computed)
     if board.failures:
         counts = Counter(failure.method for failure in board.failures)
         notes.append(f"Failures ({len(board.failures)}, listed with the leaderboard): "
@@ -252,11 +301,19 @@ def long_frame(board: Leaderboard) -> pd.DataFrame:
             records.append({
                 "scope": row.scope, "method": row.method, "metric": info.name, "metric_label": info.header,
                 "higher_is_more_anonymous": info.higher_is_more_anonymous, "weights_verified": info.verified,
+                "weights_status": info.weights, "level": entry.level,
                 "value": entry.value, "ci_low": entry.ci_low, "ci_high": entry.ci_high, "n": entry.n,
                 "n_infinite": entry.n_infinite, "note": note,
             })
-    columns = ["scope", "method", "metric", "metric_label", "higher_is_more_anonymous", "weights_verified", "value",
-               "ci_low", "ci_high", "n", "n_infinite", "note"]
+        for missing in board.not_computed:  # a row per metric that did not run, its reason as the note
+            records.append({
+                "scope": row.scope, "method": row.method, "metric": missing.name, "metric_label": missing.label,
+                "higher_is_more_anonymous": None, "weights_verified": None, "weights_status": "", "level": "",
+                "value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0, "n_infinite": 0,
+                "note": missing.line,
+            })
+    columns = ["scope", "method", "metric", "metric_label", "higher_is_more_anonymous", "weights_verified",
+               "weights_status", "level", "value", "ci_low", "ci_high", "n", "n_infinite", "note"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -279,7 +336,9 @@ def to_json(board: Leaderboard) -> str:
         "sort_metric": board.sort_metric,
         "metrics": [{"name": info.name, "label": info.label, "header": info.header,
                      "higher_is_more_anonymous": info.higher_is_more_anonymous, "verified": info.verified,
-                     "weights_note": info.weights_note} for info in board.columns],
+                     "weights_status": info.weights, "weights_note": info.weights_note} for info in board.columns],
+        "not_computed": [vars(item) for item in board.not_computed],
+        "convention": board.convention,
         "rows": [{"scope": row.scope, "method": row.method,
                   "cells": {name: {key: _finite_or_none(value) for key, value in vars(entry).items()}
                             for name, entry in row.entries.items()}} for row in board.rows],

@@ -28,6 +28,7 @@ from matplotlib.patches import Patch
 
 from reports.tables import (
     CORRELATION_COLUMNS,
+    NO_INTERVAL_CLUSTERS,
     STATISTIC_SYMBOLS,
     MetricInfo,
     is_simulated,
@@ -124,6 +125,27 @@ def _skipped_note(skipped: Sequence[str]) -> str:
     return f" Not drawn: {'; '.join(skipped)}." if skipped else ""
 
 
+DAGGER_LEGEND = "† = unverified or stand-in weights"
+HATCH_LEGEND = "hatched = unverified or stand-in weights (†)"
+
+
+def _dagger_handles(infos: Iterable[MetricInfo], *, hatched: bool = False) -> list[Any]:
+    """A legend entry explaining † (and hatching) when some metric is unverified."""
+    if all(info.verified for info in infos):
+        return []
+    return [Patch(facecolor="white", edgecolor="#333333", hatch="//" if hatched else "",
+                  fill=hatched, linewidth=0.5 if hatched else 0)]
+
+
+def _dagger_labels(infos: Iterable[MetricInfo], *, hatched: bool = False) -> list[str]:
+    return [] if all(info.verified for info in infos) else [HATCH_LEGEND if hatched else DAGGER_LEGEND]
+
+
+def _dagger_caption(infos: Iterable[MetricInfo]) -> str:
+    unverified = [info.label for info in infos if not info.verified]
+    return f" † after a name: computed with unverified or stand-in weights ({', '.join(unverified)})." if unverified else ""
+
+
 def _title(text: str, simulated: bool) -> str:
     return f"{text} — SIMULATED human scores" if simulated else text
 
@@ -186,28 +208,19 @@ def rank_plot(pairs: pd.DataFrame, metrics: Any, *, simulated: bool = False) -> 
         axes.set_ylabel("Normalised, oriented value (1 = most anonymous)")
         axes.set_ylim(-0.03, 1.03)
         axes.grid(alpha=0.3)
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        handles, labels = axes.get_legend_handles_labels()
+        axes.legend(handles + _dagger_handles(infos), labels + _dagger_labels(infos), loc="upper left",
+                    bbox_to_anchor=(1.01, 1.0), frameon=False)
         title = _title("Metrics along the human ranking", simulated)
         axes.set_title(title)
         png = _png(figure)
     caption = (f"The paper's Figure 2 for these {len(order)} pairs: pairs sorted by mean human score (x = rank); "
                f"each metric min-max normalised over the pairs and oriented so that 1 = most anonymous "
-               f"(points = pairs, line = moving average over {window} pairs).") + _clip_note(clipped) + _skipped_note(skipped)
+               f"(points = pairs, line = moving average over {window} pairs).") + _dagger_caption(infos) + _clip_note(clipped) + _skipped_note(skipped)
     return Plot("rank_plot", title, caption, png)
 
 
 # --------------------------------------------------------------------------- (b) scatter
-def _headline(correlations: pd.DataFrame | None) -> dict[str, tuple[str, float]]:
-    """metric -> (split, Spearman) for the first split of the primary view, to print on panels."""
-    if correlations is None or correlations.empty:
-        return {}
-    granularity, form = views(correlations)[0]
-    view = correlations[(correlations["granularity"] == granularity) & (correlations["form"] == form)]
-    split = view["split"].iloc[0]
-    rows = view[(view["split"] == split) & (view["statistic"] == "spearman")]
-    return {row["metric"]: (split, _number(row["value"])) for row in rows.to_dict(orient="records")}
-
-
 def _number(value: Any) -> float:
     """A table cell as a float; NaN for a missing one (None, as JSON's null reads back)."""
     try:
@@ -216,14 +229,28 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def metric_scatter(pairs: pd.DataFrame, metrics: Any, *, correlations: pd.DataFrame | None = None,
-                   simulated: bool = False) -> Plot:
-    """Metric value (x) against mean human score (y), one panel per metric, coloured by method."""
+def drawn_spearman(metric: np.ndarray, human: np.ndarray, higher_is_more_anonymous: bool) -> tuple[float, int]:
+    """Oriented Spearman ρ over exactly the points drawn (pairs with a metric value), and their count.
+
+    Infinite values keep their rank (an infinite PSNR is the largest), as in the tables."""
+    used = ~np.isnan(metric) & np.isfinite(human)
+    n = int(used.sum())
+    if n < 3:
+        return math.nan, n
+    oriented = metric[used] if higher_is_more_anonymous else -metric[used]
+    x, y = pd.Series(oriented).rank().to_numpy(), pd.Series(human[used]).rank().to_numpy()
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, n
+    return float(np.corrcoef(x, y)[0, 1]), n
+
+
+def metric_scatter(pairs: pd.DataFrame, metrics: Any, *, simulated: bool = False) -> Plot:
+    """Metric value (x) against mean human score (y), one panel per metric, coloured by method;
+    each panel's ρ is computed on the points it shows."""
     pairs = _human_scores(pairs)
     infos, skipped = _drawable(pairs, metric_infos(metrics))
     methods = _group_column(pairs, "method")
     method_names = unique_in_order(methods)
-    headline = _headline(correlations)
     human = pairs["score_mean"].to_numpy(dtype=float)
     clipped = {}
     with matplotlib.rc_context(_STYLE):
@@ -238,9 +265,10 @@ def metric_scatter(pairs: pd.DataFrame, metrics: Any, *, correlations: pd.DataFr
                 axes.scatter(shown.values[chosen], human[chosen], s=14, alpha=0.75, color=_colour(index),
                              marker=_marker(index), linewidths=0, label=_short(method, 30))
             panel = info.header
-            if info.name in headline and math.isfinite(headline[info.name][1]):
-                split, value = headline[info.name]
-                panel += f"   ρ = {value:.2f} ({split})"
+            rho, n = drawn_spearman(pd.to_numeric(pairs[info.name], errors="coerce").to_numpy(dtype=float), human,
+                                    info.higher_is_more_anonymous)
+            if math.isfinite(rho):
+                panel += f"   ρ = {rho:.2f} (n = {n})"
             axes.set_title(panel)
             axes.set_xlabel(f"{info.label} ({'higher' if info.higher_is_more_anonymous else 'lower'} = more anonymous)")
             axes.set_ylabel("Mean human score")
@@ -249,11 +277,12 @@ def metric_scatter(pairs: pd.DataFrame, metrics: Any, *, correlations: pd.DataFr
         figure.suptitle(title)
         if infos:
             handles, labels = figure.axes[0].get_legend_handles_labels()
-            figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), frameon=False,
-                          title="Method")
+            figure.legend(handles + _dagger_handles(infos), labels + _dagger_labels(infos), loc="outside lower center",
+                          ncols=min(len(labels) + 1, 6), frameon=False, title="Method")
         png = _png(figure)
-    caption = ("Each point is one pair; ρ is the oriented Spearman correlation of the headline split."
-               + _clip_note(clipped) + _skipped_note(skipped))
+    caption = (f"Each point is one pair ({len(pairs)} pairs: all rows, not a split's test set); ρ is the oriented "
+               "Spearman correlation of the pairs drawn in that panel (n of them), so it differs from the tables, "
+               "which use each split's test set." + _dagger_caption(infos) + _clip_note(clipped) + _skipped_note(skipped))
     return Plot("metric_scatter", title, caption, png)
 
 
@@ -292,11 +321,14 @@ def correlation_bars(correlations: pd.DataFrame, metrics: Any, *, granularity: s
         figure.suptitle(title)
         handles, labels = panels[0].get_legend_handles_labels()
         if handles:
+            handles += _dagger_handles(infos, hatched=True)
+            labels += _dagger_labels(infos, hatched=True)
             figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), frameon=False)
         png = _png(figure)
-    caption = ("Bars: correlation oriented so that positive = agrees with the human scores; whiskers: 95% "
-               "cluster-bootstrap CI. n/a: undefined for that split (see the tables for the reason); "
-               "hatched bars: unverified or stand-in weights.")
+    caption = ("Bars: correlation oriented so that positive = agrees with the human scores, on each split's test "
+               f"set; whiskers: 95% percentile cluster-bootstrap CI (asymmetric), none for a split with fewer than "
+               f"{NO_INTERVAL_CLUSTERS} originals. n/a: undefined for that split (see the tables for the reason)."
+               + (" Hatched bars and † after a name: unverified or stand-in weights." if _dagger_labels(infos) else ""))
     return Plot(f"correlation_bars-{granularity}-{form}", title, caption, png)
 
 
@@ -305,6 +337,9 @@ def _bar_series(axes: Any, rows: Sequence[Mapping[str, Any]], index: int, width:
         return np.array([_number(row.get(name)) for row in rows], dtype=float)
 
     value, low, high = column("value"), column("ci_low"), column("ci_high")
+    # As in the tables: below NO_INTERVAL_CLUSTERS originals an interval means little; draw none.
+    few = column("n_clusters") < NO_INTERVAL_CLUSTERS
+    low[few], high[few] = np.nan, np.nan
     positions = np.arange(len(rows)) - 0.4 + width * (index + 0.5)
     # A CI that does not contain its point estimate (possible with percentile bootstraps) draws no whisker side.
     errors = np.nan_to_num(np.clip(np.vstack([value - low, high - value]), 0, None))
@@ -351,10 +386,11 @@ def score_distributions(pairs: pd.DataFrame, metrics: Any, *, simulated: bool = 
         title = _title("Scores by method and scope", simulated)
         figure.suptitle(title)
         legend = [Patch(facecolor=_colour(index), alpha=0.8, label=scope) for index, scope in enumerate(scope_names)]
+        legend += [Patch(facecolor="white", linewidth=0, label=label) for label in _dagger_labels(infos)]
         figure.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False, title="Scope")
         png = _png(figure)
     caption = ("Boxes: quartiles and median of each method x scope; whiskers 1.5 IQR; points beyond them are single pairs."
-               + _clip_note(clipped) + _skipped_note(skipped))
+               + _dagger_caption(infos) + _clip_note(clipped) + _skipped_note(skipped))
     return Plot("score_distributions", title, caption, png)
 
 
@@ -367,7 +403,7 @@ def all_plots(*, correlations: pd.DataFrame, metrics: Any, provenance: Mapping[s
     if pairs is not None and not pairs.empty:
         plots += [
             rank_plot(pairs, metrics, simulated=simulated),
-            metric_scatter(pairs, metrics, correlations=correlations, simulated=simulated),
+            metric_scatter(pairs, metrics, simulated=simulated),
         ]
     if not correlations.empty:
         plots.append(correlation_bars(correlations, metrics, simulated=simulated))

@@ -34,7 +34,20 @@ STATISTIC_SYMBOLS = {"spearman": "ρ", "kendall": "τ", "pearson": "r"}
 DEFAULT_STATISTICS = ("spearman", "kendall")
 #: The view a report shows first: the paper's headline (mean score, regression).
 PRIMARY_VIEW = ("mean", "regression")
-CI_STYLES = ("halfwidth", "interval")
+#: "interval" prints [low, high]; "halfwidth" prints ± only where the interval is symmetric
+#: (a percentile interval rarely is), else [low, high] as well.
+CI_STYLES = ("interval", "halfwidth")
+#: Splits with fewer distinct originals than this carry FEW_CLUSTERS_MARK: a cluster bootstrap
+#: over so few clusters has few distinct resamples and its interval is too narrow.
+FEW_CLUSTERS = 10
+#: Below this many originals no interval is shown at all (4 originals: 35 distinct resamples).
+NO_INTERVAL_CLUSTERS = 5
+FEW_CLUSTERS_MARK = "‡"
+FEW_CLUSTERS_NOTE = (f"{FEW_CLUSTERS_MARK} fewer than {FEW_CLUSTERS} originals in this split: its cluster-bootstrap "
+                     "intervals and tests rest on few distinct resamples (intervals likely too narrow).")
+#: Values closer than this (relative) are ties: in ranks and in "best".
+TIE_TOLERANCE = 1e-12
+CONVENTIONS = ("default", "paper")
 
 CORRELATION_COLUMNS = (
     "split", "granularity", "form", "metric", "statistic", "value", "ci_low", "ci_high",
@@ -63,6 +76,13 @@ class MetricInfo:
     higher_is_more_anonymous: bool
     verified: bool
     weights_note: str = ""
+    #: "verified", "unverified", "stand-in" or "none" (no weights); "" = only `verified` known.
+    weights_status: str = ""
+
+    @property
+    def weights(self) -> str:
+        """The weights state for CSV columns: the recorded status, else what `verified` implies."""
+        return self.weights_status or ("verified" if self.verified else "unverified")
 
     @property
     def arrow(self) -> str:
@@ -95,9 +115,98 @@ def metric_infos(metrics: Iterable[Mapping[str, Any] | MetricInfo] | Mapping[str
                 higher_is_more_anonymous=bool(info["higher_is_more_anonymous"]),
                 verified=bool(info.get("verified", False)),
                 weights_note=str(info.get("weights_note") or ""),
+                weights_status=str(info.get("weights_status") or ""),
             )
         )
     return infos
+
+
+@dataclass(frozen=True)
+class NotComputed:
+    """A requested or default metric that produced no values, and the one line saying why and
+    what to do (e.g. "weights alexnet not found ...; run `bench weights fetch alexnet`")."""
+
+    name: str
+    label: str
+    reason: str
+    status: str = "unavailable"  # or "failed"
+
+    @property
+    def line(self) -> str:
+        return f"{self.label}: not computed — {self.reason}" if self.reason else f"{self.label}: not computed"
+
+
+def not_computed_records(items: Iterable[Mapping[str, Any] | NotComputed] | None) -> list[NotComputed]:
+    """NotComputed records from records or their dicts (as stored in results.json)."""
+    records = []
+    for item in items or ():
+        if isinstance(item, NotComputed):
+            records.append(item)
+        else:
+            name = str(item["name"])
+            records.append(NotComputed(name=name, label=str(item.get("label") or name),
+                                       reason=str(item.get("reason") or ""),
+                                       status=str(item.get("status") or "unavailable")))
+    return records
+
+
+def not_computed_notes(items: Iterable[NotComputed]) -> list[str]:
+    """One note per metric that did not run, for every table's notes."""
+    return [item.line for item in items]
+
+
+_WANG_SSIM = ("SSIM is Wang et al. 2004 (K1 = 0.01, K2 = 0.03, Gaussian window 11, σ = 1.5), not the released "
+              "code's squared constants.")
+
+
+def convention_note(convention: str = "default", *, of: str = "correlations") -> str:
+    """The one line every table carries on the convention that produced its numbers.
+
+    of: "correlations" (the correlation tables) or "values" (a leaderboard of metric values,
+    whose signs no convention changes)."""
+    if of not in ("correlations", "values"):
+        raise ValueError(f"of must be 'correlations' or 'values', got {of!r}")
+    if convention == "default" and of == "values":
+        return f"Convention: default. Values as computed; the arrows give each metric's direction. {_WANG_SSIM}"
+    if convention == "paper" and of == "values":
+        return ("Convention: paper (as released). Values as computed; SSIM with the released code's constants (0.01² "
+                "and 0.03² passed to scikit-image, which squares them again).")
+    if convention == "default":
+        return ("Convention: default (oriented). PSNR and SSIM are oriented (lower = more anonymous, so their "
+                "correlations have the opposite sign of the paper's Tables 1–2) and the binary label is reversed "
+                f"relative to the released code. {_WANG_SSIM} `--convention paper` gives the paper's.")
+    if convention == "paper":
+        return ("Convention: paper (as released). Raw signs as printed in the paper's Tables 1–2, the released "
+                "binary mapping and label transforms, SSIM with the released code's constants (0.01² and 0.03² "
+                "passed to scikit-image, which squares them again).")
+    raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+
+
+def convention_of(provenance: Mapping[str, Any] | None) -> str:
+    return str((provenance or {}).get("convention") or "default")
+
+
+def rows_of(provenance: Mapping[str, Any] | None) -> str:
+    """Which rows the correlations used ("test" unless the producer recorded otherwise)."""
+    return str((provenance or {}).get("rows") or "test")
+
+
+def rows_note(rows: str = "test") -> str:
+    """Which rows a correlation table uses; n and orig. in each row count them."""
+    if rows == "test":
+        return ("Rows: the test set of each split as the protocol defines it (not all pairs); "
+                "n = test pairs, orig. = distinct originals among them.")
+    if rows == "all":
+        return "Rows: all pairs of each split (no train/test division); n = pairs, orig. = distinct originals."
+    raise ValueError(f"rows must be 'test' or 'all', got {rows!r}")
+
+
+def ties(values: Sequence[float], best: float, *, tolerance: float = TIE_TOLERANCE) -> list[bool]:
+    """Which values tie with `best` within a relative `tolerance` (MSE and PSNR, monotone
+    transforms of each other, must not be told apart by float rounding)."""
+    return [_finite(value) and math.isfinite(best)
+            and abs(float(value) - best) <= tolerance * max(abs(float(value)), abs(best), 1e-300)
+            for value in values]
 
 
 def is_simulated(provenance: Mapping[str, Any] | None) -> bool:
@@ -123,6 +232,8 @@ class Results:
     metrics: Sequence[Mapping[str, Any]]
     provenance: Mapping[str, Any]
     pairs: pd.DataFrame | None = None
+    #: Metrics requested (or default) that did not run, each with its reason and fix.
+    not_computed: Sequence[NotComputed] = ()
 
     @classmethod
     def coerce(cls, result: Any) -> Results:
@@ -133,7 +244,7 @@ class Results:
         missing = [key for key, value in fields.items() if value is None]
         if missing:
             raise ValueError(f"results lack {', '.join(missing)}")
-        return cls(**fields, pairs=get("pairs"))
+        return cls(**fields, pairs=get("pairs"), not_computed=tuple(not_computed_records(get("not_computed"))))
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -162,7 +273,8 @@ class Column:
 @dataclass(frozen=True)
 class Cell:
     text: str  # formatted number (with a true minus sign) or "n/a"
-    ci: str = ""  # "± 0.081" or "[0.410, 0.600]"
+    ci: str = ""  # "[0.410, 0.600]" (or "± 0.081" where symmetric)
+    flag: str = ""  # FEW_CLUSTERS_MARK, set right after the number
     marks: str = ""  # "*" / "**": significantly worse than the row's best
     best: bool = False
     footnote: str = ""  # key of the footnote explaining an n/a or a caveat
@@ -233,12 +345,21 @@ def format_number(value: float, decimals: int) -> str:
     return f"{float(value):.{decimals}f}".replace("-", "−")
 
 
-def _ci_text(low: Any, high: Any, decimals: int, style: str) -> str:
+def _ci_text(low: Any, high: Any, decimals: int, style: str, value: Any = math.nan) -> str:
+    """[low, high]; "± half-width" only when asked for and the interval is symmetric about the value
+    at the printed precision -- a percentile interval read as ± would claim a range it does not cover."""
     if not (_finite(low) and _finite(high)):
         return ""
-    if style == "interval":
-        return f"[{format_number(low, decimals)}, {format_number(high, decimals)}]"
-    return f"± {format_number((float(high) - float(low)) / 2, decimals)}"
+    if style == "halfwidth" and _finite(value):
+        below, above = float(value) - float(low), float(high) - float(value)
+        if format_number(below, decimals) == format_number(above, decimals):
+            return f"± {format_number(above, decimals)}"
+    return f"[{format_number(low, decimals)}, {format_number(high, decimals)}]"
+
+
+def _clusters(record: Mapping[str, Any]) -> int | None:
+    value = record.get("n_clusters")
+    return int(value) if _finite(value) else None
 
 
 def _marks(p_value: Any) -> str:
@@ -253,26 +374,60 @@ def _reason(record: Mapping[str, Any] | None, fallback: str) -> str:
 
 
 def _quantity_cell(record: Mapping[str, Any] | None, quantity: str, footnotes: Footnotes, *,
-                   decimals: int, ci: str | None, fallback: str) -> Cell:
-    """One metric's cell: value (+ CI) with marks, or n/a with its reason as a footnote."""
+                   decimals: int, ci: str | None, fallback: str, best: bool = False) -> Cell:
+    """One metric's cell: value (+ CI) with marks, or n/a with its reason as a footnote.
+
+    A split with fewer than FEW_CLUSTERS originals is flagged; below NO_INTERVAL_CLUSTERS its
+    interval is withheld and a footnote says why."""
     if record is None or not _finite(record.get(quantity)):
         reason = _reason(record, "not computed" if record is None else fallback)
         return Cell(text="n/a", footnote=footnotes.key(reason), reason=reason)
-    caveat = _reason(record, "")  # e.g. "NaN scores: 3 pairs dropped" next to a defined value
+    caveats = [_reason(record, "")]  # e.g. "NaN scores: 3 pairs dropped" next to a defined value
+    clusters = _clusters(record)
+    few = clusters is not None and clusters < FEW_CLUSTERS
+    interval = ""
+    if ci:
+        if clusters is not None and clusters < NO_INTERVAL_CLUSTERS:
+            caveats.append(f"no interval: only {clusters} original(s) in this split (fewer than "
+                           f"{NO_INTERVAL_CLUSTERS}: too few distinct bootstrap resamples)")
+        else:
+            interval = _ci_text(record.get("ci_low"), record.get("ci_high"), decimals, ci, record.get("value"))
+    caveats = [caveat for caveat in caveats if caveat]
     return Cell(
         text=format_number(record[quantity], decimals),
-        ci=_ci_text(record.get("ci_low"), record.get("ci_high"), decimals, ci) if ci else "",
+        ci=interval,
+        flag=FEW_CLUSTERS_MARK if few else "",
         marks=_marks(record.get("p_vs_best")),
-        best=record.get("is_best") in (True, 1),  # NaN (read back from CSV) is not best
-        footnote=footnotes.key(caveat) if caveat else "",
-        reason=caveat,
+        best=best,
+        footnote=",".join(footnotes.key(caveat) for caveat in caveats),
+        reason="; ".join(caveats),
     )
 
 
-def _common_notes(infos: Iterable[MetricInfo], simulated: bool) -> list[str]:
+def _row_best(records: Sequence[Mapping[str, Any] | None]) -> list[bool]:
+    """Best cells of one row: the producer's best and every value tied with it (TIE_TOLERANCE)."""
+    best = [record for record in records if record is not None and record.get("is_best") in (True, 1)]
+    if not best or not _finite(best[0].get("value")):  # NaN (read back from CSV) is not best
+        return [False] * len(records)
+    return ties([math.nan if record is None else record.get("value") for record in records], float(best[0]["value"]))
+
+
+def _count_label(records: Sequence[Mapping[str, Any] | None]) -> str:
+    """"n / orig." of a row: the most pairs any metric used, and their originals."""
+    counts = [(int(r["n"]), int(r["n_clusters"])) for r in records
+              if r is not None and _finite(r.get("n")) and _finite(r.get("n_clusters"))]
+    if not counts:
+        return "–"
+    n, clusters = max(counts)
+    return f"{n} / {clusters}"
+
+
+def _common_notes(infos: Iterable[MetricInfo], simulated: bool, *, convention: str = "default",
+                  not_computed: Iterable[NotComputed] = ()) -> list[str]:
     notes = [SIMULATED_NOTE] if simulated else []
     dagger = dagger_note(infos)
-    return notes + ([dagger] if dagger else [])
+    notes += [dagger] if dagger else []
+    return notes + not_computed_notes(not_computed) + [convention_note(convention)]
 
 
 def _metric_columns(view: pd.DataFrame, infos: list[MetricInfo]) -> list[MetricInfo]:
@@ -294,12 +449,15 @@ def correlation_table(
     statistics: Sequence[str] = DEFAULT_STATISTICS,
     quantity: str = "value",
     decimals: int = 3,
-    ci: str = "halfwidth",
+    ci: str = "interval",
+    not_computed: Iterable[NotComputed] = (),
+    rows_used: str = "test",
 ) -> Table:
     """Rows = split x statistic, columns = metrics, for one granularity x form.
 
     quantity "value" gives the correlation table (with CIs), "fraction_of_ceiling" the same
-    layout as a fraction of each split's noise ceiling."""
+    layout as a fraction of each split's noise ceiling. Every row says how many pairs and
+    originals it rests on; `not_computed` metrics are named in the notes with their reason."""
     require_columns(correlations, CORRELATION_COLUMNS, "correlations")
     unknown = [statistic for statistic in statistics if statistic not in STATISTIC_SYMBOLS]
     if unknown or ci not in CI_STYLES or quantity not in ("value", "fraction_of_ceiling"):
@@ -314,37 +472,47 @@ def correlation_table(
     present = [statistic for statistic in statistics if statistic in set(view["statistic"])]
     footnotes = Footnotes()
     fallback = "undefined" if quantity == "value" else "noise ceiling undefined"
-    rows = tuple(
-        Row(
-            labels=(str(split), STATISTIC_SYMBOLS[statistic]),
-            cells=tuple(
-                _quantity_cell(records.get((split, statistic, info.name)), quantity, footnotes, decimals=decimals,
-                               ci=ci if quantity == "value" else None, fallback=fallback)
-                for info in shown
-            ),
-        )
-        for split in unique_in_order(view["split"])
-        for statistic in present
-    )
-    notes = _common_notes(shown, is_simulated(provenance))
+    rows = []
+    for split in unique_in_order(view["split"]):
+        for statistic in present:
+            row_records = [records.get((split, statistic, info.name)) for info in shown]
+            best = _row_best(row_records)
+            rows.append(Row(
+                labels=(str(split), _count_label(row_records), STATISTIC_SYMBOLS[statistic]),
+                cells=tuple(
+                    _quantity_cell(record, quantity, footnotes, decimals=decimals,
+                                   ci=ci if quantity == "value" else None, fallback=fallback, best=is_best)
+                    for record, is_best in zip(row_records, best)
+                ),
+            ))
+    flagged = any(cell.flag for row in rows for cell in row.cells)
+    notes = _common_notes(shown, is_simulated(provenance), convention=convention_of(provenance),
+                          not_computed=not_computed)
+    notes.append(rows_note(rows_used))
     notes.append("↑: higher = more anonymous; ↓: lower = more anonymous. Correlations are oriented: "
                  "positive = the metric agrees with the human anonymity scores.")
     if quantity == "value":
         title = f"Correlation with human scores ({granularity}, {form})"
-        notes.append("± : half-width of the 95% cluster-bootstrap CI (resampling originals)." if ci == "halfwidth"
-                     else "[lo, hi]: 95% cluster-bootstrap CI (resampling originals).")
+        notes.append("[low, high]: 95% percentile cluster-bootstrap CI (resampling originals); it is not symmetric "
+                     "about the value." if ci == "interval" else
+                     "[low, high]: 95% percentile cluster-bootstrap CI (resampling originals); ± only where it is "
+                     "symmetric about the value.")
     else:
         title = f"Fraction of the noise ceiling ({granularity}, {form})"
         notes.append("Each correlation divided by the noise ceiling of its split (1 = as good as the annotators).")
-    notes.append("Bold: best metric in the row. * p < .05, ** p < .01: worse than the best "
-                 "(paired test against the best metric, Holm-adjusted).")
+    if flagged:
+        notes.append(FEW_CLUSTERS_NOTE)
+    notes.append("Bold: best metric in the row (values equal within a relative 1e-12 are ties). Each metric is "
+                 "ranked on the pairs where it has a value; a footnote names any metric with fewer pairs than n. "
+                 "* p < .05, ** p < .01: worse than the best (paired test against the best metric on the pairs "
+                 "both have, Holm-adjusted).")
     kind = "correlations" if quantity == "value" else "fraction-of-ceiling"
     return Table(
         key=f"{kind}-{granularity}-{form}",
         title=title,
-        row_header=("Split", "Stat."),
+        row_header=("Split", "n / orig.", "Stat."),
         columns=tuple(Column(info.header, _metric_tooltip(info)) for info in shown),
-        rows=rows,
+        rows=tuple(rows),
         notes=tuple(notes),
         footnotes=footnotes.items(),
     )
@@ -376,6 +544,8 @@ def ceiling_table(ceiling: pd.DataFrame, provenance: Mapping[str, Any] | None, g
                 cells.append(Cell(text="n/a", footnote=footnotes.key(reason), reason=reason))
         rows.append(Row(labels=(str(record["split"]),), cells=tuple(cells)))
     notes = [SIMULATED_NOTE] if is_simulated(provenance) else []
+    notes.append(convention_note(convention_of(provenance)))
+    notes.append(rows_note("test"))
     notes.append("How well annotators agree with each other: the best a metric can be expected to correlate.")
     return Table(
         key=f"noise-ceiling-{granularity}-{form}",
@@ -389,7 +559,7 @@ def ceiling_table(ceiling: pd.DataFrame, provenance: Mapping[str, Any] | None, g
 
 
 def tables_by_view(result: Any, *, statistics: Sequence[str] = DEFAULT_STATISTICS, decimals: int = 3,
-                   ci: str = "halfwidth") -> list[tuple[tuple[str, str], list[Table]]]:
+                   ci: str = "interval") -> list[tuple[tuple[str, str], list[Table]]]:
     """For every (granularity, form), primary first: correlations, fraction of ceiling, noise ceiling."""
     results = Results.coerce(result)
     require_columns(results.ceiling, CEILING_COLUMNS, "ceiling")
@@ -397,7 +567,8 @@ def tables_by_view(result: Any, *, statistics: Sequence[str] = DEFAULT_STATISTIC
     for granularity, form in views(results.correlations):
         tables = [
             correlation_table(results.correlations, results.metrics, results.provenance, granularity, form,
-                              statistics=statistics, quantity=quantity, decimals=decimals, ci=ci)
+                              statistics=statistics, quantity=quantity, decimals=decimals, ci=ci,
+                              not_computed=results.not_computed, rows_used=rows_of(results.provenance))
             for quantity in ("value", "fraction_of_ceiling")
         ]
         in_ceiling = (results.ceiling["granularity"] == granularity) & (results.ceiling["form"] == form)
@@ -408,7 +579,7 @@ def tables_by_view(result: Any, *, statistics: Sequence[str] = DEFAULT_STATISTIC
 
 
 def build_tables(result: Any, *, statistics: Sequence[str] = DEFAULT_STATISTICS, decimals: int = 3,
-                 ci: str = "halfwidth") -> list[Table]:
+                 ci: str = "interval") -> list[Table]:
     """Every table of `tables_by_view`, in order."""
     return [table for _, tables in tables_by_view(result, statistics=statistics, decimals=decimals, ci=ci)
             for table in tables]
@@ -423,7 +594,7 @@ def markdown_escape(text: str) -> str:
 
 
 def _markdown_cell(cell: Cell) -> str:
-    text = f"**{cell.text}**" if cell.best else cell.text
+    text = (f"**{cell.text}**" if cell.best else cell.text) + cell.flag
     parts = [text, cell.ci, markdown_escape(cell.marks), f"({cell.footnote})" if cell.footnote else ""]
     return " ".join(part for part in parts if part)
 
@@ -446,10 +617,13 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_document(tables: Sequence[Table], provenance: Mapping[str, Any] | None) -> str:
+def markdown_document(tables: Sequence[Table], provenance: Mapping[str, Any] | None,
+                      not_computed: Sequence[NotComputed] = ()) -> str:
     head = ["# Results tables", ""]
     if is_simulated(provenance):
         head += [f"> **{SIMULATED_NOTE}**", ""]
+    head += [f"> {markdown_escape(line)}" for line in not_computed_notes(not_computed)]
+    head += [""] if not_computed else []
     return "\n".join(head) + "\n" + "\n".join(to_markdown(table) for table in tables)
 
 
@@ -460,7 +634,8 @@ _LATEX = str.maketrans({
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
-    "†": r"\textsuperscript{\dag}", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "±": r"$\pm$",
+    "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "²": r"\textsuperscript{2}",
+    "σ": r"$\sigma$", "–": "--", "`": r"\textasciigrave{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "±": r"$\pm$",
     "−": r"$-$", "—": "---", "ρ": r"$\rho$", "τ": r"$\tau$", "α": r"$\alpha$",
 })
 
@@ -472,6 +647,8 @@ def latex_escape(text: str) -> str:
 def _latex_cell(cell: Cell) -> str:
     text = latex_escape(cell.text)
     parts = [rf"\textbf{{{text}}}" if cell.best else text]
+    if cell.flag:
+        parts.append(latex_escape(cell.flag))
     if cell.ci:
         # A smaller CI keeps a many-metric table within the page width.
         parts.append(rf"\,{{\scriptsize {latex_escape(cell.ci)}}}")
@@ -518,6 +695,7 @@ def long_table(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None, met
         infos = {info.name: info for info in metric_infos(metrics)}
         out["metric_label"] = [infos[name].label if name in infos else str(name) for name in out["metric"]]
         out["weights_verified"] = [bool(infos[name].verified) if name in infos else False for name in out["metric"]]
+        out["weights_status"] = [infos[name].weights if name in infos else "unknown" for name in out["metric"]]
     out["human_scores"] = "SIMULATED (not human judgments)" if is_simulated(provenance) else "human"
     return out
 
@@ -548,16 +726,25 @@ def to_json(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None, metric
 
 # --------------------------------------------------------------------------- all files
 def render_all(result: Any, out_dir: Path, *, statistics: Sequence[str] = DEFAULT_STATISTICS,
-               decimals: int = 3, ci: str = "halfwidth") -> list[Path]:
+               decimals: int = 3, ci: str = "interval") -> list[Path]:
     """Write tables.md, latex/<table>.tex per table, and the long correlations/ceiling tables
     as CSV and JSON; return the written paths. Each file is written atomically."""
     results = Results.coerce(result)
     out_dir = Path(out_dir)
     tables = build_tables(results, statistics=statistics, decimals=decimals, ci=ci)
-    written = [write_atomic(out_dir / "tables.md", markdown_document(tables, results.provenance))]
+    written = [write_atomic(out_dir / "tables.md", markdown_document(tables, results.provenance, results.not_computed))]
     written += [write_atomic(out_dir / "latex" / f"{table.key}.tex", to_latex(table)) for table in tables]
     for name, frame, metrics in (("correlations", results.correlations, results.metrics),
                                  ("ceiling", results.ceiling, None)):
         written.append(write_atomic(out_dir / f"{name}.csv", to_csv(frame, provenance=results.provenance, metrics=metrics)))
         written.append(write_atomic(out_dir / f"{name}.json", to_json(frame, provenance=results.provenance, metrics=metrics)))
+    if results.not_computed:
+        missing = not_computed_frame(results.not_computed)
+        written.append(write_atomic(out_dir / "not_computed.csv", to_csv(missing, provenance=results.provenance)))
+        written.append(write_atomic(out_dir / "not_computed.json", to_json(missing, provenance=results.provenance)))
     return written
+
+
+def not_computed_frame(items: Iterable[NotComputed]) -> pd.DataFrame:
+    """The metrics that did not run, one row each (empty with its columns when all ran)."""
+    return pd.DataFrame([vars(item) for item in items], columns=["name", "label", "status", "reason"])

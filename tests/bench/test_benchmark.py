@@ -232,7 +232,7 @@ def test_small_groups_get_a_too_few_note_and_missing_weights_do_not_stop_the_run
     result = _run(tmp_path, benchset, [f"{THIS}:raises_on_landscape"], f"mse,lpips,{THIS}:MeanShift")
     markdown = result.written["markdown"].read_text()
     assert "too few pairs (3 \\< 3)" not in markdown  # 3 pairs are enough
-    assert "lpips: not computed" in markdown and "bench weights fetch alexnet" in markdown
+    assert "LPIPS: not computed — weights alexnet not found" in markdown and "bench weights fetch alexnet" in markdown
     lpips = next(m for m in result.scores.metrics if m.name == "lpips")
     assert lpips.status == "unavailable"
     assert result.complete is False  # lpips was asked for by name

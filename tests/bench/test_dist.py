@@ -29,6 +29,7 @@ from PIL import Image
 
 from bench import dist, train
 from bench.benchmark import run_benchmark
+from bench.methods import builtin_methods
 from bench.errors import InputError
 from metrics import functional, weights
 from metrics.base import PairMetric, SetMetric, WeightsRecord
@@ -330,14 +331,15 @@ def test_a_user_error_under_torchrun_is_one_line(tmp_path):
 
 @pytest.mark.slow  # starts torchrun
 def test_set_metrics_merge_across_ranks_like_one_process(tmp_path):
-    """`bench run --method` on 12 originals: 8 groups (method x scope) of 12 pairs; pair scores,
+    """`bench run --method` on 12 originals: 10 groups (method x scope, identity included) of 12 pairs; pair scores,
     FID and KID (5-pair subsets, so the row order matters) from stand-in features."""
     benchset = _write_benchmark_originals(tmp_path / "set", 12)
     metrics = f"{FAST_METRICS},{STAND_IN_SET_METRICS}"
     _benchmark(benchset, tmp_path / "one", metrics)
     _torchrun_benchmark(benchset, tmp_path / "two", metrics)
     one, two = _set_scores(tmp_path / "one" / "results.sqlite"), _set_scores(tmp_path / "two" / "results.sqlite")
-    assert len(one) == 16 and one.keys() == two.keys()
+    groups = 2 * len(builtin_methods())  # every built-in (the identity reference too) x 2 scopes
+    assert len(one) == 2 * groups and one.keys() == two.keys()
     for key, value in one.items():
         assert two[key] == pytest.approx(value, rel=1e-9), key
     (one_scores,), (two_scores,) = (list((tmp_path / run).glob("*/scores.csv")) for run in ("one", "two"))
@@ -347,13 +349,13 @@ def test_set_metrics_merge_across_ranks_like_one_process(tmp_path):
 
 @pytest.mark.slow  # starts torchrun
 def test_real_kid_merges_across_ranks_like_one_process(tmp_path, inception_weights, monkeypatch):
-    """The real Inception KID on 2 originals: 8 groups of 2 pairs, one pair per rank."""
+    """The real Inception KID on 2 originals: 10 groups of 2 pairs, one pair per rank."""
     monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(inception_weights))
     benchset = _write_benchmark_originals(tmp_path / "set", 2)
     _benchmark(benchset, tmp_path / "one", "kid")
     _torchrun_benchmark(benchset, tmp_path / "two", "kid", env=_env(BENCH_WEIGHTS_DIR=str(inception_weights)))
     one, two = _set_scores(tmp_path / "one" / "results.sqlite"), _set_scores(tmp_path / "two" / "results.sqlite")
-    assert len(one) == 8 and one.keys() == two.keys()
+    assert len(one) == 2 * len(builtin_methods()) and one.keys() == two.keys()
     for key, value in one.items():
         assert two[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,18 +106,60 @@ def test_demo_report_opens_in_chromium_with_tables_and_plots(demo_run, tmp_path)
 
 
 def test_bench_run_cli_on_the_demo_set(tmp_path):
-    """The README's main job, through the real entry point (fast metrics, few resamples)."""
+    """The README's main job, through the real entry point (fast metrics, few resamples), on a
+    machine without AlexNet weights: LPIPS is named as not computed, with the reason and the fix,
+    in tables.md, report.html and not_computed.csv."""
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--metrics", "mse,psnr", "--n-boot", "50", "--out", str(tmp_path),
+        [sys.executable, "-m", "bench", "run", "--metrics", "mse,psnr,lpips", "--n-boot", "50", "--out", str(out),
          "--no-progress"],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "BENCH_WEIGHTS_DIR": str(no_weights)},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stdout + done.stderr
     for name in ("HA1", "HA2"):
-        assert f"report: {tmp_path / name / 'report.html'}" in done.stdout
-    ha2 = pd.read_csv(tmp_path / "HA2" / "tables" / "correlations.csv", comment=None)
+        assert f"report: {out / name / 'report.html'}" in done.stdout
+        markdown = (out / name / "tables" / "tables.md").read_text(encoding="utf-8")
+        html = (out / name / "report.html").read_text(encoding="utf-8")
+        for text in (markdown, html):
+            assert "LPIPS: not computed" in text or "<strong>LPIPS</strong>: weights alexnet not found" in text
+            assert "weights alexnet not found" in text and "bench weights fetch alexnet" in text
+        missing = pd.read_csv(out / name / "tables" / "not_computed.csv")
+        assert missing["name"].tolist() == ["lpips"] and "bench weights fetch alexnet" in missing["reason"].item()
+    ha2 = pd.read_csv(out / "HA2" / "tables" / "correlations.csv", comment=None)
     assert (ha2.loc[ha2.split == "anon-mask", "reason"] == "empty test set").all()
+    assert set(ha2["weights_status"]) == {"none"}  # MSE and PSNR need no weights
+
+
+def test_demo_tables_mark_few_originals_and_print_intervals_as_low_high(tmp_path):
+    """HA2's loov-* splits hold 4 originals: marked, no interval, a footnote saying why; HA1's
+    `all` split (10 originals) prints its percentile interval as [low, high], never as ±.
+    MSE and PSNR (monotone transforms of each other) get the same tau and the same bold."""
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        for name in ("HA1", "HA2"):
+            evaluate.evaluate(evaluate.DEMO_DIR / f"{name}.csv", out_dir=tmp_path / name, store=store,
+                              root=evaluate.DEMO_ROOT, metrics=("mse", "psnr"), n_boot=100, simulated=True,
+                              progress=False)
+    table = (tmp_path / "HA2" / "tables" / "tables.md").read_text(encoding="utf-8")
+    loov = next(line for line in table.splitlines() if line.startswith("| loov-coco | 12 / 4 | ρ |"))
+    assert "‡" in loov and "[" not in loov  # marked, and no interval
+    assert "no interval: only 4 original(s) in this split" in table
+    assert "‡ fewer than 10 originals in this split" in table
+    ha1 = (tmp_path / "HA1" / "tables" / "tables.md").read_text(encoding="utf-8")
+    row = next(line for line in ha1.splitlines() if line.startswith("| all | 13 / 10 | ρ |"))
+    assert re.search(r"\[−?\d\.\d{3}, −?\d\.\d{3}\]", row) and "±" not in ha1 and "‡" not in row
+    assert "Convention: default (oriented)" in ha1 and "Wang et al. 2004" in ha1
+    correlations = pd.read_csv(tmp_path / "HA1" / "tables" / "correlations.csv")
+    kendall = correlations[correlations.statistic == "kendall"].pivot_table(
+        index=["split", "granularity", "form"], columns="metric", values="value")
+    assert (kendall["mse"] - kendall["psnr"]).abs().max() < 1e-12
+    for line in ha1.splitlines():
+        if line.startswith("| ") and ("τ" in line or "ρ" in line):
+            mse, psnr = line.split("|")[4:6]
+            assert ("**" in mse) == ("**" in psnr), line
 
 
 def test_trained_checkpoint_is_a_column_and_its_grad_cam_is_in_the_report(tmp_path):

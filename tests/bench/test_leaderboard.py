@@ -88,7 +88,8 @@ def test_rows_are_sorted_most_anonymous_first_within_each_scope(two_runs):
     assert main(["leaderboard", "--dataset", str(benchset), "--store", str(tmp_path / "r.sqlite"),
                  "--out", str(tmp_path / "by-mse"), "--sort", "mse", "--n-boot", "50"]) == 0
     rows = json.loads((tmp_path / "by-mse" / "leaderboard.json").read_text())["rows"]
-    assert [row["scope"] for row in rows] == ["global"] * 6 + ["local"] * 6
+    methods = len(BUILTINS) + 2  # the built-ins (with the identity reference) and the two runs' methods
+    assert [row["scope"] for row in rows] == ["global"] * methods + ["local"] * methods
     for scope in ("global", "local"):
         values = [row["cells"]["mse"]["value"] for row in rows if row["scope"] == scope]
         assert values == sorted(values, reverse=True)  # higher MSE = more anonymous
@@ -115,6 +116,20 @@ def test_stand_in_weights_are_marked_in_every_output(two_runs):
     assert stand_in and all(row["weights_verified"] == "False" and "†" in row["metric_label"]
                             and "computed with unverified or stand-in weights" in row["note"] for row in stand_in)
     assert all(row["weights_verified"] == "True" for row in rows if row["metric"] == "mse")
+    assert {row["weights_status"] for row in stand_in} == {"stand-in"}
+    assert {row["weights_status"] for row in rows if row["metric"] == "mse"} == {"none"}  # MSE needs no weights
+
+
+def test_the_identity_reference_row_shows_what_no_change_scores(two_runs):
+    _, _, _, second = two_runs
+    document = json.loads(second.written["json"].read_text())
+    identity = [row for row in document["rows"] if row["method"] == "identity"]
+    assert {row["scope"] for row in identity} == {"global", "local"}
+    for row in identity:
+        assert row["cells"]["mse"]["value"] == 0.0
+        assert row["cells"]["psnr"]["value"] is None and row["cells"]["psnr"]["n_infinite"] == len(SIZES)
+        assert row["cells"]["ssim"]["value"] == pytest.approx(1.0)
+    assert any(note.startswith("identity: reference row, the originals copied unchanged") for note in document["notes"])
 
 
 @pytest.mark.parametrize(

@@ -138,3 +138,20 @@ def test_report_without_per_pair_scores_has_only_the_correlation_figure(results)
                             metrics=results.metrics, provenance=results.provenance)
     assert page.count('<img src="data:image/png;base64,') == 1 and 'id="figure-correlation_bars-mean-regression"' in page
     assert 'id="samples"' not in page
+
+
+def test_metrics_that_did_not_run_are_named_with_reason_and_fix(results):
+    reason = "weights alexnet not found in /x; run `bench weights fetch alexnet` <now>"
+    page = quick_html(results, not_computed=[{"name": "lpips", "label": "LPIPS", "reason": reason}])
+    banner = page[page.index('<div class="banner missing"'):]
+    banner = banner[:banner.index("</div>")]
+    assert "<strong>LPIPS</strong>: weights alexnet not found in /x; run `bench weights fetch alexnet` &lt;now&gt;" in banner
+    assert page.count("LPIPS: not computed — weights alexnet not found") >= len(tables.build_tables(results)) // 3 * 2
+    assert "banner missing" not in quick_html(results)
+
+
+def test_report_states_its_convention(results):
+    page = quick_html(results)
+    from markupsafe import escape
+
+    assert page.count(str(escape(tables.convention_note("default")))) >= 1 + len(tables.build_tables(results))

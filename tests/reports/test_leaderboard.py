@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from reports import leaderboard as lb
-from reports.tables import MetricInfo
+from reports.tables import MetricInfo, NotComputed
 
 ODD = r"mine & co 50% $x$ #1 my_method {a} ~b ^c \d"
 ODD_LATEX = (r"mine \& co 50\% \$x\$ \#1 my\_method \{a\} \textasciitilde{}b \textasciicircum{}c "
@@ -41,12 +41,12 @@ def _row(method: str, scope: str, mse: float, psnr: lb.Entry, fid: lb.Entry) -> 
 def board(tmp_path: Path) -> lb.Leaderboard:
     image = tmp_path / "original.png"
     Image.fromarray(np.full((20, 30, 3), 90, dtype=np.uint8)).save(image)
-    too_few = lb.Entry(n=4, note="too few pairs (4 < 10)")
+    too_few = lb.Entry(n=4, note="too few pairs (4 < 10)", level="set")
     rows = [
         _row(ODD, "global", 0.30, lb.Entry(9.0, 8.0, 10.0, n=3, n_infinite=1), too_few),
         _row("blur", "global", 0.02, lb.Entry(18.0, 17.0, 19.0, n=4), too_few),
-        _row(SCRIPT, "local", 0.10, lb.Entry(n=0, n_infinite=4), lb.Entry(55.5, n=40)),
-        _row("blur", "local", 0.05, lb.Entry(14.0, 13.0, 15.0, n=4), lb.Entry(40.25, n=40)),
+        _row(SCRIPT, "local", 0.10, lb.Entry(n=0, n_infinite=4), lb.Entry(55.5, n=40, level="set")),
+        _row("blur", "local", 0.05, lb.Entry(14.0, 13.0, 15.0, n=4), lb.Entry(40.25, n=40, level="set")),
     ]
     return lb.Leaderboard(
         title=f"Leaderboard: {ODD}",
@@ -56,7 +56,8 @@ def board(tmp_path: Path) -> lb.Leaderboard:
         sort_metric="mse",
         bootstrap={"n_boot": 100, "seed": 0},
         failures=(lb.Failure(SCRIPT, f"method '{SCRIPT}' failed on x.png: ValueError: no"),),
-        notes=("kid: not computed: weights missing",),
+        notes=("blur: 2 folder files matched no original",),
+        not_computed=(NotComputed("kid", "KID", "weights inception missing; run `bench weights fetch inception`"),),
         examples=(lb.Example("x.png", image, ((ODD, image), (SCRIPT, None))),),
         provenance={"dataset": ODD},
     )
@@ -100,7 +101,11 @@ def test_latex_bolds_the_most_anonymous_value_per_column_and_scope(board):
     assert r"\textbf{0.300}" in latex  # global MSE: higher is more anonymous
     assert r"\textbf{9.00}" in latex  # global PSNR: lower is more anonymous
     assert r"\textbf{14.00}" in latex  # local PSNR: the other row has no finite mean
-    assert r"\textbf{55.50}" in latex and r"\textbf{40.25" not in latex  # local FID
+    # Local MSE: 0.10 [0.09, 0.11] overlaps 0.05 [0.04, 0.06]? No: bold. FID has no interval: never bold
+    # beside another value, and every FID cell says on how many pairs it rests.
+    assert r"\textbf{0.100}" in latex
+    assert r"\textbf{55.50" not in latex and r"\textbf{40.25" not in latex
+    assert "55.50\\,{\\scriptsize (n = 40)}" in latex
     assert r"\textbf{0.020}" not in latex
 
 
@@ -117,15 +122,25 @@ def test_markdown_renders_as_a_table(board):
     assert "1 of 4 pairs infinite" in markdown and "all 4 pairs infinite" in markdown
     assert "too few pairs (4 \\< 10)" in markdown
     assert "#### Failures" in markdown and "failed on x.png" in markdown
-    assert "kid: not computed" in markdown
+    assert "KID: not computed — weights inception missing; run \\`bench weights fetch inception\\`" in markdown
+    assert "Convention: default" in markdown
+
+
+def document_not_computed(text: str) -> list[dict]:
+    return json.loads(text)["not_computed"]
 
 
 def test_csv_and_json_carry_every_cell_unrounded(board):
     rows = list(csv.DictReader(io.StringIO(lb.to_csv(board))))
-    assert len(rows) == len(board.rows) * len(COLUMNS)
+    assert len(rows) == len(board.rows) * (len(COLUMNS) + 1)  # a row per method x scope for the KID not computed
+    assert {row["note"] for row in rows if row["metric"] == "kid"} == {board.not_computed[0].line}
+    assert {row["weights_status"] for row in rows if row["metric"] == "lpips"} == {"unverified"}
+    assert {row["weights_status"] for row in rows if row["metric"] == "mse"} == {"verified"}
     first = rows[0]
     assert (first["method"], first["metric"], float(first["value"])) == (ODD, "mse", 0.30)
     assert [row["metric_label"] for row in rows[:4]] == ["MSE ↑", "PSNR ↓", "LPIPS† ↑", "FID ↑"]
+    assert document_not_computed(lb.to_json(board)) == [{"name": "kid", "label": "KID", "status": "unavailable",
+                                                         "reason": board.not_computed[0].reason}]
     document = json.loads(lb.to_json(board))
     infinite = next(row for row in document["rows"] if row["method"] == SCRIPT)["cells"]["psnr"]
     assert infinite["value"] is None and infinite["n_infinite"] == 4

@@ -112,3 +112,28 @@ def test_plots_draw_all_missing_values_as_read_back_from_json(results):
         assert len(drawn) == 4
         for plot in drawn:
             open_png(plot.png)
+
+
+def test_scatter_rho_is_computed_on_the_points_drawn(results):
+    from scipy import stats
+
+    pairs = results.pairs
+    human = pairs["score_mean"].to_numpy(dtype=float)
+    for name, higher in (("psnr", False), ("lpips", True)):  # infinities kept (ranked last), NaN dropped
+        values = pairs[name].to_numpy(dtype=float)
+        rho, n = plots.drawn_spearman(values, human, higher)
+        kept = ~np.isnan(values)
+        expected = stats.spearmanr((1 if higher else -1) * values[kept], human[kept]).statistic
+        assert n == int(kept.sum()) and rho == pytest.approx(expected, abs=1e-12)
+    caption = plots.metric_scatter(pairs, results.metrics).caption
+    assert f"{len(pairs)} pairs: all rows, not a split's test set" in caption
+
+
+def test_legends_and_captions_explain_the_dagger_and_hatching(results, rendered):
+    assert "hatched bars and † after a name: unverified or stand-in weights" in \
+        rendered["correlation_bars-mean-regression"].caption.lower()
+    for name in ("rank_plot", "metric_scatter", "score_distributions"):
+        assert "† after a name: computed with unverified or stand-in weights (LPIPS)" in rendered[name].caption
+    verified = [dict(info, verified=True) for info in results.metrics]
+    assert "†" not in plots.metric_scatter(results.pairs, verified).caption
+    assert plots._dagger_labels(plots.metric_infos(results.metrics), hatched=True) == [plots.HATCH_LEGEND]

@@ -50,12 +50,14 @@ def test_primary_view_comes_first_and_each_view_has_three_tables(results):
 def test_rows_are_split_by_statistic_and_columns_are_metrics_in_order(results):
     table = primary(results, statistics=("spearman", "kendall", "pearson"))
     splits = list(dict.fromkeys(results.correlations["split"]))
-    assert [row.labels for row in table.rows] == [(split, symbol) for split in splits for symbol in ("ρ", "τ", "r")]
+    assert [(row.labels[0], row.labels[2]) for row in table.rows] == [
+        (split, symbol) for split in splits for symbol in ("ρ", "τ", "r")]
+    assert table.row_header == ("Split", "n / orig.", "Stat.")
     assert [column.header for column in table.columns] == [
         "PSNR ↓", "MSE ↑", "SSIM ↓", "LPIPS† ↑", "PerceptAnon ↑", f"{ODD} ↑"]
 
 
-def test_cells_show_value_ci_halfwidth_and_significance(results):
+def test_cells_show_value_interval_and_significance(results):
     frame = results.correlations.copy()
     chosen = (frame["split"] == "all") & (frame["granularity"] == "mean") & (frame["form"] == "regression") & (
         frame["statistic"] == "spearman")
@@ -65,12 +67,17 @@ def test_cells_show_value_ci_halfwidth_and_significance(results):
     results = dataclasses.replace(results, correlations=frame)
     row = primary(results).rows[0]
     psnr, mse, ssim, _, perceptanon, _ = row.cells
-    assert (psnr.text, psnr.ci, psnr.marks) == ("−0.250", "± 0.100", "**")
+    # A percentile interval is not symmetric: never "± half-width", which would claim [−0.35, −0.15].
+    assert (psnr.text, psnr.ci, psnr.marks) == ("−0.250", "[−0.400, −0.200]", "**")
     assert (mse.marks, ssim.marks) == ("*", "")
     assert perceptanon.best and not psnr.best and perceptanon.marks == ""
-    interval = tables.correlation_table(frame, results.metrics, results.provenance, "mean", "regression",
-                                        ci="interval").rows[0].cells[0]
-    assert interval.ci == "[−0.400, −0.200]"
+    halfwidth = tables.correlation_table(frame, results.metrics, results.provenance, "mean", "regression",
+                                         ci="halfwidth").rows[0].cells[0]
+    assert halfwidth.ci == "[−0.400, −0.200]"  # asked for ±, but the interval is asymmetric
+    frame.loc[chosen & (frame["metric"] == "psnr"), ["ci_low", "ci_high"]] = [-0.35, -0.15]
+    symmetric = tables.correlation_table(frame, results.metrics, results.provenance, "mean", "regression",
+                                         ci="halfwidth").rows[0].cells[0]
+    assert symmetric.ci == "± 0.100"
 
 
 def test_fraction_of_ceiling_view_has_no_ci_and_keeps_best(results):
@@ -146,8 +153,8 @@ def test_latex_is_compile_ready(all_tables):
 def test_latex_escapes_special_characters_in_metric_method_and_dataset_names(results):
     latex = tables.to_latex(primary(results))
     assert ODD_LATEX + r" $\uparrow$" in latex  # the metric's header
-    assert f"loov-{ODD_LATEX} & $\\rho$" in latex  # a dataset, held out
-    assert f"anon-{ODD_LATEX} & $\\tau$" in latex  # a method, held out
+    assert re.search(re.escape(f"loov-{ODD_LATEX} & ") + r"\d+ / \d+ & \$\\rho\$", latex)  # a dataset, held out
+    assert re.search(re.escape(f"anon-{ODD_LATEX} & ") + r"\d+ / \d+ & \$\\tau\$", latex)  # a method, held out
     stripped = re.sub(r"\\[a-zA-Z]+|\\[^a-zA-Z]", "", latex)  # drop commands and escaped characters
     text_mode = re.sub(r"\$[^$]*\$", "", stripped)  # and math, where ^ and _ belong
     for line in text_mode.splitlines():
@@ -167,7 +174,7 @@ def test_latex_bolds_the_best_of_each_row(results):
 
 def test_latex_marks_and_footnotes_as_superscripts(results):
     latex = tables.to_latex(primary(results))
-    assert "$^{**}$" in latex and "n/a$^{b}$" in latex and r"$\pm$" in latex
+    assert "$^{**}$" in latex and "n/a$^{b}$" in latex and r"{\scriptsize [0." in latex and r"$\pm$" not in latex
     assert r"$^{c}$ empty test set\par" in latex
 
 
@@ -241,3 +248,95 @@ def test_render_all_writes_every_table_and_no_temporary_files(results, tmp_path)
     assert len([path for path in written if path.suffix == ".tex"]) == len(tables.build_tables(results))
     leftovers = [name for _, _, files in os.walk(tmp_path) for name in files if name.endswith(".tmp")]
     assert leftovers == []
+
+
+# --------------------------------------------------------------------------- issue 11 / 15 presentation
+def _one_row(results, **changes):
+    """The primary table after setting columns of its first row (split all, Spearman) for every metric."""
+    frame = results.correlations.copy()
+    chosen = (frame["split"] == "all") & (frame["granularity"] == "mean") & (frame["form"] == "regression") & (
+        frame["statistic"] == "spearman")
+    for column, value in changes.items():
+        frame.loc[chosen, column] = value
+    return tables.correlation_table(frame, results.metrics, results.provenance, "mean", "regression"), frame, chosen
+
+
+def test_few_originals_get_a_mark_and_below_five_no_interval(results):
+    table, _, _ = _one_row(results, n_clusters=9)
+    cells = table.rows[0].cells
+    assert all(cell.flag == tables.FEW_CLUSTERS_MARK for cell in cells if not cell.missing)
+    assert all(cell.ci.startswith("[") for cell in cells if not cell.missing)
+    assert tables.FEW_CLUSTERS_NOTE in table.notes
+    table, _, _ = _one_row(results, n_clusters=4)
+    cell = table.rows[0].cells[0]
+    assert cell.flag == tables.FEW_CLUSTERS_MARK and cell.ci == ""
+    assert "no interval: only 4 original(s)" in cell.reason
+    assert dict(table.footnotes)[cell.footnote] == cell.reason
+    table, _, _ = _one_row(results, n_clusters=10)
+    assert table.rows[0].cells[0].flag == "" and table.rows[0].cells[0].ci
+    markdown = tables.to_markdown(table)
+    latex = tables.to_latex(_one_row(results, n_clusters=4)[0])
+    assert "‡" not in markdown.split("\n- ")[0].splitlines()[4]  # row "all ρ" has 10 originals now
+    assert r"\textsuperscript{\ddag}" in latex
+
+
+def test_every_row_shows_its_pairs_and_originals(results):
+    table, frame, chosen = _one_row(results, n=21, n_clusters=7)
+    assert table.rows[0].labels == ("all", "21 / 7", "ρ")
+    assert any(note.startswith("Rows: the test set of each split") for note in table.notes)
+    empty = next(row for row in table.rows if row.labels[0] == "anon-blurpix")
+    assert empty.labels[1] == "0 / 0"
+
+
+def test_values_equal_within_1e_12_share_the_bold(results):
+    frame = results.correlations.copy()
+    chosen = (frame["split"] == "all") & (frame["granularity"] == "mean") & (frame["form"] == "regression") & (
+        frame["statistic"] == "spearman")
+    frame.loc[chosen, "is_best"] = False
+    frame.loc[chosen & (frame["metric"] == "psnr"), ["value", "is_best"]] = [0.95, True]
+    frame.loc[chosen & (frame["metric"] == "mse"), "value"] = 0.95 * (1 - 4e-13)  # float rounding of a transform
+    frame.loc[chosen & (frame["metric"] == "ssim"), "value"] = 0.95 * (1 - 1e-9)  # a real difference
+    row = tables.correlation_table(frame, results.metrics, results.provenance, "mean", "regression").rows[0]
+    psnr, mse, ssim = row.cells[:3]
+    assert psnr.best and mse.best and not ssim.best
+
+
+def test_convention_line_comes_from_one_function_and_is_in_every_table(results, tmp_path):
+    default = tables.convention_note("default")
+    assert "Wang et al. 2004" in default and "opposite sign of the paper" in default
+    assert "released" in tables.convention_note("paper") and tables.convention_note("paper") != default
+    with pytest.raises(ValueError, match="convention must be one of default, paper"):
+        tables.convention_note("papers")
+    values = tables.convention_note("default", of="values")  # a leaderboard: no correlation signs to flip
+    assert "Wang et al. 2004" in values and "opposite sign" not in values
+    for table in tables.build_tables(results):
+        assert default in table.notes, table.key
+    paper = dataclasses.replace(results, provenance={**results.provenance, "convention": "paper"})
+    for table in tables.build_tables(paper):
+        assert tables.convention_note("paper") in table.notes, table.key
+
+
+def test_metrics_that_did_not_run_are_named_in_every_table_and_file(results, tmp_path):
+    missing = tables.NotComputed("perceptanon_ha2", "PerceptAnon HA2",
+                                 "no checkpoint; pass --checkpoint-ha2 FILE or train one with `bench train`")
+    bundle = tables.Results(correlations=results.correlations, ceiling=results.ceiling, metrics=results.metrics,
+                            provenance=results.provenance, not_computed=(missing,))
+    for table in tables.build_tables(bundle):
+        if not table.key.startswith("noise-ceiling"):
+            assert missing.line in table.notes, table.key
+    written = tables.render_all(bundle, tmp_path)
+    for path in written:
+        if path.suffix in (".md", ".tex") and "noise-ceiling" not in path.name:
+            assert "PerceptAnon HA2: not computed" in path.read_text(encoding="utf-8"), path
+    frame = pd.read_csv(tmp_path / "not_computed.csv")
+    assert frame[["name", "label", "status"]].values.tolist() == [["perceptanon_ha2", "PerceptAnon HA2", "unavailable"]]
+    assert json.loads((tmp_path / "not_computed.json").read_text())[0]["reason"] == missing.reason
+    # From the dicts of a results.json, too.
+    assert tables.Results.coerce({**vars(bundle), "not_computed": [vars(missing)]}).not_computed == (missing,)
+
+
+def test_correlations_csv_names_the_weights_status(results):
+    metrics = [dict(info, weights_status="stand-in") if info["name"] == "lpips" else info for info in results.metrics]
+    frame = tables.long_table(results.correlations, provenance=results.provenance, metrics=metrics)
+    assert set(frame.loc[frame["metric"] == "lpips", "weights_status"]) == {"stand-in"}
+    assert set(frame.loc[frame["metric"] == "psnr", "weights_status"]) == {"verified"}  # no status: from `verified`
