@@ -594,6 +594,19 @@ def metric_names(spec: str | None, metric_options: Mapping[str, Any]) -> list[st
     return evaluate.metric_names(spec or ",".join(DEFAULT_METRICS), dict(metric_options))
 
 
+def _check_tradeoff(spec: str | None, names: Sequence[str]) -> None:
+    """--tradeoff names two metrics of the run: said before anything is computed."""
+    if spec is None:
+        return
+    parts = [part.strip() for part in spec.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"--tradeoff {spec!r}: give two metrics, PRIVACY_METRIC,UTILITY_METRIC (e.g. mse,background_ssim)")
+    missing = [part for part in parts if part not in names]
+    if missing:
+        raise InputError(f"--tradeoff {spec!r}: {', '.join(missing)} not among the metrics of this run "
+                         f"({', '.join(names)}); add it to --metrics")
+
+
 def _level(name: str) -> str:
     try:
         return metric_class(name).level
@@ -618,16 +631,19 @@ def run_benchmark(
     sort: str | None = None,
     progress: bool = True,
     command: str = "bench run",
+    tradeoff: str | None = None,
 ) -> BenchmarkResult:
     """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
     files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``.
 
     `method_params` holds, for each of `method_specs`, its ``NAME=V1,V2`` assignments: each
-    setting of the grid they make is its own method (`bench.methods.sweep`)."""
+    setting of the grid they make is its own method (`bench.methods.sweep`). `tradeoff`
+    ("PRIVACY,UTILITY") chooses the axes of the trade-off views (default: `bench.tradeoff.choose_axes`)."""
     options = dict(metric_options or {})
     names = metric_names(metrics, options)
     if sort is not None and sort not in names:
         raise InputError(f"--sort {sort!r} is not among the metrics of this run: {', '.join(names)}")
+    _check_tradeoff(tradeoff, names)
     benchmark_set = load_benchmark_set(dataset)
     methods = _methods(method_specs, method_params)
     # The CLI passes absolute paths; a Python caller's relative ones are made absolute once, here.
@@ -646,7 +662,7 @@ def run_benchmark(
                                   metric_options=options, progress=progress)
         record = _record(benchmark_set, outputs, table, keys, scored, set_scores)
         store.record_benchmark(scored.run_id, benchmark_set.name, benchmark_set.sha256, record)
-        board = build_leaderboard(store, record, n_boot=n_boot, seed=seed, sort=sort)
+        board = build_leaderboard(store, record, n_boot=n_boot, seed=seed, sort=sort, tradeoff=tradeoff)
     board = replace(board, notes=(RUN_BOARD_NOTE.format(dataset=benchmark_set.name), *board.notes))
     write_outputs(scored, out_root)
     written = write_leaderboard(board, out_root)

@@ -231,6 +231,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action=_ParamAction, default=None, metavar="NAME=V1,V2",
                    help="sweep a parameter of the --method given just before it (repeatable: several make a "
                         "grid); each setting is its own row, e.g. blur[radius=8]")
+    p.add_argument("--tradeoff", default=None, metavar="PRIVACY_METRIC,UTILITY_METRIC",
+                   help="with --method: the axes of the privacy-utility trade-off views (default: a face detector "
+                        "or distance metric against a utility metric, when the run has both families)")
     p.add_argument("--utility", default=None, metavar="MODULE:FUNCTION",
                    help="with --method: score your task function fn(image) -> float (higher = more useful) on "
                         "every anonymized image, as the utility metric 'task'")
@@ -300,6 +303,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         sort=args.sort,
         progress=not args.no_progress,
         command=_command_line(args),
+        tradeoff=args.tradeoff,
     )
     print("\n".join(result.summary_lines()))
     print()
@@ -391,6 +395,8 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
                    help="sort metric (default: PerceptAnon, else lpips, inception_dist, ssim)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--tradeoff", default=None, metavar="PRIVACY_METRIC,UTILITY_METRIC",
+                   help="the axes of the privacy-utility trade-off views (default: see bench run --tradeoff)")
     p.add_argument("--drop", action="append", default=None, metavar="NAME",
                    help="remove this method from the stored leaderboard (repeatable); its scores stay in the store")
     p.set_defaults(func=_cmd_leaderboard)
@@ -406,6 +412,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         dataset=args.dataset, store_path=args.store or runs / DEFAULT_STORE_NAME, out=args.out,
         leaderboards_dir=runs / "leaderboard", n_boot=args.n_boot, seed=args.seed, sort=args.sort,
         drop=args.drop or (),
+        tradeoff=args.tradeoff,
     )
     for name in dropped:
         print(f"dropped {name} from the stored leaderboard")

@@ -30,6 +30,7 @@ from bench.evaluate import metric_label
 from bench.methods import REFERENCE_METHODS
 from bench.setmetrics import group_key, too_few_note
 from bench.store import ResultsStore
+from bench.tradeoff import build_tradeoffs
 from reports.leaderboard import (
     BoardRow,
     Entry,
@@ -127,8 +128,11 @@ def build_leaderboard(
     seed: int = 0,
     sort: str | None = None,
     examples: int = EXAMPLES,
+    tradeoff: str | None = None,
 ) -> Leaderboard:
-    """The leaderboard of one (possibly merged) record, values read from `store`."""
+    """The leaderboard of one (possibly merged) record, values read from `store`, with its
+    privacy–utility trade-off views on the axes `tradeoff` ("PRIVACY,UTILITY"; default: see
+    `bench.tradeoff.choose_axes`)."""
     if n_boot < 1:
         raise InputError(f"--n-boot must be at least 1, got {n_boot}")
     dataset = record["dataset"]["name"]
@@ -143,7 +147,7 @@ def build_leaderboard(
                                  entries=_row_entries(store, metrics, dataset, method, scope, pairs, entry,
                                                       n_boot=n_boot, seed=seed)))
     ordered = sort_rows(rows, next((c for c in columns if c.name == sort_metric), None))
-    return Leaderboard(
+    board = Leaderboard(
         title=f"Anonymization leaderboard: {dataset}",
         dataset=dataset,
         columns=columns,
@@ -158,6 +162,8 @@ def build_leaderboard(
         examples=tuple(_examples(record, ordered, examples)),
         provenance=_provenance(record),
     )
+    # The trade-off views read the board's cells, so their numbers are the leaderboard's.
+    return replace(board, tradeoffs=build_tradeoffs(board, record, tradeoff))
 
 
 def _row_entries(store: ResultsStore, metrics: Mapping[str, Any], dataset: str, method: str, scope: str,
@@ -250,6 +256,7 @@ def stored_leaderboard(
     seed: int = 0,
     sort: str | None = None,
     drop: Sequence[str] = (),
+    tradeoff: str | None = None,
 ) -> tuple[Leaderboard, dict[str, Path], list[str]]:
     """`bench leaderboard`: every method ever benchmarked on the dataset, from the store,
     written to `out` (default ``<leaderboards_dir>/<dataset name>``). Methods in `drop` are
@@ -277,6 +284,7 @@ def stored_leaderboard(
         if not records:
             raise InputError(f"every method of the {benchmark_set.name} leaderboard was dropped; "
                              f"run `bench run --method NAME --dataset {dataset}` to start a new one")
-        board = build_leaderboard(store, merge_records(records), n_boot=n_boot, seed=seed, sort=sort)
+        board = build_leaderboard(store, merge_records(records), n_boot=n_boot, seed=seed, sort=sort,
+                                  tradeoff=tradeoff)
     written = write_leaderboard(board, out or Path(leaderboards_dir) / benchmark_set.name)
     return board, written, dropped

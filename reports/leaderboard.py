@@ -29,6 +29,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from metrics.atomic import write_atomic
+from reports import tradeoff
 from reports.html import Thumbnail, environment, thumbnail
 from reports.tables import (
     Cell,
@@ -121,6 +122,8 @@ class Leaderboard:
     not_computed: tuple[NotComputed, ...] = ()
     #: "default" or "paper" (see `reports.tables.convention_note`).
     convention: str = "default"
+    #: Privacy–utility trade-off views (`reports.tradeoff.Tradeoff`), one per scope; () for none.
+    tradeoffs: tuple[Any, ...] = ()
 
     def column(self, name: str) -> MetricInfo:
         return next(info for info in self.columns if info.name == name)
@@ -280,6 +283,8 @@ def to_markdown_document(board: Leaderboard) -> str:
     text = to_markdown(leaderboard_table(board))
     if board.failures:
         text += "\n#### Failures\n\n" + "".join(f"- {markdown_escape(f.message)}\n" for f in board.failures)
+    if board.tradeoffs:
+        text += "\n" + tradeoff.to_markdown_document(board.tradeoffs)
     return text
 
 
@@ -379,6 +384,7 @@ def _context(board: Leaderboard) -> dict[str, Any]:
         "example_methods": methods,
         "examples": examples,
         "provenance": [(key, str(value)) for key, value in board.provenance.items()],
+        "tradeoff": tradeoff.html_section(board.tradeoffs) if board.tradeoffs else "",
     }
 
 
@@ -406,4 +412,5 @@ def write_leaderboard(board: Leaderboard, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     renderers = {"markdown": to_markdown_document, "latex": to_latex_table, "csv": to_csv, "json": to_json,
                  "html": to_html}
-    return {kind: write_atomic(out_dir / FILE_NAMES[kind], render(board)) for kind, render in renderers.items()}
+    written = {kind: write_atomic(out_dir / FILE_NAMES[kind], render(board)) for kind, render in renderers.items()}
+    return {**written, **tradeoff.write_tradeoffs(board.tradeoffs, out_dir)}
