@@ -74,6 +74,7 @@ from bench.setmetrics import (
 )
 from bench.store import ResultsStore
 from metrics.atomic import write_atomic
+from metrics.attacks import PrivacyReport
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256, remember_sha256
 from metrics.registry import metric_class
@@ -544,6 +545,8 @@ class BenchmarkResult:
     written: dict[str, Path]
     #: Metrics the user asked for by name (their unavailability makes the run incomplete).
     requested: list[str]
+    #: The privacy attacks (`--privacy`), None when not asked for.
+    privacy: PrivacyReport | None = None
 
     @property
     def complete(self) -> bool:
@@ -567,6 +570,9 @@ class BenchmarkResult:
         if self.set_scores.metrics:
             lines.append("set metrics (per method x scope):")
             lines += self.set_scores.summary_lines()
+        if self.privacy is not None:
+            lines.append("privacy attacks (per method x scope):")
+            lines += self.privacy.summary_lines()
         return lines
 
 
@@ -631,6 +637,7 @@ def run_benchmark(
     sort: str | None = None,
     progress: bool = True,
     command: str = "bench run",
+    privacy: bool = False,
     tradeoff: str | None = None,
 ) -> BenchmarkResult:
     """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
@@ -667,4 +674,24 @@ def run_benchmark(
     write_outputs(scored, out_root)
     written = write_leaderboard(board, out_root)
     requested = metric_names(metrics, options) if metrics else list(options)
-    return BenchmarkResult(benchmark_set, outputs, scored, set_scores, board, written, requested)
+    attacks = _privacy(benchmark_set, table, out_root, device, written) if privacy else None
+    return BenchmarkResult(benchmark_set, outputs, scored, set_scores, board, written, requested, attacks)
+
+
+def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, device: str,
+             written: dict[str, Path]) -> PrivacyReport:
+    """Detection and re-identification attacks per method x scope, written beside the leaderboard."""
+    from bench import privacy
+    from reports.privacy import write_privacy
+
+    identities = privacy.load_identities(benchmark_set.folder, [original.key for original in benchmark_set.originals])
+    report = privacy.privacy_attacks(privacy.pairs_from_table(table.frame), identities, device=device,
+                                     cache_path=out_root / privacy.CACHE_FILE)
+    written.update({f"privacy_{kind}": path for kind, path in
+                    write_privacy(report, out_root, privacy.roc_plot(report)).items()})
+    if "markdown" in written:  # the privacy block beside the perceptual one
+        from reports.privacy import to_markdown as privacy_markdown
+
+        board = written["markdown"]
+        write_atomic(board, board.read_text(encoding="utf-8") + "\n" + privacy_markdown(report))
+    return report

@@ -245,6 +245,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sort", default=None, metavar="METRIC",
                    help="with --method: the leaderboard's sort metric (default: PerceptAnon, else lpips, "
                         "inception_dist, ssim)")
+    p.add_argument("--privacy", action="store_true",
+                   help="with --method: also run the privacy attacks (face detection, re-identification naive and "
+                        "adaptive) per method x scope; writes privacy.md/.json/.html and privacy_roc.png, and adds "
+                        "the block to leaderboard.md")
     _add_evaluation_options(p)
     p.set_defaults(func=_cmd_run, distributed="driven")
 
@@ -283,6 +287,10 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     if args.annotations or args.root:
         raise InputError("--annotations and --root belong to the evaluation run; leave them out with --method")
+    if args.convention != "default":
+        # A leaderboard has no human scores to correlate: the paper's conventions are about those.
+        raise InputError("--convention paper applies to evaluating annotations (bench run without --method, "
+                         "bench correlate); leave it out with --method")
     if os.getcwd() not in sys.path:  # module:function methods are found in the current folder, as `python -m` does
         sys.path.append(os.getcwd())
     runs = _runs_dir()
@@ -303,11 +311,16 @@ def _benchmark(args: argparse.Namespace) -> int:
         sort=args.sort,
         progress=not args.no_progress,
         command=_command_line(args),
+        privacy=args.privacy,
         tradeoff=args.tradeoff,
     )
     print("\n".join(result.summary_lines()))
     print()
     print(to_markdown_document(result.board))
+    if result.privacy is not None:
+        from reports.privacy import to_markdown as privacy_markdown
+
+        print(privacy_markdown(result.privacy))
     print(f"wrote {', '.join(str(path) for path in result.written.values())}")
     return 0 if result.complete else 1
 
@@ -321,6 +334,8 @@ def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
         out=args.out or _runs_dir() / ("evaluate" if args.annotations else "demo"), store_path=args.store,
         device=args.device, batch_size=args.batch_size, workers=args.workers, size_policy=args.size_policy,
         n_boot=args.n_boot, seed=args.seed, progress=not args.no_progress, command=_command_line(args),
+        convention=args.convention,
+        metric_columns=getattr(args, "metric_columns", None), directions=getattr(args, "direction", None),
     )
     for evaluation in evaluations:
         print(f"== {evaluation.name}")
@@ -351,7 +366,14 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (splits always use the paper's 42)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_convention_option(p)
     _add_dist_options(p)
+
+
+def _add_convention_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--convention", choices=("default", "paper"), default="default",
+                   help="default: every metric oriented (positive = agrees), our SSIM and labels; paper: the "
+                        "released code's raw signs, binary labels, SSIM constants and classifier rule")
 
 
 def _add_correlate(sub: argparse._SubParsersAction) -> None:
@@ -360,6 +382,12 @@ def _add_correlate(sub: argparse._SubParsersAction) -> None:
                    help="HA1.csv / HA2.csv (repeatable); each gets its own folder under --out")
     p.add_argument("--split", action="append", default=None, help="only these splits (repeatable; default: all ten)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: runs/evaluate)")
+    p.add_argument("--metric-columns", default=None, metavar="COL,COL",
+                   help="correlate these columns of the annotation file (e.g. MSE,PSNR,SSIM,LPIPS,FID as the "
+                        "released get_metrics.py writes them) instead of scoring images")
+    p.add_argument("--direction", action="append", default=None, metavar="NAME=up|down",
+                   help="with --metric-columns: up = a higher value means more anonymous (repeatable; needed "
+                        "for a column that is not a known metric name)")
     _add_evaluation_options(p)
     p.set_defaults(func=_cmd_correlate, distributed="driven")
 
@@ -457,6 +485,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
                    help="end this invocation after EPOCH (e.g. a time-limited job); continue with --resume")
+    p.add_argument("--convention", choices=("default", "paper"), default="default",
+                   help="test-set correlations: default, the predicted 1-10 score vs score_mean; paper, the released "
+                        "eval.py (arg-max class or sigmoid output vs the training label)")
     _add_dist_options(p)
     p.set_defaults(func=_cmd_train, distributed="every-rank")
 
@@ -471,6 +502,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         pretrained=args.pretrained, init=args.init, augment=args.augment, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, workers=args.workers,
         size_policy=args.size_policy, out=args.out, resume=args.resume, stop_after=args.stop_after,
+        convention=args.convention,
     )
     if config.out is None:
         config = dataclasses.replace(config, out=_runs_dir() / "train" / config.run_name)
@@ -562,6 +594,28 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- dataset
+def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dataset", help="make a benchmark set (images/, pii.json, masks/) from a folder of photos")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = actions.add_parser("init", help="detect faces (MTCNN) in every photo under FOLDER; a folder per person "
+                                           "gives identities.json")
+    init.add_argument("folder", type=Path, help="folder of photos (LFW's FOLDER/<person>/<photo> layout or flat)")
+    init.add_argument("--out", type=Path, default=None, help="the new set's folder (default: FOLDER-bench beside it)")
+    init.add_argument("--device", default="cpu", help="auto, cpu or cuda:N (default: cpu)")
+    p.set_defaults(func=_cmd_dataset)
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from bench.dataset_init import init_dataset
+
+    folder = args.folder.expanduser().resolve()
+    out = (args.out.expanduser() if args.out else folder.with_name(folder.name + "-bench")).resolve()
+    result = init_dataset(folder, out, device=args.device)
+    print("\n".join(result.summary_lines()))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -583,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_explain(sub)
     _add_leaderboard(sub)
+    _add_dataset(sub)
     return parser
 
 

@@ -12,12 +12,23 @@ agreement; never abs()) and correlated with the target. Around each value:
   comparison between metrics is paired.
 - p_vs_best: paired bootstrap test of this metric against the group's best metric on the
   pairs both have, Holm-adjusted over the group's metrics.
-- p_williams: Williams' t for two dependent correlations sharing the target (Spearman on
-  ranks, Pearson on values; not defined for Kendall), Holm-adjusted the same way.
-- fraction_of_ceiling: value / noise ceiling. The ceiling is the Spearman-Brown corrected
-  split-half reliability of the annotators on the same test rows and target (what an
-  independent panel of the same size would reach); for Kendall and Pearson it is carried to
-  their scale by `stats.ceiling_for` (bivariate-normal relations). A metric can exceed 1.
+  Williams' t, which an earlier version reported beside it, treats the pairs as independent:
+  with 4 anonymizations per original it rejected a true null 25% of the time at alpha .05,
+  the cluster bootstrap 4-5% (tests/bench/test_stats.py simulates both), so it is gone.
+- fraction_of_ceiling: value / noise ceiling. The ceiling is sqrt of the split-half
+  reliability of the annotators on the same test rows and target (equal halves, stepped up
+  to the whole panel by Spearman-Brown): the correlation of the panel mean with the true
+  score, which bounds what a metric can reach against the panel mean. For Kendall and
+  Pearson it is carried to their scale by `stats.ceiling_for` (bivariate-normal relations).
+  Sampling noise can push a fraction above 1; it is kept and `ceiling_exceeded` says so.
+
+Conventions (`CONVENTIONS`): "default" orients every metric and keeps every label
+"higher = more anonymous". "paper" reproduces the released metric_corr.py: raw signs (no
+orientation), the released binary labels (score > 5 -> 0), and one more form, "raw", the
+released "Mean" block (the metric against score_mean itself; "mean"/"regression" is the
+REG block's float32 (score - 1) / 9). Everything the tests and the best metric depend on is
+computed oriented in both conventions; "paper" only changes the sign of what is shown
+(value, interval, fraction), so both give the same p-values and the same best metric.
 
 Metric values that are NaN are dropped pair by pair and counted in `reason`; Pearson also
 drops pairs with an infinite metric value (PSNR of identical images), rank statistics keep
@@ -41,16 +52,20 @@ from bench.errors import InputError, SplitError
 
 FORMS: tuple[str, ...] = ("regression", "classification")
 DEFAULT_STATISTICS: tuple[str, ...] = ("spearman", "kendall")
-#: Statistics the Williams test applies to (it needs product-moment correlations).
-WILLIAMS_STATISTICS: tuple[str, ...] = ("spearman", "pearson")
 CORRELATION_COLUMNS: tuple[str, ...] = (
     "split", "granularity", "form", "metric", "statistic", "value", "ci_low", "ci_high", "n",
-    "n_clusters", "p_vs_best", "p_williams", "is_best", "fraction_of_ceiling", "reason",
+    "n_clusters", "p_vs_best", "is_best", "fraction_of_ceiling", "ceiling_exceeded", "reason",
 )  # fmt: skip
 CEILING_COLUMNS: tuple[str, ...] = (
-    "split", "granularity", "form", "split_half", "loo", "cronbach_alpha", "n", "n_annotators", "reason",
+    "split", "granularity", "form", "split_half", "ceiling", "loo", "cronbach_alpha", "krippendorff_interval",
+    "krippendorff_ordinal", "n", "n_annotators", "reason",
 )  # fmt: skip
-CEILING_VALUES: tuple[str, ...] = ("split_half", "loo", "cronbach_alpha")
+CEILING_VALUES: tuple[str, ...] = (
+    "split_half", "ceiling", "loo", "cronbach_alpha", "krippendorff_interval", "krippendorff_ordinal",
+)  # fmt: skip
+CONVENTIONS: tuple[str, ...] = ("default", "paper")
+#: The paper convention's extra form: the metric against score_mean itself (released "Mean" block).
+RAW_FORM = "raw"
 EMPTY_TEST_SET = "empty test set"
 METRIC_TARGET_NAMES = ("metric column", "human target")
 
@@ -60,12 +75,15 @@ class CorrelationResult:
     correlations: pd.DataFrame
     ceiling: pd.DataFrame
     skipped: list[str]
+    convention: str = "default"
 
 
 @dataclass(frozen=True)
 class _Metric:
     name: str
     oriented: np.ndarray  # every row of the pairs table, positive = more anonymous
+    #: +1, or -1 when the released code's values run against anonymity (the sign the paper shows).
+    sign: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,10 +91,13 @@ class _Group:
     """One split x granularity x form: the human target on the test rows and what every
     statistic needs (all arrays over the test rows)."""
 
-    target: np.ndarray
+    target: np.ndarray  # oriented: higher = more anonymous
     clusters: np.ndarray
     weights: np.ndarray  # (test rows, n_boot) cluster-bootstrap weights
     spearman_ceiling: float
+    #: Under the paper convention: -1 where the shown target runs the other way (released binary).
+    target_sign: float = 1.0
+    paper: bool = False
 
 
 # --------------------------------------------------------------------------- validation
@@ -116,7 +137,11 @@ def _oriented_metrics(pairs: pd.DataFrame, metrics: list[dict[str, Any]]) -> lis
     oriented = []
     for name, info in zip(names, metrics):
         values = _numeric(pairs, name, "metric")
-        oriented.append(_Metric(name, values if info["higher_is_more_anonymous"] else -values))
+        up = bool(info["higher_is_more_anonymous"])
+        # The paper's sign: the raw value's, and -1 more where the released output itself runs
+        # the other way (a PerceptAnon checkpoint trained on the released binary labels).
+        raw_sign = (1.0 if up else -1.0) * float(info.get("released_sign", 1))
+        oriented.append(_Metric(name, values if up else -values, raw_sign))
     return oriented
 
 
@@ -134,9 +159,9 @@ def _measurement(
         "n": int(n),
         "n_clusters": int(n_clusters),
         "p_vs_best": math.nan,
-        "p_williams": math.nan,
         "is_best": False,
         "fraction_of_ceiling": math.nan,
+        "ceiling_exceeded": False,
         "reason": estimate.reason,
     }
 
@@ -220,7 +245,6 @@ def _group_measurements(
     best = int(np.nanargmax(ranked))  # the first of equals, in the caller's metric order
     rows[best]["is_best"] = True
     p_paired = np.full(len(metrics), math.nan)
-    p_williams = np.full(len(metrics), math.nan)
     for index in range(len(metrics)):
         if index == best or not math.isfinite(ranked[index]):
             continue
@@ -228,34 +252,62 @@ def _group_measurements(
         (mine, mine_distribution), (theirs, theirs_distribution) = view(index, common), view(best, common)
         paired = stats.paired_test_from_distributions(mine.value - theirs.value, mine_distribution, theirs_distribution)
         p_paired[index] = paired.p
-        if statistic in WILLIAMS_STATISTICS:
-            between = stats.correlation(values[index][common], values[best][common], statistic).value
-            p_williams[index] = stats.williams_test(mine.value, theirs.value, between, int(common.sum())).p
     ceiling = stats.ceiling_for(statistic, group.spearman_ceiling)
-    for row, paired_p, williams_p in zip(rows, stats.holm(p_paired), stats.holm(p_williams)):
-        row["p_vs_best"], row["p_williams"] = float(paired_p), float(williams_p)
+    for row, paired_p in zip(rows, stats.holm(p_paired)):
+        row["p_vs_best"] = float(paired_p)
         if math.isfinite(ceiling) and ceiling > 0:
             row["fraction_of_ceiling"] = row["value"] / ceiling
+            row["ceiling_exceeded"] = bool(row["fraction_of_ceiling"] > 1.0)
+    if group.paper:
+        for row, metric in zip(rows, metrics):
+            _show_raw_sign(row, metric.sign * group.target_sign)
     return rows
 
 
+def _show_raw_sign(row: dict[str, Any], sign: float) -> None:
+    """The paper convention's view of an oriented row: value, interval and fraction with the
+    raw metric's and the released label's signs (the interval's ends swap when negated)."""
+    if sign > 0:
+        return
+    row["value"] = -row["value"]
+    row["ci_low"], row["ci_high"] = -row["ci_high"], -row["ci_low"]
+    row["fraction_of_ceiling"] = -row["fraction_of_ceiling"]
+
+
 # --------------------------------------------------------------------------- driver
-def _granularity_forms(granularities: list[str], forms: list[str]) -> list[tuple[str, str]]:
-    """Every granularity x form except 'mean' x classification ('mean' is regression-only)."""
-    return [(g, f) for g in granularities for f in forms if not (g == "mean" and f == "classification")]
+def _granularity_forms(granularities: list[str], forms: list[str], paper: bool = False) -> list[tuple[str, str]]:
+    """Every granularity x form except 'mean' x classification ('mean' is regression-only);
+    under the paper convention the released "Mean" block, ('mean', 'raw'), comes first."""
+    chosen = [(g, f) for g in granularities for f in forms if not (g == "mean" and f == "classification")]
+    return ([("mean", RAW_FORM)] if paper and "mean" in granularities else []) + chosen
+
+
+def _oriented_target(score_mean: np.ndarray, granularity: str, form: str) -> np.ndarray:
+    """The human target of a group, higher = more anonymous (float64 of the label's own
+    dtype: the released REG targets are float32, and Pearson sees the difference)."""
+    if form == RAW_FORM:
+        return np.asarray(score_mean, dtype=np.float64)
+    labels = protocol.labels(score_mean, granularity, classification=form == "classification")
+    return np.asarray(labels, dtype=np.float64)
 
 
 def _ceilings(ratings: np.ndarray, granularity: str, form: str, seed: int) -> dict[str, stats.Estimate]:
-    """The noise ceiling's three views (keyed by their CEILING_VALUES column), each on the
+    """The noise ceiling's views (keyed by their CEILING_VALUES column), each on the
     annotators' scores passed through the group's label transform."""
 
     def transform(scores: np.ndarray) -> np.ndarray:
-        return protocol.labels(scores, granularity, classification=form == "classification")
+        return _oriented_target(scores, granularity, form)
 
+    split_half = stats.split_half_reliability(ratings, seed=seed, transform=transform)
     return {
-        "split_half": stats.split_half_reliability(ratings, seed=seed, transform=transform),
+        "split_half": split_half,
+        "ceiling": stats.noise_ceiling(split_half.value),
         "loo": stats.leave_one_out_agreement(ratings, transform=transform),
         "cronbach_alpha": stats.cronbach_alpha(ratings, transform=transform),
+        **{
+            f"krippendorff_{level}": stats.krippendorff_alpha(ratings, level=level, transform=transform)
+            for level in stats.KRIPPENDORFF_LEVELS
+        },
     }
 
 
@@ -286,6 +338,7 @@ def _split_tables(
     *,
     n_boot: int,
     seed: int,
+    paper: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Correlation and ceiling rows of one split with a non-empty test set."""
     clusters = inputs.originals[test]
@@ -300,14 +353,13 @@ def _split_tables(
         ceiling_rows += _labelled(
             name, granularity, form, [_ceiling_row(ceilings, n=test.size, n_annotators=ratings.shape[1])]
         )
-        classification = form == "classification"
-        target = np.asarray(
-            protocol.labels(inputs.score_mean[test], granularity, classification=classification), dtype=np.float64
-        )
-        group = _Group(target, clusters, weights, ceilings["split_half"].value)
+        target = _oriented_target(inputs.score_mean[test], granularity, form)
+        # The released binary label is the other way round (score > 5 -> 0): shown negated.
+        target_sign = -1.0 if paper and granularity == "binary" else 1.0
+        group = _Group(target, clusters, weights, ceilings["ceiling"].value, target_sign, paper)
         for statistic in statistics:
             # The forms of a granularity differ by an increasing affine map: compute once.
-            key = (statistic, group.spearman_ceiling, _target_signature(target, statistic))
+            key = (statistic, group.spearman_ceiling, target_sign, _target_signature(target, statistic))
             if key not in computed:
                 computed[key] = _group_measurements(group, statistic, inputs.metrics, test)
             correlation_rows += _labelled(name, granularity, form, computed[key])
@@ -343,16 +395,23 @@ def correlate(
     seed: int = 0,
     split_seed: int = protocol.DEFAULT_SEED,
     source: str = "annotations",
+    convention: str = "default",
 ) -> CorrelationResult:
     """Correlate every metric with the human scores on the test rows of every split.
 
     `pairs` has the columns of SCHEMA.md's pairs table (original, dataset, method,
     score_mean, the annotator columns and one column per metric); `metrics` are MetricInfo
     dicts (name, higher_is_more_anonymous, ...). Returns the long correlation table, the
-    noise-ceiling table and one line per split that could not be made (`skipped`)."""
+    noise-ceiling table and one line per split that could not be made (`skipped`).
+    `convention` is "default" (oriented) or "paper" (the released signs; module docstring)."""
+    (convention,) = _checked_choices([convention], CONVENTIONS, "convention")
+    paper = convention == "paper"
+    pearson = pearson or paper  # the released tables report Pearson too
     split_names = _checked_choices(protocol.SPLITS if splits is None else splits, protocol.SPLITS, "split")
     granularity_forms = _granularity_forms(
-        _checked_choices(granularities, protocol.GRANULARITIES, "granularity"), _checked_choices(forms, FORMS, "form")
+        _checked_choices(granularities, protocol.GRANULARITIES, "granularity"),
+        _checked_choices(forms, FORMS, "form"),
+        paper,
     )
     chosen_statistics = _checked_choices(
         [*statistics, *(["pearson"] if pearson else [])], stats.STATISTICS, "statistic"
@@ -384,17 +443,18 @@ def correlate(
                 )
             else:
                 tables = _split_tables(
-                    name, test, inputs, granularity_forms, chosen_statistics, n_boot=n_boot, seed=seed
+                    name, test, inputs, granularity_forms, chosen_statistics, n_boot=n_boot, seed=seed, paper=paper
                 )
         correlation_rows += tables[0]
         ceiling_rows += tables[1]
 
     correlations = pd.DataFrame(correlation_rows, columns=list(CORRELATION_COLUMNS))
     ceiling = pd.DataFrame(ceiling_rows, columns=list(CEILING_COLUMNS))
-    return CorrelationResult(_typed(correlations), _typed(ceiling), skipped)
+    return CorrelationResult(_typed(correlations), _typed(ceiling), skipped, convention)
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """Stable dtypes even for an empty table (int counts, bool is_best, str text)."""
-    types = {"n": "int64", "n_clusters": "int64", "n_annotators": "int64", "is_best": "bool"}
+    types = {"n": "int64", "n_clusters": "int64", "n_annotators": "int64", "is_best": "bool",
+             "ceiling_exceeded": "bool"}
     return frame.astype({column: kind for column, kind in types.items() if column in frame.columns})

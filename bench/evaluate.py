@@ -10,6 +10,17 @@
     <out>/report.html                    one self-contained report
 
 `render` re-creates tables, plots and report from a results folder without recomputing.
+
+`evaluate_columns` is the same flow without images: the metric values are columns of the
+annotation file itself (the released get_metrics.py appends MSE, PSNR, SSIM, LPIPS, FID to
+HA1.csv / HA2.csv; any scores computed elsewhere work the same way). Each column's
+direction comes from the registered metric of that name (case-insensitive) or from
+`--direction NAME=up|down`; nothing is scored, so results.json has no scores.csv beside it.
+
+Both take a `convention` (bench.correlate.CONVENTIONS). Under "paper" the correlations
+carry the released signs and labels, the SSIM scored from images is the released variant
+(`ssim_paper_compat`), and PerceptAnon classifiers are scored by their arg-max class (the
+released eval.py). The convention is recorded in results.json (top level and provenance).
 """
 
 from __future__ import annotations
@@ -25,12 +36,12 @@ import numpy as np
 import pandas as pd
 
 from bench import dataset, runner
-from bench.correlate import correlate
+from bench.correlate import CONVENTIONS, correlate
 from bench.errors import InputError
-from bench.store import DEFAULT_STORE_NAME, ResultsStore
+from bench.store import DEFAULT_STORE_NAME, ResultsStore, run_provenance
 from metrics.atomic import write_atomic
 from metrics.errors import MetricError
-from metrics.registry import PAPER_METRICS, metric_class, parse_metric_list
+from metrics.registry import PAPER_METRICS, available_metrics, metric_class, parse_metric_list
 from reports.tables import TIE_TOLERANCE, NotComputed
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
@@ -40,6 +51,9 @@ PAIRS_FILE = "pairs.csv"
 # Pairs shown with thumbnails in the report, spread over the human-score range.
 SAMPLE_PAIRS = 8
 CHECKPOINT_METRICS = {"ha1": "perceptanon_ha1", "ha2": "perceptanon_ha2"}
+#: Under the paper convention a metric scored from images is replaced by the released variant.
+PAPER_VARIANTS = {"ssim": "ssim_paper_compat"}
+DIRECTIONS = {"up": True, "down": False}
 
 
 @dataclass
@@ -68,14 +82,27 @@ def is_demo(path: Path) -> bool:
     return DEMO_DIR in Path(path).resolve().parents
 
 
-def metric_options(checkpoint_ha1: Path | None, checkpoint_ha2: Path | None) -> dict[str, dict[str, Any]]:
+def check_convention(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        raise InputError(f"unknown convention {convention!r}; allowed: {', '.join(CONVENTIONS)}")
+    return convention
+
+
+def metric_options(checkpoint_ha1: Path | None, checkpoint_ha2: Path | None,
+                   convention: str = "default") -> dict[str, dict[str, Any]]:
+    """Options of the PerceptAnon metrics; under the paper convention their classifiers are
+    scored by the arg-max class, as the released eval.py does."""
     given = {"ha1": checkpoint_ha1, "ha2": checkpoint_ha2}
-    return {CHECKPOINT_METRICS[ha]: {"checkpoint": str(path)} for ha, path in given.items() if path is not None}
+    rule = {"class_rule": "argmax"} if check_convention(convention) == "paper" else {}
+    return {CHECKPOINT_METRICS[ha]: {"checkpoint": str(path), **rule} for ha, path in given.items() if path is not None}
 
 
-def metric_names(spec: str | None, options: dict[str, dict[str, Any]]) -> list[str]:
-    """The paper's five metrics by default, plus PerceptAnon for each checkpoint given."""
+def metric_names(spec: str | None, options: dict[str, dict[str, Any]], convention: str = "default") -> list[str]:
+    """The paper's five metrics by default, plus PerceptAnon for each checkpoint given; under
+    the paper convention SSIM is the released variant (`PAPER_VARIANTS`)."""
     names = parse_metric_list(spec, default=PAPER_METRICS)
+    if check_convention(convention) == "paper":
+        names = list(dict.fromkeys(PAPER_VARIANTS.get(name, name) for name in names))
     return names + [name for name in options if name not in names]
 
 
@@ -97,6 +124,7 @@ def evaluate(
     simulated: bool = False,
     progress: bool = True,
     command: str = "evaluate",
+    convention: str = "default",
 ) -> Evaluation:
     """Score, correlate and report one annotation file into `out_dir`."""
     table = dataset.load_pairs(annotations, root=root)
@@ -111,27 +139,168 @@ def evaluate(
     infos = [metric_info(outcome) for outcome in ok]
     correlation = correlate(
         pairs, infos, annotators=table.annotators, splits=splits, n_boot=n_boot, seed=seed,
-        source=table.source.name,
+        source=table.source.name, convention=convention,
     )
     provenance = report_provenance(scored, ok, table=table, seed=seed, simulated=simulated, command=command)
     samples = sample_pairs(pairs, table.root)
-    bundle = {
-        "title": f"How well do metrics agree with human anonymity scores? {table.source.name}",
-        "correlations": correlation.correlations,
-        "ceiling": correlation.ceiling,
-        "metrics": infos,
-        "not_computed": not_computed(scored.metrics),
-        "provenance": provenance,
-        "skipped": correlation.skipped,
-        "root": str(table.root),
-        "gradcam": gradcam_overlays(options or {}, samples, out_dir, device=device),
-    }
-    save_bundle(out_dir, bundle, pairs)
-    report = render(out_dir)
+    gradcam = gradcam_overlays(options or {}, samples, out_dir, device=device)
+    report = _save_and_render(out_dir, table, correlation, infos, provenance, pairs, gradcam,
+                              missing=not_computed(scored.metrics))
     return Evaluation(
         name=table.source.stem, out_dir=out_dir, report=report,
         score_summary=scored.summary_lines(), skipped_splits=list(correlation.skipped),
     )
+
+
+def _save_and_render(out_dir: Path, table: dataset.PairsTable, correlation, infos: list[dict[str, Any]],
+                     provenance: dict[str, Any], pairs: pd.DataFrame, gradcam: list[dict[str, Any]],
+                     missing: Sequence[dict[str, Any]] = ()) -> Path:
+    provenance = {**provenance, "convention": correlation.convention}
+    bundle = {
+        "title": f"How well do metrics agree with human anonymity scores? {table.source.name}",
+        "convention": correlation.convention,
+        "correlations": correlation.correlations,
+        "ceiling": correlation.ceiling,
+        "metrics": infos,
+        "not_computed": list(missing),
+        "provenance": provenance,
+        "skipped": correlation.skipped,
+        "root": str(table.root),
+        "gradcam": gradcam,
+    }
+    save_bundle(out_dir, bundle, pairs)
+    return render(out_dir)
+
+
+# ------------------------------------------------------------------------- metric columns
+@dataclass(frozen=True)
+class MetricColumn:
+    """A column of the annotation file used as a metric, and where its direction came from."""
+
+    name: str
+    higher_is_more_anonymous: bool
+    direction_from: str
+
+
+def parse_metric_columns(spec: str) -> list[str]:
+    names = list(dict.fromkeys(name.strip() for name in spec.split(",") if name.strip()))
+    if not names:
+        raise InputError("--metric-columns is empty; give column names, e.g. --metric-columns MSE,PSNR,SSIM")
+    return names
+
+
+def parse_directions(items: Sequence[str] | None) -> dict[str, bool]:
+    """['PSNR=down', 'mine=up,other=down'] -> {'PSNR': False, 'mine': True, 'other': False}."""
+    directions: dict[str, bool] = {}
+    for item in (part.strip() for entry in items or () for part in entry.split(",")):
+        if not item:
+            continue
+        name, sep, value = (text.strip() for text in item.partition("="))
+        if not sep or not name or value.lower() not in DIRECTIONS:
+            raise InputError(f"bad --direction {item!r}: expected NAME=up or NAME=down "
+                             "(up = a higher value means more anonymous)")
+        directions[name] = DIRECTIONS[value.lower()]
+    return directions
+
+
+def column_directions(columns: Sequence[str], directions: dict[str, bool]) -> list[MetricColumn]:
+    """Each column's direction: --direction first, else the registered metric of that name
+    (case-insensitive: MSE -> mse); a column that is neither is an error naming the option."""
+    unused = sorted(set(directions) - set(columns))
+    if unused:
+        raise InputError(f"--direction names {', '.join(unused)}, not among --metric-columns; "
+                         "add them to --metric-columns or drop the --direction")
+    known = available_metrics()
+    resolved = []
+    for name in columns:
+        if name in directions:
+            resolved.append(MetricColumn(name, directions[name], "--direction"))
+        elif name.lower() in known:
+            up = bool(metric_class(name.lower()).higher_is_more_anonymous)
+            resolved.append(MetricColumn(name, up, f"metric {name.lower()}"))
+        else:
+            raise InputError(f"metric column {name!r}: its direction is unknown (not a known metric name); "
+                             f"give --direction {name}=up (higher = more anonymous) or {name}=down")
+    return resolved
+
+
+def pairs_with_columns(table: dataset.PairsTable, columns: Sequence[MetricColumn]) -> pd.DataFrame:
+    """The annotation table with the metric columns as read from the file (numbers only;
+    empty cells are NaN, 'inf' is infinity)."""
+    taken = set(dataset.CANONICAL_COLUMNS) | set(table.annotators) | {"row", "pair"}
+    pairs = table.frame.copy()
+    for column in columns:
+        if column.name not in table.raw.columns:
+            raise InputError(f"{table.source}: no column {column.name!r} for --metric-columns; "
+                             f"the file has {', '.join(map(str, table.raw.columns))}")
+        if column.name in taken:
+            raise InputError(f"{table.source}: column {column.name!r} is an annotation column, not a metric; "
+                             "drop it from --metric-columns")
+        values = pd.to_numeric(table.raw.loc[pairs.index, column.name], errors="coerce")
+        bad = values.isna() & table.raw.loc[pairs.index, column.name].notna()
+        if bad.any():
+            first = bad.to_numpy().nonzero()[0][0]
+            raise InputError(f"{table.source}, line {int(pairs['row'].iloc[first])}: column {column.name!r} holds "
+                             f"{table.raw.loc[pairs.index[first], column.name]!r}, not a number; fix or empty the cell")
+        pairs[column.name] = values.astype(float).to_numpy()
+    return pairs.rename(columns={"row": "pair"})
+
+
+def column_info(column: MetricColumn, source: Path) -> dict[str, Any]:
+    return {
+        "name": column.name, "label": column.name, "higher_is_more_anonymous": column.higher_is_more_anonymous,
+        # No weights of ours are involved: the values are the file's own.
+        "verified": True, "weights_note": "", "weights_status": "precomputed",
+        "key": f"column:{column.name}", "source": f"column {column.name} of {source.name}",
+        "direction_from": column.direction_from,
+    }
+
+
+def evaluate_columns(
+    annotations: Path,
+    *,
+    out_dir: Path,
+    columns: Sequence[str],
+    directions: dict[str, bool] | None = None,
+    root: Path | None = None,
+    splits: Sequence[str] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    simulated: bool = False,
+    command: str = "evaluate",
+    convention: str = "default",
+) -> Evaluation:
+    """Correlate, tabulate and report metric values read from the annotation file's columns."""
+    check_convention(convention)
+    resolved = column_directions(columns, directions or {})
+    table = dataset.load_pairs(annotations, root=root)
+    table.annotators = [a for a in table.annotators if a not in {c.name for c in resolved}]
+    pairs = pairs_with_columns(table, resolved)
+    infos = [column_info(column, table.source) for column in resolved]
+    correlation = correlate(
+        pairs, infos, annotators=table.annotators, splits=splits, n_boot=n_boot, seed=seed,
+        source=table.source.name, convention=convention,
+    )
+    run = run_provenance(device="none (no images scored)", dataset_hash=table.dataset_hash)
+    provenance = {
+        "package_versions": {"bench": run["bench"], "python": run["python"], **run["packages"]},
+        "git_commit": run["git_commit"],
+        "device": run["device"],
+        "seeds": {"split": 42, "bootstrap": seed},
+        "weights": [],
+        "dataset_hash": table.dataset_hash,
+        "annotations": str(table.source),
+        "metric_columns": {c.name: ("up" if c.higher_is_more_anonymous else "down") + f" ({c.direction_from})"
+                           for c in resolved},
+        "simulated_scores": simulated,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+    }
+    report = _save_and_render(out_dir, table, correlation, infos, provenance, pairs, [])
+    summary = [f"  {c.name}: read from the file, {'higher' if c.higher_is_more_anonymous else 'lower'} = more "
+               f"anonymous ({c.direction_from}), {int(pairs[c.name].notna().sum())} values" for c in resolved]
+    return Evaluation(name=table.source.stem, out_dir=out_dir, report=report, score_summary=summary,
+                      skipped_splits=list(correlation.skipped))
 
 
 def pairs_with_scores(table: dataset.PairsTable, scored: runner.ScoreResult, ok) -> pd.DataFrame:
@@ -190,6 +359,8 @@ def metric_info(outcome: runner.MetricOutcome) -> dict[str, Any]:
         "weights_note": notes.get(outcome.weights_status, ""),
         "weights_status": outcome.weights_status,
         "key": outcome.key,
+        # -1 where the released model's raw output runs the other way (PerceptAnon, released binary labels).
+        "released_sign": int(((outcome.card or {}).get("details") or {}).get("released_sign", 1)),
     }
 
 
@@ -300,8 +471,10 @@ def sample_pairs(pairs: pd.DataFrame, root: Path, count: int = SAMPLE_PAIRS) -> 
     if ordered.empty:
         return []
     picks = sorted(set(np.linspace(0, len(ordered) - 1, min(count, len(ordered))).round().astype(int)))
-    return [(root / row["original"], root / row["anonymized"], row)
-            for row in (ordered.iloc[i].to_dict() for i in picks)]
+    samples = [(root / row["original"], root / row["anonymized"], row)
+               for row in (ordered.iloc[i].to_dict() for i in picks)]
+    # Precomputed metric columns need no images: show thumbnails only where both exist.
+    return [sample for sample in samples if sample[0].is_file() and sample[1].is_file()]
 
 
 # ------------------------------------------------------------------------- Grad-CAM
@@ -361,13 +534,28 @@ def run_demo_or_annotations(
     seed: int,
     progress: bool,
     command: str = "bench run",
+    convention: str = "default",
+    metric_columns: str | None = None,
+    directions: Sequence[str] | None = None,
 ) -> list[Evaluation]:
     """Evaluate each annotation file (default: the demo set's HA1 and HA2) into out/<stem>
-    (store default: out/results.sqlite); `command` is recorded as the run's provenance."""
+    (store default: out/results.sqlite); `command` is recorded as the run's provenance. With
+    `metric_columns`, correlate those columns of each file instead of scoring images."""
     use_demo = not annotations
     files = demo_annotations() if use_demo else list(annotations)
-    options = metric_options(checkpoint_ha1, checkpoint_ha2)
-    names = metric_names(metrics_spec, options)
+    if metric_columns is not None:
+        if metrics_spec or checkpoint_ha1 or checkpoint_ha2:
+            raise InputError("--metric-columns reads the metric values from the file; drop --metrics and "
+                             "--checkpoint-ha1/--checkpoint-ha2 (or drop --metric-columns to score images)")
+        columns, chosen = parse_metric_columns(metric_columns), parse_directions(directions)
+        return [evaluate_columns(path, out_dir=out / path.stem, columns=columns, directions=chosen,
+                                 root=DEMO_ROOT if use_demo else root, splits=splits, n_boot=n_boot, seed=seed,
+                                 simulated=use_demo or is_demo(path), command=command, convention=convention)
+                for path in files]
+    if directions:
+        raise InputError("--direction applies to --metric-columns; add --metric-columns or drop --direction")
+    options = metric_options(checkpoint_ha1, checkpoint_ha2, convention)
+    names = metric_names(metrics_spec, options, convention)
     evaluations = []
     with ResultsStore(store_path or out / DEFAULT_STORE_NAME) as store:
         for path in files:
@@ -376,6 +564,6 @@ def run_demo_or_annotations(
                 root=DEMO_ROOT if use_demo else root, metrics=names, options=options, splits=splits,
                 device=device, batch_size=batch_size, workers=workers, size_policy=size_policy,
                 n_boot=n_boot, seed=seed, simulated=use_demo or is_demo(path), progress=progress,
-                command=command,
+                command=command, convention=convention,
             ))
     return evaluations

@@ -28,7 +28,7 @@ from bench import stats
 from bench.errors import InputError
 from bench.evaluate import metric_label
 from bench.methods import REFERENCE_METHODS
-from bench.setmetrics import group_key, too_few_note
+from bench.setmetrics import group_key, lookup_spread, too_few_note
 from bench.store import ResultsStore
 from bench.tradeoff import build_tradeoffs
 from reports.leaderboard import (
@@ -116,7 +116,11 @@ def _set_entry(store: ResultsStore, metric: Mapping[str, Any], dataset: str, met
     value = store.lookup_set_score(metric["key"], group_key(dataset, method, scope), members)
     if value is None:
         return Entry(n=len(members), note="not computed for these pairs", level="set")
-    return Entry(value=value, n=len(members), note="" if math.isfinite(value) else "undefined", level="set")
+    # KID records its own 95% interval (jackknife over pairs); FID has none.
+    spread = lookup_spread(store, metric["key"], group_key(dataset, method, scope), members)
+    low, high = (spread.ci_low, spread.ci_high) if spread is not None else (math.nan, math.nan)
+    return Entry(value=value, ci_low=low, ci_high=high, n=len(members),
+                 note="" if math.isfinite(value) else "undefined", level="set")
 
 
 # ----------------------------------------------------------------------------- board

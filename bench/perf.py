@@ -506,7 +506,10 @@ _PHASE_FUNCTIONS = {"runner": _phase_runner, "naive": _phase_naive, "floor": _ph
 #: which the naive SSIM uses): imported before any timer starts, because imports are a
 #: process's start-up cost, the same for every pipeline.
 _LAZY_IMPORTS = {"metrics.lpips": ("lpips",), "metrics.fid": ("torchvision", "pytorch_fid.inception"),
-                 "metrics.ssim": ("scipy.ndimage", "skimage.metrics")}
+                 "metrics.ssim": ("scipy.ndimage", "skimage.metrics"),
+                 "metrics.detection": ("facenet_pytorch.models.mtcnn", "facenet_pytorch.models.utils.detect_face",
+                                       "skimage.feature"),
+                 "metrics.reid": ("dlib",)}
 
 
 def _preload_modules(metric_names: Sequence[str]) -> None:

@@ -10,6 +10,11 @@ metric's ``min_samples`` gets a note ("too few pairs (8 < 10)") instead of a num
 that cannot be built (missing weights) is reported unavailable with its reason, and the run
 goes on.
 
+A set metric that measures its own uncertainty (KID: `estimate`, a functional.KIDEstimate)
+gets a `SetValueSpread` beside its value (std over subsets, standard error, 95% interval,
+n pairs), stored beside the value (`ResultsStore.write_set_spread`), so a reused value
+keeps its spread and `lookup_spread` gives it to the leaderboard and reports.
+
 Under torchrun (`bench.dist`) each group's pairs are dealt round-robin to the ranks; each rank
 feeds its share to the metric on its own device, and rank 0 merges the ranks' partial states
 (`partial_state` / `merge_partial_states`: FID sends sums of features and of their outer
@@ -54,6 +59,41 @@ class SetMetricOutcome(MetricOutcome):
     min_samples: int = 0
 
 
+@dataclass(frozen=True)
+class SetValueSpread:
+    """How uncertain one set metric's value of one group is."""
+
+    #: Population std of the value over random subsets (0 when one evaluation is the whole group).
+    std: float
+    #: Standard error of the value (KID: jackknife over pairs).
+    stderr: float
+    #: 95% interval of the value.
+    ci_low: float
+    ci_high: float
+    #: Pairs in the group.
+    n: int
+
+
+SPREAD_FIELDS: tuple[str, ...] = ("std", "stderr", "ci_low", "ci_high")
+
+
+def lookup_spread(store: ResultsStore, metric_key: str, group: str,
+                  members: Sequence[PairKey]) -> SetValueSpread | None:
+    """The stored spread of a group's value, or None when the metric records none."""
+    stored = store.lookup_set_spread(metric_key, group, members)
+    if any(name not in stored for name in SPREAD_FIELDS):
+        return None
+    return SetValueSpread(*(stored[name] for name in SPREAD_FIELDS), n=len(set(members)))
+
+
+def _spread_of(metric: SetMetric, n: int) -> SetValueSpread | None:
+    estimate = getattr(metric, "estimate", None)
+    if estimate is None:
+        return None
+    return SetValueSpread(std=float(estimate.std), stderr=float(estimate.stderr), ci_low=float(estimate.ci_low),
+                          ci_high=float(estimate.ci_high), n=n)
+
+
 @dataclass
 class SetScores:
     metrics: list[SetMetricOutcome]
@@ -61,6 +101,8 @@ class SetScores:
     values: dict[tuple[str, str], float] = field(default_factory=dict)
     #: (metric name, group key) -> why there is no value.
     notes: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (metric name, group key) -> the value's spread, for metrics that measure it (KID).
+    spreads: dict[tuple[str, str], SetValueSpread] = field(default_factory=dict)
 
     def summary_lines(self) -> list[str]:
         lines = []
@@ -151,6 +193,9 @@ def _reuse_or_queue(item: _Active, name: str, members: Sequence[GroupMember], st
     stored = store.lookup_set_score(outcome.key, name, [m.key for m in members])
     if stored is not None:
         scores.values[(outcome.name, name)] = stored
+        spread = lookup_spread(store, outcome.key, name, [m.key for m in members])
+        if spread is not None:
+            scores.spreads[(outcome.name, name)] = spread
         outcome.reused += 1
         return
     pending.setdefault(name, []).append(item)
@@ -188,7 +233,13 @@ def _finish(item: _Active, name: str, members: Sequence[GroupMember], *, store: 
     if value is None:
         return
     value = float(value)
-    store.write_set_score(item.outcome.key, name, [m.key for m in members], value, run_id=run_id)
+    keys = [m.key for m in members]
+    spread = _spread_of(item.metric, len(set(keys)))
+    if spread is not None:  # written first: a stored value always has its spread beside it
+        store.write_set_spread(item.outcome.key, name, keys,
+                               {field_name: getattr(spread, field_name) for field_name in SPREAD_FIELDS})
+        scores.spreads[(item.outcome.name, name)] = spread
+    store.write_set_score(item.outcome.key, name, keys, value, run_id=run_id)
     scores.values[(item.outcome.name, name)] = value
     item.outcome.computed += 1
 

@@ -298,7 +298,11 @@ def paired_bootstrap_test(
 
 def williams_test(r_ay: float, r_by: float, r_ab: float, n: int) -> WilliamsTest:
     """Williams' t for H0: rho(a, y) = rho(b, y), two correlations sharing y (Steiger 1980,
-    eq. 7), df = n - 3, two-sided p. NaN when n < 4 or the correlations are inconsistent."""
+    eq. 7), df = n - 3, two-sided p. NaN when n < 4 or the correlations are inconsistent.
+
+    It assumes n INDEPENDENT pairs. With several anonymizations per original it rejects a
+    true null far too often (17% at alpha .05 in tests/bench/test_stats.py, where the paired
+    cluster bootstrap rejects 4.3%), so bench.correlate does not report it."""
     values = (r_ay, r_by, r_ab)
     if n < 4 or not all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in values):
         return WilliamsTest(math.nan, math.nan)
@@ -361,44 +365,73 @@ def _mean_estimate(estimates: list[Estimate], what: str) -> Estimate:
     return Estimate(float(np.mean(defined)), "")
 
 
-def _half_splits(n_annotators: int, n_splits: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Boolean annotator masks of the first half: every distinct split when there are at
-    most n_splits of them (odd counts give halves of k//2 and k - k//2), else random ones."""
+def _half_splits(n_annotators: int, n_splits: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pairs of disjoint halves of EQUAL size h = k // 2 (annotator index arrays). With an odd
+    k one annotator sits out of each split, a different one across splits, so no split has to
+    pretend that 2 and 3 annotators are equal halves. Every distinct pair of halves when there
+    are at most n_splits of them, else n_splits random ones."""
     half = n_annotators // 2
-    even = 2 * half == n_annotators
-    distinct = math.comb(n_annotators, half) // (2 if even else 1)
+    sitting_out = range(n_annotators) if n_annotators % 2 else [None]
+    distinct = len(sitting_out) * math.comb(2 * half, half) // 2
     if distinct <= n_splits:
-        members = [c for c in itertools.combinations(range(n_annotators), half) if not even or 0 in c]
-    else:
-        members = [rng.permutation(n_annotators)[:half] for _ in range(n_splits)]
-    masks = np.zeros((len(members), n_annotators), dtype=bool)
-    for mask, chosen in zip(masks, members):
-        mask[list(chosen)] = True
-    return list(masks)
+        splits = []
+        for out in sitting_out:
+            rest = [a for a in range(n_annotators) if a != out]
+            for first in itertools.combinations(rest, half):
+                if rest[0] in first:  # each unordered pair of halves once
+                    splits.append((np.array(first), np.array([a for a in rest if a not in first])))
+        return splits
+    splits = []
+    for _ in range(n_splits):
+        order = rng.permutation(n_annotators)
+        splits.append((order[:half], order[half : 2 * half]))
+    return splits
 
 
-def _spearman_brown(r: float) -> float:
-    return 2.0 * r / (1.0 + r) if r > -1.0 else math.nan
+def spearman_brown(r: float, factor: float) -> float:
+    """Reliability of a panel `factor` times the size of one whose reliability is r:
+    factor r / (1 + (factor - 1) r); NaN where the formula breaks down (1 + (factor - 1) r <= 0)."""
+    denominator = 1.0 + (factor - 1.0) * r
+    if not math.isfinite(r) or denominator <= 0.0:
+        return math.nan
+    return factor * r / denominator
 
 
 def split_half_reliability(
     ratings, *, n_splits: int = 100, seed: int | None = 0, transform: Transform | None = None
 ) -> Estimate:
-    """Spearman-Brown corrected split-half reliability of the annotators' mean score.
+    """Reliability of the whole panel's mean score, from split halves.
 
-    Each split divides the annotators into two halves; each half's score of a pair is the
-    mean of its members' ratings (NaN = skipped; pairs a half did not rate are left out),
-    passed through `transform` (e.g. the label granularity). The Spearman r of the halves
-    is corrected to the full panel, 2r / (1 + r), and averaged over the splits. This
-    estimates how well our panel's mean agrees with an independent panel of the same size."""
+    Each split divides the annotators into two halves of equal size h = k // 2 (with an odd
+    k one annotator sits out, see `_half_splits`); each half's score of a pair is the mean of
+    its members' ratings (NaN = skipped; pairs a half did not rate are left out), passed
+    through `transform` (e.g. the label granularity). The Spearman r of the halves is the
+    reliability of an h-annotator panel; Spearman-Brown steps it up to the k annotators,
+    k/h r / (1 + (k/h - 1) r) (for even k the familiar 2r / (1 + r)), and the splits are
+    averaged. This estimates how well our panel's mean agrees with an independent panel of
+    the same size; its square root bounds a metric's correlation with the panel mean
+    (`noise_ceiling`)."""
     matrix = _ratings_matrix(ratings)
-    if matrix.shape[1] < 2:
+    n_annotators = matrix.shape[1]
+    if n_annotators < 2:
         return Estimate(math.nan, "fewer than 2 annotators")
+    factor = n_annotators / (n_annotators // 2)
     estimates = []
-    for first in _half_splits(matrix.shape[1], n_splits, np.random.default_rng(seed)):
-        r, reason = _rank_agreement(_row_means(matrix[:, first]), _row_means(matrix[:, ~first]), transform)
-        estimates.append(Estimate(_spearman_brown(r), reason))
+    for first, second in _half_splits(n_annotators, n_splits, np.random.default_rng(seed)):
+        r, reason = _rank_agreement(_row_means(matrix[:, first]), _row_means(matrix[:, second]), transform)
+        estimates.append(Estimate(spearman_brown(r, factor), reason))
     return _mean_estimate(estimates, "split halves")
+
+
+def noise_ceiling(reliability: float) -> Estimate:
+    """The highest correlation a metric can be expected to reach with the panel's mean score:
+    the correlation of the panel mean with the true score, sqrt(reliability) (classical test
+    theory: a panel mean = true score + independent noise). Undefined for a reliability <= 0."""
+    if not math.isfinite(reliability):
+        return Estimate(math.nan, "reliability undefined")
+    if reliability <= 0.0:
+        return Estimate(math.nan, f"reliability {reliability:.3g} <= 0")
+    return Estimate(math.sqrt(min(reliability, 1.0)), "")
 
 
 def leave_one_out_agreement(ratings, *, transform: Transform | None = None) -> Estimate:
@@ -433,14 +466,57 @@ def cronbach_alpha(ratings, *, transform: Transform | None = None) -> Estimate:
     return Estimate(float(n_annotators / (n_annotators - 1) * (1.0 - item_variance / total_variance)), "")
 
 
-def ceiling_for(statistic: str, spearman_reliability: float) -> float:
-    """The split-half (Spearman) ceiling on the scale of another statistic, assuming
-    bivariate normality: Pearson r = 2 sin(pi rho_s / 6), Kendall tau = (2/pi) arcsin(r)
-    (Greiner's relation). Spearman is returned unchanged."""
+KRIPPENDORFF_LEVELS: tuple[str, ...] = ("interval", "ordinal")
+
+
+def krippendorff_alpha(ratings, *, level: str = "interval", transform: Transform | None = None) -> Estimate:
+    """Krippendorff's alpha of the annotators, 1 - D_o / D_e, on every pair rated at least
+    twice (skipped ratings, NaN, are simply missing), each rating passed through `transform`.
+
+    From the coincidence matrix o (each pair's u ratings contribute every ordered couple of
+    different raters, weighted 1 / (u - 1)), with n_c = sum_k o_ck and n = sum n_c:
+    alpha = 1 - (n - 1) sum o_ck d_ck / sum n_c n_k d_ck, where d_ck is (c - k)^2 at the
+    interval level and, at the ordinal level, (sum_{g=c..k} n_g - (n_c + n_k) / 2)^2, i.e.
+    the squared distance of the values' mid-ranks among all pairable ratings."""
+    if level not in KRIPPENDORFF_LEVELS:
+        raise ValueError(f"unknown level {level!r}; allowed: {', '.join(KRIPPENDORFF_LEVELS)}")
+    matrix = _ratings_matrix(ratings)
+    if matrix.shape[1] < 2:
+        return Estimate(math.nan, "fewer than 2 annotators")
+    rated = ~np.isnan(matrix)
+    if transform is not None:
+        matrix = matrix.copy()
+        matrix[rated] = _transformed(matrix[rated], transform)
+    pairable = rated.sum(axis=1) >= 2
+    if not pairable.any():
+        return Estimate(math.nan, "no pair rated by 2 annotators")
+    matrix, rated = matrix[pairable], rated[pairable]
+    values, codes = np.unique(matrix[rated], return_inverse=True)
+    if values.size < 2:
+        return Estimate(math.nan, "every rating has the same value")
+    counts = np.zeros((matrix.shape[0], values.size))
+    np.add.at(counts, (np.nonzero(rated)[0], codes), 1.0)
+    per_unit = counts / (counts.sum(axis=1, keepdims=True) - 1.0)
+    coincidence = per_unit.T @ counts - np.diag(per_unit.sum(axis=0))
+    totals = coincidence.sum(axis=1)
+    if level == "interval":
+        position = values
+    else:
+        position = np.cumsum(totals) - totals / 2.0  # mid-rank of each value
+    distance = (position[:, None] - position[None, :]) ** 2
+    expected = (totals[:, None] * totals[None, :] * distance).sum()
+    observed = (coincidence * distance).sum()
+    return Estimate(float(1.0 - (totals.sum() - 1.0) * observed / expected), "")
+
+
+def ceiling_for(statistic: str, spearman_ceiling: float) -> float:
+    """A Spearman-scale ceiling (`noise_ceiling` of the split-half reliability) on the scale
+    of another statistic, assuming bivariate normality: Pearson r = 2 sin(pi rho_s / 6),
+    Kendall tau = (2/pi) arcsin(r) (Greiner's relation). Spearman is returned unchanged."""
     _check_statistic(statistic)
-    if statistic == "spearman" or not math.isfinite(spearman_reliability):
-        return spearman_reliability
-    r = 2.0 * math.sin(math.pi * spearman_reliability / 6.0)
+    if statistic == "spearman" or not math.isfinite(spearman_ceiling):
+        return spearman_ceiling
+    r = 2.0 * math.sin(math.pi * spearman_ceiling / 6.0)
     if statistic == "pearson":
         return r
     return 2.0 / math.pi * math.asin(max(-1.0, min(1.0, r)))

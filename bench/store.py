@@ -368,6 +368,45 @@ class ResultsStore:
         ).fetchone()
         return None if row is None else _from_sql(*row)
 
+    # -- spreads of set-metric values ---------------------------------------------------
+    # Created on first use, like benchmark_runs (additive; no schema version change).
+    _SPREAD_TABLE = (
+        "CREATE TABLE IF NOT EXISTS set_score_spreads ("
+        " group_key TEXT NOT NULL,"
+        " metric_key TEXT NOT NULL,"
+        " members_sha256 TEXT NOT NULL,"
+        " name TEXT NOT NULL,"
+        " value REAL,"
+        " is_nan INTEGER NOT NULL DEFAULT 0 CHECK (is_nan IN (0, 1)),"
+        " PRIMARY KEY (group_key, metric_key, members_sha256, name)) WITHOUT ROWID"
+    )
+
+    def write_set_spread(self, metric_key: str, group_key: str, members: Iterable[PairKey],
+                         spread: Mapping[str, float]) -> None:
+        """Store named measures of how uncertain a stored set value is (e.g. KID's std, stderr,
+        interval), under the same group and members as the value."""
+        digest = members_digest(members)
+        with self._transaction():
+            self._db.execute(self._SPREAD_TABLE)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO set_score_spreads (group_key, metric_key, members_sha256, name, value, is_nan) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(group_key, metric_key, digest, name, *_to_sql(value)) for name, value in spread.items()],
+            )
+
+    def lookup_set_spread(self, metric_key: str, group_key: str, members: Iterable[PairKey]) -> dict[str, float]:
+        """The measures `write_set_spread` stored for this value ({} when none)."""
+        exists = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'set_score_spreads'"
+        ).fetchone()
+        if exists is None:
+            return {}
+        rows = self._db.execute(
+            "SELECT name, value, is_nan FROM set_score_spreads WHERE group_key = ? AND metric_key = ? "
+            "AND members_sha256 = ?", (group_key, metric_key, members_digest(members)),
+        )
+        return {name: _from_sql(value, is_nan) for name, value, is_nan in rows}
+
     # -- benchmark runs ---------------------------------------------------------------
     # Created on first use, so stores written before it existed keep working (additive; no
     # schema version change).

@@ -133,12 +133,16 @@ class TrainConfig:
     size_policy: str = "error"
     #: End this invocation after this epoch (time-limited jobs); `resume` continues it.
     stop_after: int | None = None
+    #: How the test set is evaluated: "default" (predicted 1-10 score vs score_mean) or "paper"
+    #: (the released eval.py: arg-max class or sigmoid output vs the training label).
+    convention: str = "default"
 
     def __post_init__(self) -> None:
         _check_choice("--ha", self.ha, HA_MODES)
         _check_choice("--backbone", self.backbone, BACKBONES)
         _check_choice("--split", self.split, protocol.SPLITS)
         _check_choice("--label", self.label, protocol.GRANULARITIES)
+        _check_choice("--convention", self.convention, EVALUATION_CONVENTIONS)
         images.check_size_policy(self.size_policy)
         if self.classification and self.label == "mean":
             raise InputError("--label mean is a regression target; with --classification use labels10, labels5, "
@@ -572,10 +576,19 @@ def _check_resumable(path: Path, recorded: dict[str, Any], current: dict[str, An
 
 
 # --------------------------------------------------------------------------- evaluation
+EVALUATION_CONVENTIONS = ("default", "paper")
+_CORRELATED = {
+    "default": "between the predicted 1-10 score and the human score_mean of each test pair",
+    "paper": "as the released eval.py: between the training label of each test pair and the model's "
+             "arg-max class (classification) or sigmoid output (regression)",
+}
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Test-set numbers of one model: the paper's (mse or accuracy/precision/recall) plus
-    Pearson, Spearman and Kendall between predicted 1-10 score and human score_mean."""
+    Pearson, Spearman and Kendall between predicted 1-10 score and human score_mean (or,
+    under the paper convention, between the released eval.py's prediction and label)."""
 
     rows: np.ndarray
     scores: np.ndarray
@@ -600,8 +613,16 @@ def macro_precision_recall(true: np.ndarray, predicted: np.ndarray) -> tuple[flo
     return float(precision.mean()), float(recall.mean())
 
 
+def paper_prediction(raw: torch.Tensor, mapping: OutputMapping) -> np.ndarray:
+    """What the released eval.py correlates with the label: the arg-max of the raw output
+    (classes in the training labels' own order) or the sigmoid output (regression)."""
+    if mapping.classification:
+        return raw.argmax(dim=1).numpy().astype(np.float64)
+    return torch.sigmoid(raw[:, 0]).numpy().astype(np.float64)
+
+
 def summarise(raw: torch.Tensor, targets: torch.Tensor, score_mean: np.ndarray, rows: np.ndarray,
-              mapping: OutputMapping, criterion: Criterion) -> Evaluation:
+              mapping: OutputMapping, criterion: Criterion, convention: str = "default") -> Evaluation:
     numbers: dict[str, float] = {}
     if mapping.classification:
         true, predicted = targets.numpy(), raw.argmax(dim=1).numpy()
@@ -610,9 +631,13 @@ def summarise(raw: torch.Tensor, targets: torch.Tensor, score_mean: np.ndarray, 
     else:
         numbers["mse"] = mean_loss(criterion, raw, targets)
     scores = mapping.scores(raw).numpy()
+    if convention == "paper":
+        predicted, human = paper_prediction(raw, mapping), targets.numpy().astype(np.float64).ravel()
+    else:
+        predicted, human = scores, score_mean
     notes = {}
     for statistic in STATISTICS:
-        value, reason = correlation(scores, score_mean, statistic, names=("prediction", "human score"))
+        value, reason = correlation(predicted, human, statistic, names=("prediction", "human score"))
         numbers[statistic] = value
         if reason:
             notes[statistic] = reason
@@ -629,7 +654,7 @@ def write_evaluation(evaluation: Evaluation, path: Path, **context: Any) -> None
         "n_test": len(evaluation.rows),
         "metrics": {name: _json_number(value) for name, value in evaluation.numbers.items()},
         "undefined": evaluation.notes,
-        "correlations": "between the predicted 1-10 score and the human score_mean of each test pair",
+        "correlations": _CORRELATED[context.get("convention", "default")],
     }
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -746,6 +771,7 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] | None = print) ->
     write_evaluation(evaluation, eval_path, checkpoint=str(evaluated), epoch=progress.best_epoch or None,
                      val_loss=_json_number(progress.best_val_loss), ha=config.ha, backbone=config.backbone,
                      label=config.label, classification=config.classification, split=config.split,
+                     convention=config.convention,
                      score=config.mapping.describe(), weights_status=state.initial.status,
                      provenance=run_provenance(device=str(device), dataset_hash=table.dataset_hash,
                                                seeds={"train": config.seed, "split": protocol.DEFAULT_SEED},
@@ -844,4 +870,4 @@ def evaluate_checkpoint(path: Path, config: TrainConfig, test: PairImages, score
                                num_outputs=config.mapping.num_outputs)
     raw, targets = predict(model.to(device), test, batch_size=config.batch_size, workers=config.workers,
                            device=device)
-    return summarise(raw, targets, score_mean, test.rows, config.mapping, criterion)
+    return summarise(raw, targets, score_mean, test.rows, config.mapping, criterion, config.convention)

@@ -55,6 +55,8 @@ from metrics.hashing import file_sha256
 
 BACKBONES = ("resnet18", "resnet50", "resnet152", "densenet121", "alexnet", "vgg11")
 HA_MODES = ("HA1", "HA2")
+#: How a classifier's outputs become its score: expected class score, or the arg-max class's.
+CLASS_RULES = ("expected", "argmax")
 
 IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -431,7 +433,11 @@ class _PerceptAnonMetric(FeaturePairMetric):
         classification: bool | None = None,
         binary_compat: bool | None = None,
         backbone: str | None = None,
+        class_rule: str = "expected",
     ) -> None:
+        if class_rule not in CLASS_RULES:
+            raise MetricInputError(
+                f"{self.name}: unknown class_rule {class_rule!r}; choose from: {', '.join(CLASS_RULES)}")
         super().__init__(device)
         if checkpoint is None:
             raise MetricInputError(
@@ -440,6 +446,9 @@ class _PerceptAnonMetric(FeaturePairMetric):
         model, self.checkpoint = load_checkpoint(checkpoint, ha=self.ha, backbone=backbone)
         self.mapping = resolve_output_mapping(self.checkpoint, label=label, classification=classification,
                                               binary_compat=binary_compat)
+        # A classifier's score: the expected class score (ours) or the arg-max class's score (the
+        # released eval.py's rule, for --convention paper). Regression has one output: no rule.
+        self.class_rule = class_rule if self.mapping.classification else "expected"
         self.model = model.requires_grad_(False).to(self.device)
         # Convolutions run faster in NHWC, on GPUs and on CPUs (oneDNN) alike: a ResNet-50 takes
         # 25% less time per image on a 2-core EPYC; outputs differ from NCHW's by float32 rounding.
@@ -455,6 +464,8 @@ class _PerceptAnonMetric(FeaturePairMetric):
             "classification": self.mapping.classification,
             "binary_compat": self.mapping.binary_compat,
             "input_size": IMAGE_SIZE,
+            # Only the non-default rule enters the key: stored expected-class scores stay valid.
+            **({"class_rule": self.class_rule} if self.class_rule != "expected" else {}),
         }
 
     def weights(self) -> list[WeightsRecord]:
@@ -473,7 +484,11 @@ class _PerceptAnonMetric(FeaturePairMetric):
             "(the released code resized uint8 PIL images: within 1/255 per pixel)",
             "normalization": f"ImageNet mean {IMAGENET_MEAN}, std {IMAGENET_STD}",
             "score": "predicted anonymity on 1-10, higher = more anonymous",
-            "output_mapping": self.mapping.describe(),
+            "output_mapping": self.mapping.describe() if self.class_rule == "expected" else
+            "the arg-max class's score 1 + 9 c / (K - 1) (the released eval.py correlates the arg-max class)",
+            # The released model's own output runs against anonymity with the released binary
+            # labels: the sign the paper convention shows for this metric (bench.correlate).
+            "released_sign": -1 if self.mapping.binary_compat else 1,
         }
 
     def predict(self, original: torch.Tensor | None, anonymized: torch.Tensor) -> Prediction:
@@ -492,7 +507,10 @@ class _PerceptAnonMetric(FeaturePairMetric):
         return preprocess(images).contiguous(memory_format=self.memory_format)
 
     def _compare(self, original_features: Any, anonymized_features: torch.Tensor) -> torch.Tensor:
-        return self.mapping.scores(self._raw_output(original_features, anonymized_features))
+        raw = self._raw_output(original_features, anonymized_features)
+        if self.class_rule == "argmax":
+            return self.mapping.class_scores().to(raw.device)[self.mapping.predicted_class(raw)]
+        return self.mapping.scores(raw)
 
     def _raw_output(self, original_features: Any, anonymized_features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

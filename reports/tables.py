@@ -51,7 +51,7 @@ CONVENTIONS = ("default", "paper")
 
 CORRELATION_COLUMNS = (
     "split", "granularity", "form", "metric", "statistic", "value", "ci_low", "ci_high",
-    "n", "n_clusters", "p_vs_best", "p_williams", "is_best", "fraction_of_ceiling", "reason",
+    "n", "n_clusters", "p_vs_best", "is_best", "fraction_of_ceiling", "reason",
 )
 CEILING_COLUMNS = (
     "split", "granularity", "form", "split_half", "loo", "cronbach_alpha", "n", "n_annotators", "reason",

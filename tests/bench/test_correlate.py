@@ -158,13 +158,11 @@ def test_best_metric_and_tests(result):
         assert group["is_best"].sum() == 1
         best = group[group["is_best"]].iloc[0]
         assert best["value"] == group["value"].max()
-        assert math.isnan(best["p_vs_best"]) and math.isnan(best["p_williams"])
+        assert math.isnan(best["p_vs_best"])
         others = group[~group["is_best"]]
         assert others["p_vs_best"].between(0, 1).all()
-        if best["statistic"] == "kendall":
-            assert others["p_williams"].isna().all()
-        else:
-            assert others["p_williams"].between(0, 1).all()
+    # Williams' t assumed independent pairs (anti-conservative with clusters): not reported
+    assert "p_williams" not in result.correlations.columns
     # lpips has the least noise: best and clearly better than ssim on all test rows
     group = _rows(result.correlations, split="anon-blurpix", granularity="mean", statistic="spearman")
     assert _one(group, metric="lpips")["is_best"]
@@ -174,6 +172,8 @@ def test_best_metric_and_tests(result):
 def test_fraction_of_ceiling(result):
     ceiling = _one(result.ceiling, split="all", granularity="labels5", form="regression")
     assert 0 < ceiling["split_half"] <= 1 and 0 < ceiling["loo"] < 1 and 0 < ceiling["cronbach_alpha"] <= 1
+    assert ceiling["ceiling"] == pytest.approx(math.sqrt(ceiling["split_half"]), abs=1e-15)
+    assert 0 < ceiling["krippendorff_interval"] < 1 and 0 < ceiling["krippendorff_ordinal"] < 1
     assert ceiling["n"] == 60 and ceiling["n_annotators"] == len(ANNOTATORS)
     for statistic in ("spearman", "kendall"):
         row = _one(
@@ -184,8 +184,9 @@ def test_fraction_of_ceiling(result):
             metric="lpips",
             statistic=statistic,
         )
-        expected = row["value"] / stats.ceiling_for(statistic, ceiling["split_half"])
+        expected = row["value"] / stats.ceiling_for(statistic, ceiling["ceiling"])
         assert row["fraction_of_ceiling"] == pytest.approx(expected, abs=1e-12)
+        assert row["ceiling_exceeded"] == (row["fraction_of_ceiling"] > 1)
 
 
 def test_orientation_negated_metric_with_flipped_direction(pairs):
@@ -310,3 +311,54 @@ def test_missing_columns_raise_input_error(pairs):
         correlate(pairs, [*METRICS, {"name": "fid", "higher_is_more_anonymous": True}], annotators=ANNOTATORS)
     with pytest.raises(InputError, match="annotator9"):
         correlate(pairs, METRICS, annotators=["annotator9"])
+
+
+# --------------------------------------------------------------------------- the paper convention
+def test_paper_convention_shows_raw_signs_with_the_same_tests(pairs):
+    """Under "paper" a row is the default row with the raw metric's sign (PSNR, SSIM: -1) and
+    the released binary label's (-1): value and fraction negated, interval ends swapped; the
+    p-values, the best metric and the ceiling flags are the same. The released Mean block is
+    the extra form 'raw' (the raw metric against score_mean itself), and Pearson is in."""
+    kwargs = dict(annotators=ANNOTATORS, splits=["all", "loov-coco"], n_boot=N_BOOT)
+    default = correlate(pairs, METRICS, **kwargs)
+    paper = correlate(pairs, METRICS, convention="paper", **kwargs)
+    assert default.convention == "default" and paper.convention == "paper"
+    assert set(paper.correlations["statistic"]) == {"spearman", "kendall", "pearson"}
+    keys = ["split", "granularity", "form", "metric", "statistic"]
+    merged = default.correlations.merge(paper.correlations, on=keys, suffixes=("", "_paper"))
+    assert len(merged) == len(default.correlations)
+    sign = np.where(merged["metric"] == "lpips", 1.0, -1.0) * np.where(merged["granularity"] == "binary", -1.0, 1.0)
+    np.testing.assert_allclose(merged["value_paper"], sign * merged["value"], atol=1e-12, rtol=0)
+    low = np.where(sign > 0, merged["ci_low"], -merged["ci_high"])
+    np.testing.assert_allclose(merged["ci_low_paper"], low, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(merged["fraction_of_ceiling_paper"], sign * merged["fraction_of_ceiling"], atol=1e-12)
+    for column in ("p_vs_best", "is_best", "ceiling_exceeded", "n", "n_clusters"):
+        pd.testing.assert_series_equal(merged[f"{column}_paper"], merged[column], check_names=False)
+    raw = _rows(paper.correlations, split="all", form="raw")
+    assert set(raw["granularity"]) == {"mean"} and "raw" not in set(default.correlations["form"])
+    test = pairs.iloc[protocol.make_split(pairs, "all").test]
+    row = _one(raw, metric="psnr", statistic="pearson")
+    assert row["value"] == pytest.approx(scipy_stats.pearsonr(test["score_mean"], test["psnr"])[0], abs=1e-12)
+    assert row["value"] < 0  # as printed in the paper: PSNR falls as anonymity rises
+    assert len(_rows(paper.ceiling, split="all", form="raw")) == 1
+
+
+def test_unknown_convention_is_refused(pairs):
+    with pytest.raises(InputError, match="unknown convention 'released'; allowed: default, paper"):
+        correlate(pairs, METRICS, annotators=ANNOTATORS, splits=["all"], n_boot=5, convention="released")
+
+
+def test_paper_convention_sign_of_a_model_trained_on_released_binary_labels(pairs):
+    """A PerceptAnon checkpoint trained with the released binary labels outputs higher = LESS
+    anonymous (released_sign -1 in its metric info): under "paper" its binary correlation with
+    the released label is positive, as the released eval.py prints it."""
+    model = pairs.assign(model=pairs["lpips"])
+    infos = [{"name": "model", "higher_is_more_anonymous": True, "released_sign": -1}, *METRICS]
+    kwargs = dict(annotators=ANNOTATORS, splits=["all"], granularities=["binary", "labels3"], n_boot=N_BOOT)
+    default = correlate(model, infos, **kwargs).correlations
+    paper = correlate(model, infos, convention="paper", **kwargs).correlations
+    for granularity, sign in (("binary", 1.0), ("labels3", -1.0)):
+        where = dict(split="all", granularity=granularity, form="classification", metric="model", statistic="spearman")
+        assert _one(paper, **where)["value"] == pytest.approx(sign * _one(default, **where)["value"], abs=1e-12)
+    assert _one(paper, split="all", granularity="binary", form="classification", metric="model",
+                statistic="spearman")["value"] > 0

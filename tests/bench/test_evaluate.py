@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
@@ -199,3 +200,170 @@ def test_report_on_a_damaged_results_folder_is_one_line(demo_run, tmp_path):
                           text=True, timeout=120, check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and str(folder) in done.stderr
+
+
+# --------------------------------------------------------------------------- metric columns, paper convention
+RELEASED_METRIC_COLUMNS = ("MSE", "PSNR", "SSIM", "LPIPS", "FID")
+DATASETS = ("coco", "voc", "lfw", "celeba")
+
+
+def released_format_file(path: Path, n_originals: int = 60, seed: int = 0) -> pd.DataFrame:
+    """A file as the released get_metrics.py writes it: HA1.csv's columns (img1, img2, dataset,
+    scope, method, annotators, score_mean) plus one column per metric. 4 annotators, so mean
+    scores hit x.5 (round half to even) and the label thresholds 3, 5, 8 exactly; MSE rounded
+    to 3 decimals, so it has ties."""
+    rng = np.random.default_rng(seed)
+    rows = [(f"{DATASETS[i % 4]}/{i}.png", f"{DATASETS[i % 4]}/{method}/{i}.png", DATASETS[i % 4], "local", method)
+            for i in range(n_originals) for method in ("mask", "inpaint", "blur", "pixelate")]
+    frame = pd.DataFrame(rows, columns=["img1", "img2", "dataset", "scope", "method"])
+    latent = rng.uniform(1, 10, len(frame))
+    ratings = np.clip(np.rint(latent[:, None] + rng.normal(0, 1.5, (len(frame), 4))), 1, 10).astype(int)
+    for k in range(4):
+        frame[f"annotator{k}"] = ratings[:, k]
+    frame["score_mean"] = ratings.mean(axis=1)
+    frame["MSE"] = np.round(0.01 * latent + rng.normal(0, 0.01, len(frame)), 3)
+    frame["PSNR"] = 30 - latent + rng.normal(0, 2, len(frame))
+    frame["SSIM"] = 1 - latent / 10 + rng.normal(0, 0.1, len(frame))
+    frame["LPIPS"] = latent / 10 + rng.normal(0, 0.05, len(frame))
+    frame["FID"] = 10 * latent + rng.normal(0, 20, len(frame))
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def released_label(score: float, label_type: str, is_classification: bool) -> float:
+    """The released utils.py label transforms as documented there: 'mean' (score - 1) / 9;
+    labels10 round(score) - 1; labels5 thresholds 3, 5, 7, 9; labels3 thresholds 5, 8; binary
+    0 if score > 5 else 1. Regression targets are normalised by the top class (binary: kept)
+    and stored as float32 tensors, read back with .item()."""
+    if label_type == "mean":
+        return float(np.float32((score - 1) / (10 - 1)))
+    if label_type == "labels10":
+        label, top = round(score) - 1, 9
+    elif label_type == "labels5":
+        label, top = (0 if score < 3 else 1 if score < 5 else 2 if score < 7 else 3 if score < 9 else 4), 4
+    elif label_type == "labels3":
+        label, top = (0 if score < 5 else 1 if score < 8 else 2), 2
+    else:
+        label, top = (0 if score > 5.0 else 1), 1
+    if is_classification:
+        return label
+    return float(np.float32(label / top))
+
+
+def released_test_rows(frame: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The released generate_splits.py test part: loov-X holds dataset X out; 'all' is
+    train_test_split(test_size=0.2, stratify=round(score_mean) binned 1-4 / 5 / ... / 10,
+    random_state=42)."""
+    if split.startswith("loov-"):
+        return frame[frame["dataset"] == split.split("-")[1]]
+    from sklearn.model_selection import train_test_split
+
+    rounded = frame["score_mean"].round().astype(int)
+    _, test = train_test_split(frame, test_size=0.2, stratify=rounded.where(rounded > 4, 4) - 4, random_state=42)
+    return test
+
+
+def released_correlations(frame: pd.DataFrame, split: str) -> dict[tuple[str, str, str, str], float]:
+    """(granularity, form, metric, statistic) -> value, as the released metric_corr.py logic:
+    the Mean block (raw score_mean), REG (5 label types, regression) and CLF (4, classes),
+    each metric's raw column against the label with scipy's pearsonr, spearmanr, kendalltau."""
+    test = released_test_rows(frame, split)
+    blocks = [("mean", "raw", test["score_mean"].to_numpy())]
+    for label_type in protocol.GRANULARITIES:
+        blocks.append((label_type, "regression",
+                       np.array([released_label(s, label_type, False) for s in test["score_mean"]])))
+    for label_type in protocol.GRANULARITIES[1:]:
+        blocks.append((label_type, "classification",
+                       np.array([released_label(s, label_type, True) for s in test["score_mean"]])))
+    values = {}
+    for granularity, form, labels in blocks:
+        for metric in RELEASED_METRIC_COLUMNS:
+            scores = test[metric].to_numpy()
+            values[(granularity, form, metric, "pearson")] = stats.pearsonr(labels, scores)[0]
+            values[(granularity, form, metric, "spearman")] = stats.spearmanr(labels, scores)[0]
+            values[(granularity, form, metric, "kendall")] = stats.kendalltau(labels, scores)[0]
+    return values
+
+
+def test_paper_convention_on_metric_columns_reproduces_the_released_correlations(tmp_path, monkeypatch):
+    """`bench correlate --metric-columns ... --convention paper`, as typed in a fresh folder,
+    writes tables/correlations.csv whose every Pearson, Spearman and Kendall value for the
+    Mean, REG and CLF blocks of the splits all and loov-* equals the released logic to 1e-12."""
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    frame = released_format_file(tmp_path / "HA1.csv")
+    splits = ["all", "loov-coco", "loov-voc", "loov-lfw", "loov-celeba"]
+    argv = ["correlate", "--annotations", "HA1.csv", "--metric-columns", ",".join(RELEASED_METRIC_COLUMNS),
+            "--convention", "paper", "--n-boot", "20", "--no-progress", "--out", "out"]
+    assert main(argv + [arg for split in splits for arg in ("--split", split)]) == 0
+    table = pd.read_csv(tmp_path / "out" / "HA1" / "tables" / "correlations.csv", keep_default_na=False,
+                        na_values=[""])
+    assert list(table.columns[:6]) == ["split", "granularity", "form", "metric", "statistic", "value"]
+    checked = 0
+    for split in splits:
+        expected = released_correlations(frame, split)
+        ours = table[table["split"] == split].set_index(["granularity", "form", "metric", "statistic"])["value"]
+        assert len(ours) == len(expected) == 10 * 5 * 3
+        for key, value in expected.items():
+            assert ours[key] == pytest.approx(value, abs=1e-12, rel=0), (split, key)
+            checked += 1
+    assert checked == 5 * 150
+    bundle = json.loads((tmp_path / "out" / "HA1" / "results.json").read_text())
+    assert bundle["convention"] == "paper" and bundle["provenance"]["convention"] == "paper"
+    assert bundle["provenance"]["metric_columns"]["PSNR"].startswith("down")
+
+
+def test_metric_columns_default_convention_is_oriented(tmp_path, monkeypatch):
+    """The default convention on the same file: every metric oriented (PSNR and SSIM negated,
+    positive = agrees), the binary label higher = more anonymous, no 'raw' form."""
+    monkeypatch.chdir(tmp_path)
+    frame = released_format_file(tmp_path / "HA1.csv")
+    frame["mine"] = frame["LPIPS"]
+    frame.to_csv(tmp_path / "HA1.csv", index=False)
+    [evaluation] = evaluate.run_demo_or_annotations(
+        annotations=[Path("HA1.csv")], root=None, metrics_spec=None, checkpoint_ha1=None, checkpoint_ha2=None,
+        splits=["loov-voc"], out=Path("out"), store_path=None, device="cpu", batch_size=8, workers=0,
+        size_policy="error", n_boot=20, seed=0, progress=False, metric_columns="PSNR,mine",
+        directions=["mine=up"],
+    )
+    bundle, _ = evaluate.load_bundle(evaluation.out_dir)
+    table = bundle["correlations"]
+    assert bundle["convention"] == "default" and "raw" not in set(table["form"])
+    test = frame[frame["dataset"] == "voc"]
+    row = table[(table.granularity == "binary") & (table.form == "classification") & (table.statistic == "spearman")]
+    psnr = row.loc[row.metric == "PSNR", "value"].item()
+    assert psnr == pytest.approx(stats.spearmanr(-test["PSNR"], test["score_mean"] > 5).statistic, abs=1e-12)
+    assert psnr > 0
+
+
+def test_metric_columns_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    frame = released_format_file(tmp_path / "HA1.csv")
+    base = ["correlate", "--annotations", "HA1.csv", "--split", "all", "--n-boot", "5", "--no-progress"]
+    cases = [
+        (["--metric-columns", "PSNR,mine"], "metric column 'mine': its direction is unknown", "--direction mine=up"),
+        (["--metric-columns", "PSNR,nothere", "--direction", "nothere=up"], "no column 'nothere'", "HA1.csv"),
+        (["--metric-columns", "PSNR", "--direction", "PSNR=sideways"], "bad --direction 'PSNR=sideways'", "up"),
+        (["--metric-columns", "PSNR", "--metrics", "mse"], "drop --metrics", "--metric-columns"),
+        (["--direction", "PSNR=up"], "--direction applies to --metric-columns", ""),
+    ]
+    for extra, message, hint in cases:
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err and hint in err, err
+    frame["FID"] = frame["FID"].astype(object)
+    frame.loc[7, "FID"] = "high"
+    frame.to_csv(tmp_path / "HA1.csv", index=False)
+    assert main(base + ["--metric-columns", "FID"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "line 9" in err and "'FID'" in err and "not a number" in err and "\n" not in err
+
+
+def test_paper_convention_scores_the_released_ssim():
+    options = evaluate.metric_options(None, Path("model.pt"), "paper")
+    assert options == {"perceptanon_ha2": {"checkpoint": "model.pt", "class_rule": "argmax"}}
+    assert evaluate.metric_names(None, {}, "paper") == ["mse", "psnr", "ssim_paper_compat", "lpips", "inception_dist"]
+    assert evaluate.metric_names(None, {}) == list(evaluate.PAPER_METRICS)

@@ -410,3 +410,34 @@ def test_bad_options_are_one_line_errors(arguments, needle, ha1_csv, tmp_path, c
     error = capsys.readouterr().err.strip()
     assert code == 2 and len(error.splitlines()) == 1 and needle in error
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- --convention paper
+@pytest.mark.parametrize("label", ["labels5", "binary"])
+def test_paper_convention_evaluates_as_the_released_eval_py(label):
+    """The released eval.py correlates the training label with the arg-max class (classifier)
+    or the sigmoid output (regression); ours by default, the expected 1-10 score with score_mean.
+    Oracle: scipy on those very vectors (binary with the released labels, score > 5 -> 0)."""
+    from scipy import stats as scipy_stats
+
+    rng = np.random.default_rng(7)
+    score_mean = rng.uniform(1, 10, 40)
+    compat = label == "binary"
+    for classification in (True, False):
+        mapping = train.OutputMapping(label=label, classification=classification, binary_compat=compat)
+        targets = torch.from_numpy(protocol.labels(score_mean, label, classification=classification,
+                                                   binary_compat=compat))
+        raw = torch.randn(40, mapping.num_outputs, generator=torch.Generator().manual_seed(3))
+        criterion = train.Criterion(classification)
+        paper = train.summarise(raw, targets, score_mean, np.arange(40), mapping, criterion, "paper")
+        ours = train.summarise(raw, targets, score_mean, np.arange(40), mapping, criterion)
+        predicted = raw.argmax(dim=1).numpy() if classification else torch.sigmoid(raw[:, 0]).numpy()
+        human = targets.numpy()
+        assert paper.numbers["spearman"] == pytest.approx(scipy_stats.spearmanr(human, predicted)[0], abs=1e-12)
+        assert paper.numbers["kendall"] == pytest.approx(scipy_stats.kendalltau(human, predicted)[0], abs=1e-12)
+        assert paper.numbers["pearson"] == pytest.approx(
+            scipy_stats.pearsonr(human.astype(np.float64), predicted.astype(np.float64))[0], abs=1e-12)
+        expected = mapping.scores(raw).numpy()
+        assert ours.numbers["spearman"] == pytest.approx(scipy_stats.spearmanr(expected, score_mean)[0], abs=1e-12)
+    with pytest.raises(InputError, match="--convention"):
+        train.TrainConfig(annotations=Path("HA1.csv"), convention="released")

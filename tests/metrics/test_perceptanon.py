@@ -343,3 +343,25 @@ def test_features_of_shared_originals_are_reused(ha, resnet18_ha1_file, resnet18
     index = torch.tensor([0, 0, 1, 2, 2, 2])
     reused = metric.compare(metric.select(metric.features(originals), index), metric.features(anonymized))
     np.testing.assert_allclose(reused, metric.score(originals[index], anonymized), rtol=0, atol=TOLERANCE)
+
+
+# -- the released eval.py rule (--convention paper) ---------------------------------------------------
+def test_class_rule_argmax_scores_the_arg_max_class(tmp_path):
+    """class_rule='argmax' (the released eval.py correlates the arg-max class): the score is
+    that class's 1-10 score; the key changes, so stored expected-class scores are not reused;
+    regression checkpoints have one output and keep their score and key."""
+    model = seeded(perceptanon.build_ha1, "resnet18", 5)
+    path = tmp_path / "labels5.pt"
+    perceptanon.save_checkpoint(model, path, label="labels5", classification=True)
+    anonymized = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    expected = PerceptAnonHA1Metric(checkpoint=path)
+    argmax = PerceptAnonHA1Metric(checkpoint=path, class_rule="argmax")
+    classes = expected.predict(None, anonymized).predicted_class
+    np.testing.assert_allclose(argmax.score(None, anonymized), 1 + 9 * classes / 4, atol=1e-12)
+    assert argmax.key() != expected.key() and "class_rule" not in expected.config()
+    with pytest.raises(MetricInputError, match="class_rule 'mode'; choose from: expected, argmax"):
+        PerceptAnonHA1Metric(checkpoint=path, class_rule="mode")
+    regression = tmp_path / "mean.pt"
+    perceptanon.save_checkpoint(seeded(perceptanon.build_ha1, "resnet18", 1), regression, label="mean")
+    assert (PerceptAnonHA1Metric(checkpoint=regression, class_rule="argmax").key()
+            == PerceptAnonHA1Metric(checkpoint=regression).key())

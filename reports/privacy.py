@@ -1,0 +1,159 @@
+"""The leaderboard's privacy block: can a machine find and re-identify the person?
+
+One row per method x scope, one column per attack, each with its direction (↓: lower = more
+anonymous, as in the perceptual block) and its 95% CI (Wilson, over the group's pairs).
+Rendered once into Markdown and JSON from `metrics.attacks.PrivacyReport`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from metrics.atomic import write_atomic
+from metrics.attacks import FARS, PrivacyReport, PrivacyRow, Rate
+from reports.html import Thumbnail, data_uri, environment
+from reports.tables import markdown_escape
+
+FILE_NAMES = {"markdown": "privacy.md", "json": "privacy.json", "roc": "privacy_roc.png", "html": "privacy.html"}
+BOXED_SIZE = (160, 160)
+
+COLUMNS = (
+    "MTCNN detection rate ↓", "LBP detection rate ↓", "rank-1 naive ↓", "rank-5 naive ↓", "rank-1 adaptive ↓",
+    *(f"TAR@FAR={far:g} ↓" for far in FARS), "EER ↑",
+)
+
+
+def _rate(rate: Rate | None) -> str:
+    if rate is None:
+        return "–"
+    if rate.n == 0:
+        return "no pairs"
+    return f"{rate.value:.2f} [{rate.ci_low:.2f}, {rate.ci_high:.2f}]"
+
+
+def _cells(row: PrivacyRow) -> list[str]:
+    adaptive = "–"
+    if row.adaptive is not None:
+        adaptive = _rate(row.adaptive.rank1) if row.adaptive.rank1 else f"n/a ({row.adaptive.reason})"
+    verification = row.verification
+    return [
+        _rate(row.detection), _rate(row.second_detection), _rate(row.rank1), _rate(row.rank5), adaptive,
+        *(f"{verification.tar_at_far[far]:.2f}" if verification else "–" for far in FARS),
+        f"{verification.eer:.2f}" if verification else "–",
+    ]
+
+
+def _notes(report: PrivacyReport) -> list[str]:
+    notes = ["↓: lower = more anonymous; ↑: higher = more anonymous. [low, high]: 95% Wilson interval.",
+             "Detection: MTCNN (or the LBP cascade) finds the original's face (IoU >= 0.5) on the anonymized "
+             "image, over the pairs whose original has a face the detector finds. Re-identification: "
+             "dlib 128-d embeddings (HOG detector, 5-point alignment); naive = identified against every original "
+             "of the scope; adaptive = 1-NN trained on anonymized images of part of each identity's photos. "
+             "A face the detector cannot find counts as not re-identified."]
+    first = next((row for row in report.rows if row.identification), None)
+    if first is not None:
+        notes.append(f"Chance level: rank-1 {first.identification.chance(1):.2f}, rank-5 "
+                     f"{first.identification.chance(5):.2f} ({first.identification.n_identities} gallery identities).")
+    for row in report.rows:
+        counts = []
+        if row.originals_without_face:
+            counts.append(f"{row.originals_without_face} original(s) without a detectable face (no detection value)")
+        if row.identification and row.identification.not_found:
+            counts.append(f"{row.identification.not_found} anonymized face(s) not found by the re-identification "
+                          "detector (counted as not re-identified)")
+        if counts:
+            notes.append(f"{row.method}/{row.scope}: " + "; ".join(counts) + ".")
+    notes += [f"{attack} not run: {reason}" for attack, reason in report.unavailable.items()]
+    return notes
+
+
+def to_markdown(report: PrivacyReport) -> str:
+    header = ["scope", "method", *COLUMNS]
+    lines = ["#### Privacy attacks", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in report.rows:
+        cells = [row.scope, row.method, *_cells(row)]
+        lines.append("| " + " | ".join(markdown_escape(cell) for cell in cells) + " |")
+    lines.append("")
+    lines += [f"- {markdown_escape(note)}" for note in _notes(report)]
+    return "\n".join(lines) + "\n"
+
+
+def _rate_json(rate: Rate | None) -> dict[str, Any] | None:
+    if rate is None:
+        return None
+    return {key: (value if not isinstance(value, float) or math.isfinite(value) else None)
+            for key, value in vars(rate).items()}
+
+
+def to_json(report: PrivacyReport) -> str:
+    rows = []
+    for row in report.rows:
+        ident, verification, adaptive = row.identification, row.verification, row.adaptive
+        rows.append({
+            "method": row.method, "scope": row.scope, "n_pairs": row.n_pairs,
+            "detection_rate": _rate_json(row.detection), "originals_without_face": row.originals_without_face,
+            "detection_rate_lbp": _rate_json(row.second_detection),
+            "rank1": _rate_json(row.rank1), "rank5": _rate_json(row.rank5),
+            "chance_rank1": ident.chance(1) if ident else None, "chance_rank5": ident.chance(5) if ident else None,
+            "faces_not_found": ident.not_found if ident else None,
+            "tar_at_far": {f"{far:g}": value for far, value in verification.tar_at_far.items()} if verification else None,
+            "eer": verification.eer if verification else None,
+            "adaptive_rank1": _rate_json(adaptive.rank1) if adaptive else None,
+            "adaptive_chance": adaptive.chance if adaptive and math.isfinite(adaptive.chance) else None,
+            "adaptive_reason": adaptive.reason if adaptive else None,
+        })
+    document = {"higher_is_more_anonymous": {"detection_rate": False, "detection_rate_lbp": False, "rank1": False, "rank5": False,
+                                             "adaptive_rank1": False, "tar_at_far": False, "eer": True},
+                "rows": rows, "notes": _notes(report), "unavailable": report.unavailable,
+                "conventions": report.conventions}
+    return json.dumps(document, indent=1, allow_nan=False) + "\n"
+
+
+def boxed_thumbnail(path: str | Path, faces: Any, colour: str) -> Thumbnail:
+    """A JPEG thumbnail with the face boxes drawn; an unreadable image is a note, not a failure."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return Thumbnail(src="", alt=path.name, error=f"{path.name}: not a readable image")
+    draw = ImageDraw.Draw(image)
+    width = max(1, round(max(image.size) / 96))
+    for face in faces:
+        draw.rectangle([face[0], face[1], face[2], face[3]], outline=colour, width=width)
+    image.thumbnail(BOXED_SIZE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return Thumbnail(src=data_uri(buffer.getvalue(), "image/jpeg"), alt=path.name)
+
+
+def to_html(report: PrivacyReport, roc_png: bytes | None = None, title: str = "Privacy attacks") -> str:
+    """A self-contained page: the table, its notes, the ROC and the detector's boxes per method."""
+    examples = []
+    for example in report.examples:
+        images = [{"image": boxed_thumbnail(example.original, example.original_faces, "#1a7f37"),
+                   "caption": "original"}]
+        images += [{"image": boxed_thumbnail(path, faces, "#cf222e"),
+                    "caption": f"{method}: {len(faces)} face(s) found"} for method, path, faces in example.anonymized]
+        examples.append({"label": example.label, "images": images})
+    return environment().get_template("privacy.html.j2").render(
+        title=title, header=["scope", "method", *COLUMNS],
+        rows=[[row.scope, row.method, *_cells(row)] for row in report.rows], notes=_notes(report),
+        roc=data_uri(roc_png, "image/png") if roc_png else "", examples=examples)
+
+
+def write_privacy(report: PrivacyReport, out_dir: Path, roc_png: bytes | None = None) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    written = {"markdown": write_atomic(out_dir / FILE_NAMES["markdown"], to_markdown(report)),
+               "json": write_atomic(out_dir / FILE_NAMES["json"], to_json(report)),
+               "html": write_atomic(out_dir / FILE_NAMES["html"], to_html(report, roc_png))}
+    if roc_png is not None:
+        written["roc"] = write_atomic(out_dir / FILE_NAMES["roc"], roc_png)
+    return written
