@@ -31,6 +31,8 @@ BUILTIN_METRICS: dict[str, str] = {
     "background_ssim": "metrics.utility:BackgroundSSIM",
     "background_psnr": "metrics.utility:BackgroundPSNR",
     "task": "metrics.utility:TaskUtility",
+    "landmarks_dlib": "metrics.utility:LandmarkDisplacement",
+    "face_kept_mtcnn": "metrics.utility:FaceKept",
 }
 
 # The paper's five traditional metrics, in its table order.

@@ -8,6 +8,11 @@ the opposite view, ``higher_is_more_anonymous = False``.
   each pair's PII mask (``needs_pii_mask``), which only benchmark runs have (the benchmark set's
   masks, or the union of its boxes); the runner passes it for the global scope. A method that
   changes only PII pixels scores exactly SSIM 1 and PSNR +inf.
+- `LandmarkDisplacement` (``landmarks_dlib``): dlib's 5-point landmarks, placed in the
+  original's face rectangle on both images; their mean displacement in inter-ocular distances
+  (lower = more useful).
+- `FaceKept` (``face_kept_mtcnn``): is the face still detected (MTCNN)? What generative
+  anonymizers aim for.
 - `TaskUtility`: a user's own function ``fn(image) -> float`` (their detector's confidence, an
   action or attribute classifier's score, ...) on the anonymized image, higher = more useful;
   ``bench run --utility module:function``.
@@ -30,6 +35,7 @@ import torch
 
 from metrics import functional
 from metrics.base import PairMetric
+from metrics.detection import MTCNNFaceFound, to_uint8_hwc
 from metrics.errors import MetricInputError
 from metrics.hashing import file_sha256
 
@@ -122,9 +128,8 @@ class TaskUtility(PairMetric):
                 "value": "the function's float, higher = more useful"}
 
     def _score(self, original: torch.Tensor | None, anonymized: torch.Tensor) -> np.ndarray:
-        pixels = (anonymized.detach().cpu().permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
         values = []
-        for image in pixels:
+        for image in to_uint8_hwc(anonymized):
             try:
                 value = float(self.function(np.ascontiguousarray(image)))
             except Exception as exc:  # noqa: BLE001 - the user's function may raise anything: one pair fails
@@ -160,3 +165,108 @@ def _load_function(spec: str) -> tuple[Any, str]:
             raise MetricInputError(f"--utility {spec}: cannot read its source to tell when it changes; "
                                    "define the function in a .py file") from None
     return target, digest
+
+
+# ----------------------------------------------------------------------------- faces
+#: dlib's 5-point model: points 0-1 one eye's corners, 2-3 the other's, 4 the base of the nose.
+EYE_CORNERS = ((0, 1), (2, 3))
+
+
+def inter_ocular_distance(points: np.ndarray) -> float:
+    """Distance between the two eye centres (each the mean of its two corners) of 5 x 2 points."""
+    (a, b), (c, d) = EYE_CORNERS
+    return float(np.linalg.norm((points[a] + points[b]) / 2 - (points[c] + points[d]) / 2))
+
+
+def landmark_displacement(original: np.ndarray, anonymized: np.ndarray) -> float:
+    """Mean Euclidean displacement of corresponding landmarks (K x 2 each), in units of the
+    original's inter-ocular distance (NaN when that distance is 0)."""
+    scale = inter_ocular_distance(original)
+    if scale <= 0:
+        return float("nan")
+    return float(np.linalg.norm(np.asarray(anonymized, float) - np.asarray(original, float), axis=1).mean() / scale)
+
+
+class LandmarkDisplacement(PairMetric):
+    """How far the anonymization moved the facial landmarks (dlib's 5-point model), per pair.
+
+    The original's most confident face (dlib's HOG detector, upsampled once, as the
+    re-identification metric finds it) gives the face rectangle; the 5-point shape predictor
+    places the landmarks in that same rectangle on the original and on the anonymized image,
+    so a face the detector no longer finds is still measured. The value is the mean landmark
+    displacement divided by the original's inter-ocular distance: 0 = landmarks kept, lower =
+    more useful (a face-analysis task downstream still works). NaN when the original has no
+    detectable face.
+    """
+
+    name: ClassVar[str] = "landmarks_dlib"
+    label: ClassVar[str] = "Landmark displacement (IOD)"
+    version: ClassVar[str] = "1"
+    family: ClassVar[str] = "utility"
+    higher_is_more_useful: ClassVar[bool] = False
+    higher_is_more_anonymous: ClassVar[bool] = True
+    utility_view: ClassVar[str] = "landmarks"
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        # dlib runs on the CPU whatever the device; the device only says where inputs arrive.
+        super().__init__(device)
+        from metrics import weights
+        from metrics.errors import WeightsError
+
+        try:
+            import dlib
+        except ImportError as exc:
+            raise WeightsError(f"{self.name}: dlib is not importable ({exc}); pip install dlib-bin "
+                               "(version in constraints.txt)") from exc
+        predictor = weights.resolve("dlib_shape_predictor_5")
+        self._records = [predictor.record()]
+        try:
+            self._predictor = dlib.shape_predictor(str(predictor.path))
+        except RuntimeError as exc:
+            raise WeightsError(f"{self.name}: dlib cannot load {predictor.path} ({exc}); "
+                               "reinstall face_recognition_models") from exc
+        self._detector = dlib.get_frontal_face_detector()
+
+    def weights(self) -> list:
+        return list(self._records)
+
+    def conventions(self) -> dict[str, Any]:
+        from metrics.reid import UPSAMPLE
+
+        return {"detector": f"dlib HOG frontal face detector on the original, upsampled {UPSAMPLE}x, most confident",
+                "landmarks": "dlib 5-point shape predictor, in the original's face rectangle on both images",
+                "value": "mean landmark displacement / inter-ocular distance of the original (eye centres = mean "
+                         "of each eye's two corners); NaN without an original face",
+                "input": "uint8 RGB (float [0, 1] x 255, rounded)"}
+
+    def _points(self, pixels: np.ndarray, rectangle: Any) -> np.ndarray:
+        shape = self._predictor(pixels, rectangle)
+        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], dtype=np.float64)
+
+    def _score(self, original: torch.Tensor, anonymized: torch.Tensor) -> np.ndarray:
+        from metrics.reid import UPSAMPLE
+
+        values = []
+        for original_pixels, anonymized_pixels in zip(to_uint8_hwc(original), to_uint8_hwc(anonymized)):
+            original_pixels = np.ascontiguousarray(original_pixels)
+            rectangles, scores, _ = self._detector.run(original_pixels, UPSAMPLE, 0.0)
+            if not len(rectangles):
+                values.append(float("nan"))
+                continue
+            rectangle = rectangles[int(np.argmax(scores))]
+            values.append(landmark_displacement(self._points(original_pixels, rectangle),
+                                                self._points(np.ascontiguousarray(anonymized_pixels), rectangle)))
+        return np.asarray(values, dtype=np.float64)
+
+
+class FaceKept(MTCNNFaceFound):
+    """1 when MTCNN still finds the PII face on the anonymized image (what generative
+    anonymizers aim for), else 0; NaN without an original face. The same detection as the
+    privacy attack face_found_mtcnn, read as a utility: higher = more useful."""
+
+    name: ClassVar[str] = "face_kept_mtcnn"
+    label: ClassVar[str] = "Face still detected (MTCNN)"
+    family: ClassVar[str] = "utility"
+    higher_is_more_useful: ClassVar[bool] = True
+    higher_is_more_anonymous: ClassVar[bool] = False
+    utility_view: ClassVar[str] = "detectability"
