@@ -153,3 +153,27 @@ def test_demo_tradeoff_files_and_trends(demo_runs):
         assert entries["background_ssim"].value == 1.0
         assert entries["background_psnr"].n_infinite == 8 and entries["background_psnr"].n == 0
         assert "global scope only" in board[(name, "local")].entries["background_ssim"].note
+
+
+@pytest.mark.slow  # ~80 s on 2 CPU cores: MTCNN and dlib on 9 methods x 16 demo pairs
+def test_demo_blur_sweep_on_the_face_axes(tmp_path):
+    """Default axes with the face metrics: MTCNN's confidence (privacy) against dlib's
+    landmark displacement (utility). The larger the radius, the more anonymous and the less
+    useful; the background stays untouched."""
+    result = run_benchmark(["blur"], method_params=[[f"radius={','.join(map(str, RADII))}"]], dataset="fixtures",
+                           metrics="face_detection_mtcnn,face_kept_mtcnn,landmarks_dlib,background_ssim",
+                           out=tmp_path / "runs", store_path=tmp_path / "r.sqlite", n_boot=50, progress=False)
+    assert result.complete
+    (view, *_) = result.board.tradeoffs
+    assert (view.scope, view.privacy.name, view.utility.name) == ("global", "face_detection_mtcnn", "landmarks_dlib")
+    board = {(row.method, row.scope): row.entries for row in result.board.rows}
+    rows = [board[(f"blur[radius={r}]", "global")] for r in RADII]
+    confidence = [row["face_detection_mtcnn"].value for row in rows]
+    kept = [row["face_kept_mtcnn"].value for row in rows]
+    displacement = [row["landmarks_dlib"].value for row in rows]
+    assert confidence == sorted(confidence, reverse=True) and confidence[0] > 0.5 > confidence[-1]
+    assert kept == sorted(kept, reverse=True) and kept[0] > 0.5 > kept[-1]
+    assert displacement == sorted(displacement) and len(set(displacement)) == 4
+    assert all(row["background_ssim"].value == 1.0 for row in rows)
+    identity = board[("identity", "global")]
+    assert identity["landmarks_dlib"].value == 0.0 and identity["face_kept_mtcnn"].value == 1.0

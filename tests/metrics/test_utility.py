@@ -171,3 +171,46 @@ def test_an_annotation_table_has_no_masks_so_background_metrics_are_skipped_with
     assert outcomes["background_ssim"].status == "unavailable"
     assert "needs each pair's PII mask" in outcomes["background_ssim"].reason
     assert "\n" not in outcomes["background_ssim"].reason
+
+
+# --------------------------------------------------------------------------- faces
+def test_landmark_displacement_by_hand():
+    from metrics.utility import inter_ocular_distance, landmark_displacement
+
+    # Eye corners at x = 0, 2 and 8, 10 (y = 0): eye centres 1 and 9, IOD = 8.
+    points = np.array([[0, 0], [2, 0], [8, 0], [10, 0], [5, 6]], dtype=float)
+    assert inter_ocular_distance(points) == 8.0
+    moved = points + np.array([[4, 0], [0, 0], [0, 3], [0, 0], [0, 0]])  # displacements 4, 0, 3, 0, 0
+    assert landmark_displacement(points, moved) == pytest.approx((4 + 3) / 5 / 8)
+    assert landmark_displacement(points, points) == 0.0
+    assert math.isnan(landmark_displacement(np.zeros((5, 2)), points))
+
+
+def _demo_face():
+    benchmark_set = load_benchmark_set("fixtures")
+    original = next(o for o in benchmark_set.originals if o.key == "originals/lfw/astronaut_face.png")
+    image = images.load_rgb(original.path)
+    return original, image, _pii_mask(original, *image.shape[:2])
+
+
+def test_landmarks_are_kept_by_identity_and_moved_by_a_strong_blur():
+    from bench.methods import blur
+
+    metric = build_metric("landmarks_dlib")
+    original, image, mask = _demo_face()
+    blurred = [blur(image, mask, original.boxes, radius=r) for r in (2.0, 16.0)]
+    values = metric.score(_tensor([image] * 3), _tensor([image, *blurred]))
+    assert values[0] == 0.0
+    assert 0 < values[1] < values[2]
+    # Batch size never changes a value.
+    alone = [metric.score(_tensor([image]), _tensor([b]))[0] for b in blurred]
+    assert alone == list(values[1:])
+    assert metric.card().weights[0].name == "dlib_shape_predictor_5"
+    no_face = np.full_like(image, 127)
+    assert np.isnan(metric.score(_tensor([no_face]), _tensor([no_face]))[0])
+
+
+def test_face_kept_is_the_detection_read_as_a_utility():
+    kept, found = metric_class("face_kept_mtcnn"), metric_class("face_found_mtcnn")
+    assert issubclass(kept, found) and kept.family == "utility" and kept.higher_is_more_useful is True
+    assert kept.higher_is_more_anonymous is False and found.family == "perceptual"
