@@ -243,9 +243,9 @@ class Parameter:
     def describe(self) -> str:
         """``radius (float, default: box width / 8)``, for one-line errors and help."""
         default = self.help if self.default is None and self.help else format_value(self.default)
-        bounds = "" if self.minimum is None and self.maximum is None else \
-            f", in [{'' if self.minimum is None else format_value(self.minimum)}, " \
-            f"{'' if self.maximum is None else format_value(self.maximum)}]"
+        low, high = (None if bound is None else format_value(bound) for bound in (self.minimum, self.maximum))
+        bounds = (f", in [{low}, {high}]" if low is not None and high is not None
+                  else f", >= {low}" if low is not None else f", <= {high}" if high is not None else "")
         return f"{self.name} ({self.kind}{bounds}, default {default})"
 
     def parse(self, text: str) -> Any:

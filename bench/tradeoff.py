@@ -111,10 +111,6 @@ def _axis(name: str, info: Mapping[str, Any], role: str) -> Axis:
                 utility_view=str(info.get("utility_view") or ""))
 
 
-def _is_utility(info: Mapping[str, Any]) -> bool:
-    return info.get("family") == "utility" or info.get("higher_is_more_useful") is not None
-
-
 def choose_axes(spec: str | None, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | None:
     """The (privacy, utility) metric names: `spec` ("PRIVACY,UTILITY") checked against the
     computed `metrics`, or the defaults when both families are present (else None)."""
@@ -131,12 +127,13 @@ def choose_axes(spec: str | None, metrics: Mapping[str, Mapping[str, Any]]) -> t
         if parts[0] == parts[1]:
             raise InputError(f"--tradeoff {spec!r}: the privacy and utility axes must be two different metrics")
         return parts[0], parts[1]
-    utilities = [name for name in UTILITY_PREFERENCE if name in computed and _is_utility(computed[name])]
-    utilities += [name for name, info in computed.items() if info.get("family") == "utility" and name not in utilities]
-    privacy = [name for name in PRIVACY_PREFERENCE if name in computed and computed[name].get("family") != "utility"]
-    if not utilities or not any(info.get("family") == "utility" for info in computed.values()):
+    # The utility family first (in preference order, then any plugin's), realism views after.
+    family = [name for name in UTILITY_PREFERENCE if computed.get(name, {}).get("family") == "utility"]
+    family += [name for name, info in computed.items() if info.get("family") == "utility" and name not in family]
+    if not family:
         return None
-    utility = utilities[0]
+    utility = family[0]
+    privacy = [name for name in PRIVACY_PREFERENCE if name in computed and computed[name].get("family") != "utility"]
     privacy = [name for name in privacy if name != utility]
     if not privacy:
         privacy = [name for name, info in computed.items() if info.get("family") != "utility" and name != utility]

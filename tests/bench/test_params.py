@@ -10,7 +10,7 @@ from bench import methods
 from bench.benchmark import run_benchmark
 from bench.cli import main
 from bench.errors import InputError
-from tests.bench.benchset import BUILTINS, THIS, write_benchmark_set
+from tests.bench.benchset import BUILTINS, write_benchmark_set
 
 
 def _image(seed=0, size=32):
@@ -80,7 +80,7 @@ def test_sweep_makes_one_method_per_setting_of_the_grid():
 
 
 @pytest.mark.parametrize("assignment, expected", [
-    ("sigma=2", "unknown parameter 'sigma'; its parameters: radius (float, in [0, ], default box width / 8)"),
+    ("sigma=2", "unknown parameter 'sigma'; its parameters: radius (float, >= 0, default box width / 8)"),
     ("radius=big", "radius='big' is not a valid value"),
     ("radius=-1", "radius='-1' is not a valid value (below its minimum 0)"),
     ("radius", "'radius' is not NAME=V1,V2,...; its parameters: radius"),
@@ -92,6 +92,19 @@ def test_a_bad_parameter_is_one_line_listing_the_parameters(assignment, expected
     message = str(excinfo.value)
     assert expected in message and "\n" not in message
     assert "its parameters: radius (float" in message
+
+
+def test_the_blend_example_declares_a_bounded_strength():
+    from examples.tunable_blend import blend
+
+    (alpha,) = methods.method_parameters(blend)
+    assert alpha.describe() == "alpha (float, in [0, 1], default 1)"
+    with pytest.raises(InputError, match=r"alpha='2' is not a valid value \(above its maximum 1\)"):
+        methods.sweep(methods.resolve_method("examples.tunable_blend:blend"), ["alpha=0.5,2"])
+    image, box = _image(), (4, 6, 28, 30)
+    pii = _box_mask(32, box)
+    np.testing.assert_array_equal(blend(image, pii, [box], alpha=0.0), image)
+    np.testing.assert_array_equal(blend(image, pii, [box], alpha=1.0), methods.pixelate(image, pii, [box]))
 
 
 def test_methods_without_parameters_refuse_param(tmp_path):
@@ -164,4 +177,4 @@ def test_cli_param_errors_are_one_line(tmp_path, benchset, monkeypatch, capsys):
                  "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1
-    assert "unknown parameter 'size'; its parameters: block (int, in [1, ], default 16)" in err
+    assert "unknown parameter 'size'; its parameters: block (int, >= 1, default 16)" in err

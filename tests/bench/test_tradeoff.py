@@ -4,7 +4,6 @@ trapezoid rule, the axes, and the demo sweeps end to end (rows, re-run, files, t
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest

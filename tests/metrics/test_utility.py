@@ -3,7 +3,6 @@ and the direction contract of the utility family."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -14,7 +13,6 @@ from skimage.metrics import structural_similarity
 from bench import images
 from bench.benchmark import FIXTURES_FOLDER, _pii_mask, load_benchmark_set
 from bench.methods import builtin_methods, anonymize
-from metrics import functional
 from metrics.errors import MetricInputError
 from metrics.registry import BUILTIN_METRICS, build_metric, metric_class
 from metrics.utility import BackgroundPSNR, BackgroundSSIM, TaskUtility
