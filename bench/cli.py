@@ -132,53 +132,106 @@ def _cmd_splits(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- score
 def _add_score(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="score every annotated pair with pair metrics (reusing stored scores)")
-    p.add_argument("--annotations", type=Path, required=True, help="HA1.csv / HA2.csv or a generic CSV")
+    p = sub.add_parser(
+        "score",
+        help="score two folders of images pair by pair (bench score ORIGINALS ANONYMIZED), or every pair of an "
+             "annotation table (--annotations), reusing stored scores",
+    )
+    p.add_argument("originals", type=Path, nargs="?", default=None,
+                   help="folder of original images (pairs with ANONYMIZED by path, extension ignored)")
+    p.add_argument("anonymized", type=Path, nargs="?", default=None,
+                   help="folder of anonymized images, at the same paths as their originals")
+    p.add_argument("--annotations", type=Path, default=None,
+                   help="instead of two folders: HA1.csv / HA2.csv or a generic CSV (a score column is not needed)")
     _add_table_options(p)
     p.add_argument("--metrics", default=None,
-                   help="comma-separated metric names or module:Class (default: mse,psnr,ssim,lpips,inception_dist)")
+                   help="comma-separated metric names or module:Class (default: mse,psnr,ssim,lpips,inception_dist; "
+                        "for two folders also fid,kid); see `bench metrics`")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per batch (never changes a value; default 32)")
     p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes (default 0: in-process)")
     p.add_argument("--size-policy", choices=("error", "resize"), default="error",
                    help="when original and anonymized sizes differ (default: error)")
     p.add_argument("--out", type=Path, default=None,
-                   help="folder for scores.csv / scores.json (default: runs/score-<annotation file stem>)")
+                   help="folder for scores.csv / scores.json / summary.json (default: runs/score-<ANONYMIZED's path "
+                        "under the two folders' common parent, with - for />, e.g. runs/score-anonymized-blur-global; "
+                        "with --annotations: runs/score-<file stem>)")
     p.add_argument("--store", type=Path, default=None, help="results store (default: <out>/results.sqlite)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the summary's 95%% CIs")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (the summary and every pair's values) on stdout, and nothing else")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_dist_options(p)
     p.set_defaults(func=_cmd_score, distributed="driven")
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from bench import dataset, runner
-    from bench.store import DEFAULT_STORE_NAME, ResultsStore
+    import json
+
+    from bench import dataset, folders
     from metrics.registry import parse_metric_list
 
-    metric_names = parse_metric_list(args.metrics)
-    table = dataset.load_pairs(
-        args.annotations,
-        root=args.root,
-        columns=dataset.parse_column_mapping(args.columns),
-        allow_outside_root=args.allow_outside_root,
-    )
-    out = args.out or _runs_dir() / f"score-{args.annotations.stem}"
-    with ResultsStore(args.store or out / DEFAULT_STORE_NAME) as store:
-        result = runner.score_pairs(
-            table,
-            metric_names,
-            store=store,
-            device=args.device,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            size_policy=args.size_policy,
-            progress=not args.no_progress,
-            command=_command_line(args),
+    folder_args = [path for path in (args.originals, args.anonymized) if path is not None]
+    if args.annotations is not None and folder_args:
+        raise BenchError("bench score takes two folders (bench score ORIGINALS ANONYMIZED) or --annotations FILE, "
+                         "not both; drop one")
+    if args.annotations is None and len(folder_args) != 2:
+        raise BenchError("bench score needs two folders (bench score ORIGINALS ANONYMIZED) or --annotations FILE"
+                         + (f"; only {folder_args[0]} was given" if folder_args else ""))
+    options = dict(device=args.device, batch_size=args.batch_size, workers=args.workers,
+                   size_policy=args.size_policy, n_boot=args.n_boot, seed=args.seed,
+                   progress=not args.no_progress, command=_command_line(args))
+    store = args.store
+    if args.annotations is None:
+        if args.root or args.columns or args.allow_outside_root:
+            raise BenchError("--root, --columns and --allow-outside-root belong to --annotations; "
+                             "leave them out with two folders")
+        originals, anonymized = folder_args
+        out = args.out or _runs_dir() / folders.default_out_name(originals, anonymized)
+        metric_names = parse_metric_list(args.metrics, folders.DEFAULT_FOLDER_METRICS)
+        report = folders.score_folders(originals, anonymized, metric_names, out=out, store_path=store, **options)
+    else:
+        annotations = args.annotations
+        table = dataset.load_pairs(
+            annotations,
+            root=args.root,
+            columns=dataset.parse_column_mapping(args.columns),
+            allow_outside_root=args.allow_outside_root,
+            require_scores=False,
         )
-    csv_path, json_path = runner.write_outputs(result, out)
-    print("\n".join(result.summary_lines()))
-    print(f"wrote {csv_path} and {json_path}; results store {result.store_path}")
-    return 0 if result.complete else 1
+        dataset.check_image_root(table)
+        out = args.out or _runs_dir() / f"score-{annotations.stem}"
+        report = folders.score_table(table, parse_metric_list(args.metrics), out=out, store_path=store, **options)
+    human = sys.stderr if args.json else sys.stdout
+    print("\n".join(report.summary_lines()), file=human)
+    print("\n".join(report.table_lines()), file=human)
+    print(f"wrote {', '.join(str(path) for path in report.files.values())}; results store "
+          f"{report.result.store_path}", file=human)
+    if args.json:
+        print(json.dumps(report.to_json(), allow_nan=False, default=str))
+    return 0 if report.complete else 1
+
+
+# --------------------------------------------------------------------------- metrics
+def _add_metrics(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("metrics", help="every registered metric: level, direction, range, weights and their "
+                                       "status here, convention")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
+    p.set_defaults(func=_cmd_metrics)
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+
+    from metrics import catalog
+
+    facts = catalog.all_metric_facts()
+    if args.json:
+        print(json.dumps([fact.to_json() for fact in facts], indent=2))
+    else:
+        print("\n".join(catalog.table_lines(facts)))
+    return 0
 
 
 # --------------------------------------------------------------------------- weights
@@ -632,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     _add_splits(sub)
     _add_score(sub)
+    _add_metrics(sub)
     _add_weights(sub)
     _add_perf(sub)
     _add_train(sub)

@@ -135,6 +135,11 @@ class PairsTable:
     def __len__(self) -> int:
         return len(self.frame)
 
+    @property
+    def has_scores(self) -> bool:
+        """Whether any pair has a human score (a table loaded for scoring alone may have none)."""
+        return bool(self.frame["score_mean"].notna().any())
+
     def _abs(self, value: str) -> Path:
         p = Path(value)
         # normpath: a benchmark run's pairs.csv reaches originals outside its folder via "..".
@@ -215,8 +220,12 @@ def _inside(path: str, root: str) -> bool:
         return False
 
 
-def _read(path, root, columns, allow_outside_root):
+def _read(path, root, columns, allow_outside_root, require_scores=True):
     """Read and check the table (no image is opened).
+
+    With `require_scores` False only the two image columns are required: score_mean may be
+    absent (then NaN) or empty, and the released layout's dataset/scope/method columns may be
+    absent too (then empty), as with a column mapping.
 
     Returns (table or None, problems, bad_cells) where bad_cells maps "original"/"anonymized"
     to a boolean array of the rows whose path must not be opened (empty, absolute, outside root).
@@ -279,9 +288,12 @@ def _read(path, root, columns, allow_outside_root):
                                                   f"{n} times in the header; rename the duplicates"))
 
     mapping: dict[str, str] = {}
-    if columns is None:
+    if columns is None and require_scores:
         mapping = dict(_RELEASED_NAME)
         required = list(CANONICAL_COLUMNS)
+    elif columns is None:
+        mapping = dict(_RELEASED_NAME)
+        required = list(PATH_COLUMNS)
     else:
         for canon in CANONICAL_COLUMNS:
             if columns.get(canon):
@@ -290,7 +302,8 @@ def _read(path, root, columns, allow_outside_root):
                 mapping[canon] = _RELEASED_NAME[canon]
             else:
                 mapping[canon] = canon
-        required = list(dict.fromkeys(list(REQUIRED_GENERIC) + [c for c in CANONICAL_COLUMNS if columns.get(c)]))
+        needed = REQUIRED_GENERIC if require_scores else PATH_COLUMNS
+        required = list(dict.fromkeys(list(needed) + [c for c in CANONICAL_COLUMNS if columns.get(c)]))
     missing = [mapping[c] for c in required if mapping[c] not in header]
 
     if columns is not None and "annotators" in columns:
@@ -352,7 +365,10 @@ def _read(path, root, columns, allow_outside_root):
             out[i] = np.nan
         return out
 
-    frame["score_mean"] = numeric(col_of["score_mean"], "mean score", allow_empty=False)
+    if "score_mean" in col_of:
+        frame["score_mean"] = numeric(col_of["score_mean"], "mean score", allow_empty=not require_scores)
+    else:
+        frame["score_mean"] = np.nan
     invalid_cell = np.zeros(len(raw), dtype=bool)
     for a in annotators:
         vals = numeric(a, "annotator score", allow_empty=True)
@@ -446,14 +462,16 @@ def _sorted_messages(problems: list[_Problem]) -> list[str]:
     return [p.message for p in sorted(problems, key=lambda p: p.line)]
 
 
-def load_pairs(path, *, root=None, columns=None, allow_outside_root=False) -> PairsTable:
+def load_pairs(path, *, root=None, columns=None, allow_outside_root=False, require_scores=True) -> PairsTable:
     """Read an annotation CSV into a `PairsTable`; `InputError` on the first problem.
 
     Only the table is checked (columns, scores, paths, duplicates); images are not opened.
     A score_mean that disagrees with its annotators' mean is not fatal here: it is kept in
-    ``table.warnings`` (and reported by `validate`).
+    ``table.warnings`` (and reported by `validate`). Scores are needed only to correlate:
+    with `require_scores` False (`bench score`) a table of image pairs alone loads, its
+    score_mean NaN where absent or empty (see `PairsTable.has_scores`).
     """
-    table, problems, _ = _read(path, root, columns, allow_outside_root)
+    table, problems, _ = _read(path, root, columns, allow_outside_root, require_scores)
     errors = _sorted_messages([p for p in problems if not p.warning])
     if errors:
         more = ""

@@ -386,11 +386,14 @@ class _Batch:
 
 def to_device(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """HWC uint8 arrays -> float32 NCHW [0, 1] on `device`, converted by `images.to_float`."""
+    return host_batch(arrays, device).to(device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
+
+
+def host_batch(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """The NHWC float32 batch in host memory, page-locked when it goes to a GPU: from there the
+    copy runs asynchronously, behind the GPU's queued work, in one transfer per batch."""
     batch = torch.from_numpy(images.to_float(np.stack(arrays)))
-    if device.type == "cuda":
-        # From page-locked memory the copy runs asynchronously, behind the GPU's queued work.
-        batch = batch.pin_memory()
-    return batch.to(device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
+    return batch.pin_memory() if device.type == "cuda" else batch
 
 
 def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -407,10 +410,17 @@ def _features(metric: FeaturePairMetric, images: torch.Tensor) -> Any:
     pass costs per image 50 ms (Inception) and 25 ms (ResNet-50) at 4 images, 76 and 40 ms
     at 32. GPUs take the whole batch.
     """
-    chunk = _CPU_IMAGES_PER_THREAD * torch.get_num_threads()
-    if images.device.type != "cpu" or len(images) <= chunk:
-        return metric.features(images)
-    return _concat_features([metric.features(images[start:start + chunk]) for start in range(0, len(images), chunk)])
+    parts = [metric.features(part) for part, _ in _chunks(images)]
+    return parts[0] if len(parts) == 1 else _concat_features(parts)
+
+
+def _chunks(images: torch.Tensor) -> Iterator[tuple[torch.Tensor, slice]]:
+    """(images, their positions) a forward pass at a time: the `_features` chunks on CPUs, the
+    whole batch on GPUs."""
+    chunk = _CPU_IMAGES_PER_THREAD * torch.get_num_threads() if images.device.type == "cpu" else len(images)
+    for start in range(0, len(images), chunk):
+        span = slice(start, start + chunk)
+        yield images[span], span
 
 
 def _concat_features(parts: list[Any]) -> Any:
@@ -427,13 +437,15 @@ def _score_metric(metric: PairMetric, batch: _Batch, rows: torch.Tensor) -> np.n
         original = _rows(batch.originals, batch.original_index[rows]) if metric.needs_original else None
         return metric.score(original, anonymized, pii_mask=batch.pii_masks(rows))
     if isinstance(metric, FeaturePairMetric):
-        anonymized_features = _features(metric, anonymized)
         if not metric.needs_original:
-            return metric.compare(None, anonymized_features)
+            return np.concatenate([metric.compare(None, metric.features(part)) for part, _ in _chunks(anonymized)])
         # Encode each original of these pairs once, then compare it with all its anonymizations.
         used, position = torch.unique(batch.original_index[rows], return_inverse=True)
         original_features = _features(metric, _rows(batch.originals, used))
-        return metric.compare(metric.select(original_features, position), anonymized_features)
+        # Anonymized images are compared chunk by chunk as they are encoded: joining their
+        # features first (LPIPS: five activation maps per image) cost 1% of the run in copies.
+        return np.concatenate([metric.compare(metric.select(original_features, position[span]), metric.features(part))
+                               for part, span in _chunks(anonymized)])
     if not metric.needs_original:
         return metric.score(None, anonymized)
     return metric.score(_rows(batch.originals, batch.original_index[rows]), anonymized)
@@ -629,7 +641,7 @@ def score_pairs(
                                   and (not item.metric.needs_pii_mask or key in masks))
     result = ScoreResult(
         scores=_long_table(frame, keys, active),
-        pairs=_pair_columns(frame),
+        pairs=_pair_columns(table),
         metrics=outcomes,
         failures=failures,
         notes=notes,
@@ -826,8 +838,12 @@ def _failure(frame: pd.DataFrame, i: int, reason: str, metric: str | None = None
 _PAIR_COLUMNS = ("row", "original", "anonymized", "dataset", "scope", "method", "score_mean")
 
 
-def _pair_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[[c for c in _PAIR_COLUMNS if c in frame.columns]].reset_index(drop=True)
+def _pair_columns(table: PairsTable) -> pd.DataFrame:
+    # Columns the table lacks stay out of scores.csv: a folder pairing's dataset/scope/method,
+    # the score_mean of pairs that have no human scores.
+    absent = set(table.absent_columns) | (set() if table.has_scores else {"score_mean"})
+    frame = table.frame
+    return frame[[c for c in _PAIR_COLUMNS if c in frame.columns and c not in absent]].reset_index(drop=True)
 
 
 def _long_table(frame: pd.DataFrame, keys: Sequence[PairKey | None], active: list[_ActiveMetric]) -> pd.DataFrame:

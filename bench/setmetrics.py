@@ -57,6 +57,8 @@ class SetMetricOutcome(MetricOutcome):
     """What happened to one requested set metric: a pair metric's outcome plus its minimum group."""
 
     min_samples: int = 0
+    #: The metric's value-changing options (`Metric.config`, e.g. KID's subsets).
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def lookup_spread(store: ResultsStore, metric_key: str, group: str,
     return SetValueSpread(*(stored[name] for name in SPREAD_FIELDS), n=len(set(members)))
 
 
-def _spread_of(metric: SetMetric, n: int) -> SetValueSpread | None:
+def spread_of(metric: SetMetric, n: int) -> SetValueSpread | None:
     estimate = getattr(metric, "estimate", None)
     if estimate is None:
         return None
@@ -179,7 +181,8 @@ def _build(names: Sequence[str], device: torch.device,
             continue
         outcome = SetMetricOutcome(name=name, status="ok", label=metric.display_label,
                                    higher_is_more_anonymous=metric.higher_is_more_anonymous, key=metric.key(),
-                                   weights_status=weights_status(metric), min_samples=metric.min_samples)
+                                   weights_status=weights_status(metric), min_samples=metric.min_samples,
+                                   config=metric.config())
         built.append(_Active(outcome, metric))
     return built
 
@@ -190,10 +193,11 @@ def _reuse_or_queue(item: _Active, name: str, members: Sequence[GroupMember], st
     if len(members) < outcome.min_samples:
         scores.notes[(outcome.name, name)] = too_few_note(len(members), outcome.min_samples)
         return
-    stored = store.lookup_set_score(outcome.key, name, [m.key for m in members])
+    keys = [m.key for m in members]
+    stored = store.lookup_set_score(outcome.key, name, keys)
     if stored is not None:
         scores.values[(outcome.name, name)] = stored
-        spread = lookup_spread(store, outcome.key, name, [m.key for m in members])
+        spread = lookup_spread(store, outcome.key, name, keys)
         if spread is not None:
             scores.spreads[(outcome.name, name)] = spread
         outcome.reused += 1
@@ -234,7 +238,7 @@ def _finish(item: _Active, name: str, members: Sequence[GroupMember], *, store: 
         return
     value = float(value)
     keys = [m.key for m in members]
-    spread = _spread_of(item.metric, len(set(keys)))
+    spread = spread_of(item.metric, len(set(keys)))
     if spread is not None:  # written first: a stored value always has its spread beside it
         store.write_set_spread(item.outcome.key, name, keys,
                                {field_name: getattr(spread, field_name) for field_name in SPREAD_FIELDS})

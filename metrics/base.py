@@ -104,7 +104,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise InputError(f"unknown device {device!r}: use auto, cpu or cuda:N") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} asked for, but torch sees no CUDA GPU: use --device cpu or auto")
+    if resolved.type == "cuda":
+        use_ieee_float32()
     return resolved
+
+
+def use_ieee_float32() -> None:
+    """Full float32 in CUDA convolutions and matmuls. PyTorch lets cuDNN run float32
+    convolutions in TF32 (10-bit mantissa) by default on Ampere and later GPUs, which can move
+    LPIPS and Inception values by ~1e-3 relative: scores must not depend on the device. Mixed
+    precision (`bench perf --precision`) is autocast, which this does not touch."""
+    if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 
 
 class Metric:
@@ -128,6 +142,13 @@ class Metric:
     level: ClassVar[str]
     # HA1-style metrics judge the anonymized image alone.
     needs_original: ClassVar[bool] = True
+    # What `bench metrics` lists (see metrics.catalog): the values a result can take, the
+    # weight files it loads (names of metrics.weights specs), weights the user must supply
+    # (a checkpoint), and its convention in one line.
+    value_range: ClassVar[str] = "not stated"
+    weights_needed: ClassVar[tuple[str, ...]] = ()
+    user_weights: ClassVar[str] = ""
+    convention: ClassVar[str] = ""
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = resolve_device(device)

@@ -130,6 +130,10 @@ class MTCNNDetection(_FaceDetection):
     label = "MTCNN face confidence"
     version = "1"
     detector = "MTCNN (facenet-pytorch 2.6.0 port of Zhang et al. 2016)"
+    value_range = "[0, 1] confidence of the face overlapping the original's (IoU >= 0.5); 0 = not found"
+    weights_needed = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
+    convention = ("MTCNN thresholds 0.6/0.7/0.7, min face 20 px, factor 0.709; uint8 RGB; IoU >= 0.5 with the "
+                  "original's most confident face; NaN when the original has no face")
     # facenet-pytorch's defaults.
     MIN_FACE_SIZE = 20
     THRESHOLDS = (0.6, 0.7, 0.7)
@@ -171,6 +175,10 @@ class LBPCascadeDetection(_FaceDetection):
     label = "LBP cascade face found"
     version = "1"
     detector = "LBP frontal-face cascade (OpenCV's lbpcascade_frontalface, via scikit-image Cascade)"
+    value_range = "{0, 1}: 1 = a face overlapping the original's (IoU >= 0.5) is found"
+    weights_needed = ("lbp_frontal_face",)
+    convention = ("scikit-image Cascade.detect_multi_scale, scale 1.1, step 1.0, min size 24, min neighbours 4, "
+                  "grey levels; IoU >= 0.5 with the original's face")
     SCALE_FACTOR = 1.1
     STEP_RATIO = 1.0
     MIN_SIZE = 24
@@ -207,6 +215,7 @@ class MTCNNFaceFound(MTCNNDetection):
 
     name = "face_found_mtcnn"
     label = "MTCNN detection rate"
+    value_range = "{0, 1}: 1 = MTCNN finds the PII face (IoU >= 0.5); its mean is the detection rate"
 
     def _compare(self, original_features: torch.Tensor, anonymized_features: torch.Tensor) -> np.ndarray:
         confidence = super()._compare(original_features, anonymized_features)

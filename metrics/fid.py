@@ -17,6 +17,8 @@ bilinear resize to 299x299 (align_corners=False, no antialias), then [0, 1] -> [
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,7 +31,7 @@ from torch import nn
 from metrics import functional
 from metrics.base import FeaturePairMetric, SetMetric, WeightsRecord, check_inputs
 from metrics.errors import MetricInputError, WeightsError
-from metrics.weights import resolve
+from metrics.weights import as_float32, resolve
 
 WEIGHTS_NAME = "fid_inception"
 FEATURE_DIMENSIONS = 2048
@@ -95,9 +97,12 @@ class InceptionExtractor:
 
     def __init__(self, device: torch.device) -> None:
         self.resolved = resolve(WEIGHTS_NAME)
-        network = InceptionPool3()
+        # Built on the meta device and given the loaded tensors (assign=True): initialising 22M
+        # random weights only to overwrite them was half of this constructor's time.
+        with torch.device("meta"):
+            network = InceptionPool3()
         try:
-            network.load_state_dict(pool3_state_dict(self.resolved.state_dict()), strict=True)
+            network.load_state_dict(as_float32(pool3_state_dict(self.resolved.state_dict())), strict=True, assign=True)
         except RuntimeError as exc:
             raise WeightsError(f"{self.resolved.path} does not fit pytorch-fid's Inception "
                                f"({str(exc).splitlines()[0]}); run `bench weights verify {WEIGHTS_NAME}`") from exc
@@ -131,6 +136,10 @@ class InceptionDistance(FeaturePairMetric):
     label: ClassVar[str] = "Inception dist."
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
+    value_range: ClassVar[str] = "[0, +inf); 0 for identical images"
+    weights_needed: ClassVar[tuple[str, ...]] = (WEIGHTS_NAME,)
+    convention: ClassVar[str] = ("squared L2 distance of pytorch-fid TF-Inception pool3 features (2048-d, bilinear "
+                                 "resize to 299): FID's mean term for one pair")
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)
@@ -181,6 +190,7 @@ class _InceptionSetMetric(SetMetric):
     """Accumulates pool3 features of a group's originals and anonymized images."""
 
     higher_is_more_anonymous: ClassVar[bool] = True
+    weights_needed: ClassVar[tuple[str, ...]] = (WEIGHTS_NAME,)
     # As a utility (trade-off views): anonymized images distributed like the originals = realistic.
     higher_is_more_useful: ClassVar[bool] = False
     utility_view: ClassVar[str] = "realism"
@@ -233,6 +243,9 @@ class FID(_InceptionSetMetric):
     # n - 1 of 2048, so at very small n the trace term is mostly sampling noise and FID is
     # strongly biased upwards. 10 is a floor, not a guarantee: compare equal-size groups.
     min_samples: ClassVar[int] = 10
+    value_range: ClassVar[str] = "[0, +inf); 0 for identical sets"
+    convention: ClassVar[str] = ("Frechet distance of TF-Inception pool3 features, originals vs anonymized, "
+                                 "ddof 1, scipy sqrtm (pytorch-fid); needs at least 10 pairs")
     min_samples_reason: ClassVar[str] = ("fewer samples make the 2048 x 2048 covariance almost entirely noise; "
                                          "FID is biased at small n, so compare groups of equal size")
 
@@ -272,6 +285,11 @@ class FID(_InceptionSetMetric):
         return functional.frechet_distance(*original.mean_and_covariance(), *anonymized.mean_and_covariance())
 
 
+#: "paired": row i of the anonymized set anonymizes row i of the originals (the benchmark's groups);
+#: "independent": two samples, as torchmetrics and torch-fidelity compute KID.
+KID_PAIRINGS = ("paired", "independent")
+
+
 class KID(_InceptionSetMetric):
     """Kernel Inception Distance of a group's paired originals and anonymized images:
     polynomial-kernel MMD^2 over the pairs i != j (`functional.paired_kid`: 0 for a method
@@ -287,24 +305,36 @@ class KID(_InceptionSetMetric):
     # The unbiased estimator divides by m (m - 1).
     min_samples: ClassVar[int] = 2
     min_samples_reason: ClassVar[str] = "the unbiased MMD estimator needs two samples per set"
+    pairing: str = "paired"
+    value_range: ClassVar[str] = "unbiased, so slightly below 0 is possible; about 0 for equal sets"
+    convention: ClassVar[str] = ("MMD^2 with kernel (x.y / 2048 + 1)^3 on TF-Inception pool3 features; paired "
+                                 "U-statistic (pairs i != j) by default, two-sample (torch-fidelity) with "
+                                 "pairing=independent; mean and std over 100 subsets of min(1000, n) pairs")
 
     def __init__(self, device: str | torch.device = "cpu", *, subsets: int = 100, subset_size: int = 1000,
-                 seed: int = 0) -> None:
+                 seed: int = 0, pairing: str = "paired") -> None:
+        if pairing not in KID_PAIRINGS:
+            raise MetricInputError(f"kid: pairing must be one of {', '.join(KID_PAIRINGS)}, got {pairing!r}")
         if not isinstance(subsets, int) or subsets < 1:
             raise MetricInputError(f"kid: subsets must be an integer >= 1, got {subsets!r}")
         if not isinstance(subset_size, int) or subset_size < 2:
             raise MetricInputError(f"kid: subset_size must be an integer >= 2, got {subset_size!r}")
-        self.subsets, self.subset_size, self.seed = subsets, subset_size, seed
+        self.subsets, self.subset_size, self.seed, self.pairing = subsets, subset_size, seed, pairing
         super().__init__(device)
 
     def config(self) -> dict[str, Any]:
-        return {"subsets": self.subsets, "subset_size": self.subset_size, "seed": self.seed}
+        # The default estimator leaves the key unchanged, so values stored before the option existed stay valid.
+        pairing = {} if self.pairing == "paired" else {"pairing": self.pairing}
+        return {"subsets": self.subsets, "subset_size": self.subset_size, "seed": self.seed, **pairing}
 
     def conventions(self) -> dict[str, Any]:
         return {**super().conventions(), **self.config(),
                 "kernel": "polynomial (x.y / d + 1)^3",
-                "estimator": "paired MMD^2_u (pairs i != j; Gretton et al. 2012), mean over subsets of pairs",
-                "spread": "std over subsets; jackknife standard error and normal 95% interval",
+                "estimator": ("paired MMD^2_u (pairs i != j; Gretton et al. 2012), mean over subsets of pairs"
+                              if self.pairing == "paired" else
+                              "unbiased MMD^2 of independent samples (torchmetrics, torch-fidelity), mean over subsets"),
+                "spread": ("std over subsets; jackknife standard error and normal 95% interval"
+                           if self.pairing == "paired" else "std over subsets"),
                 "subset_size_used": "min(subset_size, group size); one evaluation when that is the whole group",
                 "row_order": "pairs sorted lexicographically by (original, anonymized) features before subsets "
                              "are drawn"}
@@ -328,7 +358,17 @@ class KID(_InceptionSetMetric):
         # Subsets are drawn by row position: in a canonical row order the value depends neither
         # on the batching nor on how many processes fed the group.
         original, anonymized = self._group_features()
+        rng = np.random.default_rng(self.seed)
+        if self.pairing == "independent":
+            # Two samples, as torchmetrics and torch-fidelity see them: each set in its own canonical order.
+            original, anonymized = (features[np.lexsort(features.T[::-1])] for features in (original, anonymized))
+            mean, std = functional.kid(original, anonymized, subsets=self.subsets, subset_size=self.subset_size,
+                                       rng=rng)
+            self.estimate = functional.KIDEstimate(
+                value=mean, std=std, stderr=math.nan, ci_low=math.nan, ci_high=math.nan, n=len(original),
+                subset_size=min(self.subset_size, len(original), len(anonymized)))
+            return mean
         order = np.lexsort(np.hstack([original, anonymized]).T[::-1])
         self.estimate = functional.paired_kid(original[order], anonymized[order], subsets=self.subsets,
-                                              subset_size=self.subset_size, rng=np.random.default_rng(self.seed))
+                                              subset_size=self.subset_size, rng=rng)
         return self.estimate.value

@@ -1,12 +1,15 @@
-"""LPIPS (Zhang et al. 2018) with the `lpips` package: AlexNet trunk, v0.1 linear heads.
+"""LPIPS (Zhang et al. 2018) as the `lpips` package computes it: AlexNet trunk, v0.1 linear heads.
 
 The linear heads ship inside the lpips package and are checked against a pinned sha256; the
-ImageNet AlexNet trunk comes from the weights manager, because lpips would download it.
+ImageNet AlexNet trunk comes from the weights manager, because lpips would download it. The
+network is lpips' own layout, built here (`_LPIPSNetwork`: importing lpips costs a third of a
+second of start-up); tests compare its values with lpips.LPIPS.
 """
 
 from __future__ import annotations
 
-import warnings
+import importlib.util
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,28 +25,109 @@ LINEAR_HEADS_NAME = "lpips-v0.1-alex-linear-heads"
 TRUNK_WEIGHTS_NAME = "alexnet"
 
 
-def _build_network() -> torch.nn.Module:
-    """lpips' AlexNet LPIPS with random trunk and heads: nothing is downloaded or loaded here."""
-    import lpips
+# lpips' ScalingLayer constants: the ImageNet-style shift and scale of [-1, 1] inputs (v0.1).
+_SHIFT = (-0.030, -0.088, -0.188)
+_SCALE = (0.458, 0.448, 0.450)
+# lpips' five AlexNet taps: torchvision `features` split after each ReLU.
+_SLICES = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12))
+_CHANNELS = (64, 192, 384, 256, 256)
+# lpips.normalize_tensor's epsilon.
+_EPS = 1e-10
 
-    with warnings.catch_warnings():
-        # lpips builds its trunk with torchvision's deprecated `pretrained=` argument.
-        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
-        return lpips.LPIPS(net="alex", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+
+class _ScalingLayer(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.tensor(_SHIFT, device="cpu").view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(_SCALE, device="cpu").view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.shift) / self.scale
+
+
+class _AlexNetTaps(torch.nn.Module):
+    """torchvision's AlexNet `features` as lpips slices them; returns the five ReLU outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import torchvision
+
+        features = torchvision.models.alexnet().features
+        for index, (start, stop) in enumerate(_SLICES, start=1):
+            # Layers keep their index in `features` as their name, as in lpips.
+            self.add_module(f"slice{index}", torch.nn.Sequential(
+                OrderedDict((str(layer), features[layer]) for layer in range(start, stop))))
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        taps, x = [], images
+        for index in range(1, len(_SLICES) + 1):
+            x = getattr(self, f"slice{index}")(x)
+            taps.append(x)
+        return taps
+
+
+class _LinearHead(torch.nn.Module):
+    """lpips' NetLinLayer (dropout, inactive in eval, then a 1x1 convolution to one channel)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.model = torch.nn.Sequential(torch.nn.Dropout(), torch.nn.Conv2d(channels, 1, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class _LPIPSNetwork(torch.nn.Module):
+    """lpips.LPIPS(net="alex", version="0.1") with its module names (so its trunk mapping and
+    head files load strictly), built here rather than imported: importing lpips imports
+    scipy.ndimage (for its trainer), about a third of a second of every run's start-up. The
+    reference test compares it with lpips.LPIPS itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scaling_layer = _ScalingLayer()
+        self.net = _AlexNetTaps()
+        self.lins = torch.nn.ModuleList(_LinearHead(channels) for channels in _CHANNELS)
+
+
+def normalize_tensor(activation: torch.Tensor) -> torch.Tensor:
+    """Unit length along channels, as lpips.normalize_tensor computes it."""
+    return activation / (torch.sqrt(torch.sum(activation ** 2, dim=1, keepdim=True)) + _EPS)
+
+
+def _build_network() -> torch.nn.Module:
+    """The LPIPS network without weights, on the meta device: nothing is downloaded, loaded or
+    initialised here (torchvision builds a whole AlexNet, classifier included: randomly
+    initialising it cost more than loading the weights). The scaling constants are made on
+    the CPU explicitly, so they are real."""
+    with torch.device("meta"):
+        return _LPIPSNetwork()
+
+
+def _lpips_package_dir() -> Path | None:
+    """The installed lpips package's folder, found without importing it."""
+    found = importlib.util.find_spec("lpips")
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(found.submodule_search_locations[0])
 
 
 def _load_linear_heads(network: torch.nn.Module) -> WeightsRecord:
     """Load the v0.1 heads shipped with lpips, strictly, from the bytes whose hash is recorded."""
-    import lpips
+    from metrics.weights import as_float32
 
-    path = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
+    package = _lpips_package_dir()
+    if package is None:
+        raise WeightsError("the lpips package is not installed; it ships LPIPS' linear heads: pip install lpips==0.1.4")
+    path = package / "weights" / "v0.1" / "alex.pth"
     if not path.is_file():
         raise WeightsError(f"LPIPS linear heads {path} are missing; reinstall the package: pip install lpips==0.1.4")
     sha256 = file_sha256(path)
     try:
         heads = torch.load(path, map_location="cpu", weights_only=True)
         # The file names the heads lin0..lin4; lpips holds the same modules as the list `lins`.
-        network.lins.load_state_dict({key.removeprefix("lin"): value for key, value in heads.items()}, strict=True)
+        network.lins.load_state_dict(as_float32({key.removeprefix("lin"): value for key, value in heads.items()}),
+                                     strict=True, assign=True)
     except Exception as exc:  # torch raises several unrelated types for bad archives and layouts
         raise WeightsError(f"LPIPS linear heads {path} do not fit lpips' AlexNet heads; "
                            "reinstall the package: pip install lpips==0.1.4") from exc
@@ -82,18 +166,22 @@ class LPIPS(FeaturePairMetric):
     label: ClassVar[str] = "LPIPS"
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
+    value_range: ClassVar[str] = "[0, +inf); 0 for identical images, about 0-1 in practice"
+    weights_needed: ClassVar[tuple[str, ...]] = (TRUNK_WEIGHTS_NAME,)
+    convention: ClassVar[str] = ("lpips 0.1.4: AlexNet trunk, v0.1 linear heads (shipped with lpips), "
+                                 "inputs mapped to [-1, 1], spatial mean summed over 5 layers")
     # As a utility (trade-off views): perceptually closer to the original = more realistic.
     higher_is_more_useful: ClassVar[bool] = False
     utility_view: ClassVar[str] = "realism"
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)
-        from metrics.weights import load_state_dict
+        from metrics.weights import as_float32, load_state_dict
 
         network = _build_network()
         alexnet_state, self._trunk_record = load_state_dict(TRUNK_WEIGHTS_NAME)
         try:
-            network.net.load_state_dict(trunk_state_dict(network, alexnet_state), strict=True)
+            network.net.load_state_dict(as_float32(trunk_state_dict(network, alexnet_state)), strict=True, assign=True)
         except RuntimeError as exc:
             raise WeightsError(f"alexnet weights do not fit the LPIPS trunk ({exc}); "
                                "check them with: bench weights verify alexnet") from exc
@@ -116,11 +204,9 @@ class LPIPS(FeaturePairMetric):
         }
 
     def _features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        import lpips
-
         scaled = self._network.scaling_layer(2 * images.to(self.device) - 1)
         scaled = scaled.contiguous(memory_format=torch.channels_last)
-        return [lpips.normalize_tensor(activation) for activation in self._network.net(scaled)]
+        return [normalize_tensor(activation) for activation in self._network.net(scaled)]
 
     def _compare(self, original_features: list[torch.Tensor], anonymized_features: list[torch.Tensor]) -> torch.Tensor:
         per_layer = [

@@ -424,6 +424,7 @@ class _PerceptAnonMetric(FeaturePairMetric):
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
     ha: ClassVar[str]
+    value_range: ClassVar[str] = "[1, 10]: the predicted human anonymity score"
 
     def __init__(
         self,
@@ -523,6 +524,9 @@ class PerceptAnonHA1Metric(_PerceptAnonMetric):
     label: ClassVar[str] = "PerceptAnon HA1"
     ha: ClassVar[str] = "HA1"
     needs_original: ClassVar[bool] = False
+    user_weights: ClassVar[str] = "a PerceptAnon HA1 checkpoint (--checkpoint-ha1 PATH; none ships with the suite)"
+    convention: ClassVar[str] = ("Patwari et al. 2024, HA1: backbone on the anonymized image alone (224x224, "
+                                 "ImageNet normalisation), score 1 + 9 sigmoid(output) or the expected class")
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         # HA1 has nothing to share between images, so its "features" are the raw outputs.
@@ -538,6 +542,9 @@ class PerceptAnonHA2Metric(_PerceptAnonMetric):
     name: ClassVar[str] = "perceptanon_ha2"
     label: ClassVar[str] = "PerceptAnon HA2"
     ha: ClassVar[str] = "HA2"
+    user_weights: ClassVar[str] = "a PerceptAnon HA2 checkpoint (--checkpoint-ha2 PATH; none ships with the suite)"
+    convention: ClassVar[str] = ("Patwari et al. 2024, HA2: Siamese shared backbone on original and anonymized, "
+                                 "concatenated features, Linear-ReLU-Linear head, score on 1-10")
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.shared_extractor(self._network_input(images))

@@ -23,6 +23,8 @@ class MSE(PairMetric):
     label: ClassVar[str] = "MSE"
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
+    value_range: ClassVar[str] = "[0, 1]"
+    convention: ClassVar[str] = "mean of squared differences of [0, 1] RGB over channels and pixels, float64"
 
     def conventions(self) -> dict[str, Any]:
         return dict(_PIXEL_CONVENTIONS)
@@ -39,6 +41,9 @@ class PSNR(PairMetric):
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = False
     data_range: ClassVar[float] = 1.0
+    value_range: ClassVar[str] = "[0, +inf] dB; +inf for identical images"
+    convention: ClassVar[str] = ("10 log10(1 / MSE) with data_range 1, per pair; means count +inf pairs apart "
+                                 "instead of averaging them")
 
     def conventions(self) -> dict[str, Any]:
         return {

@@ -27,6 +27,9 @@ class SSIM(PairMetric):
     k2: ClassVar[float] = 0.03
     data_range: ClassVar[float] = 1.0
     sigma: ClassVar[float] = functional.SSIM_SIGMA
+    value_range: ClassVar[str] = "[-1, 1]; 1 for identical images"
+    convention: ClassVar[str] = ("Wang et al. 2004: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, population "
+                                 "covariance, data_range 1, valid region, mean over channels, float64")
 
     def conventions(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,8 @@ class SSIMPaperCompat(SSIM):
     label: ClassVar[str] = "SSIM (paper compat)"
     k1: ClassVar[float] = 0.01**2
     k2: ClassVar[float] = 0.03**2
+    convention: ClassVar[str] = ("COMPATIBILITY ONLY: the paper's released code, K1 and K2 squared twice "
+                                 "(C1 = 1e-8, C2 = 8.1e-7); otherwise as ssim")
 
     def conventions(self) -> dict[str, Any]:
         return {

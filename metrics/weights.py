@@ -397,6 +397,12 @@ def load_state_dict(name: str, *, download: bool = False) -> tuple[dict[str, tor
     return resolved.state_dict(), resolved.record()
 
 
+def as_float32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating tensors as float32: loaded with assign=True into a meta-built network, a state
+    dict sets the network's dtype."""
+    return {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}
+
+
 # --------------------------------------------------------------------------- writing files
 @contextlib.contextmanager
 def _temporary_beside(target: Path) -> Iterator[Path]:
@@ -529,6 +535,12 @@ def _describe(spec: WeightSpec) -> tuple[str, ResolvedWeights | None, str]:
     if converter and converter.source() is not None:
         return "convertible", None, f"not cached; converted offline from {converter.package} on first use"
     return "missing", None, _missing_message(spec)
+
+
+def status_of(name: str) -> str:
+    """The state of one weight file here, without loading it: verified, unverified, stand-in,
+    missing, corrupt, or convertible (an offline source is installed; converted on first use)."""
+    return _describe(spec_for(name))[0]
 
 
 def verify(name: str | None = None) -> list[tuple[str, str]]:

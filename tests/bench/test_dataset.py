@@ -153,6 +153,25 @@ def test_load_pairs_missing_file(tmp_path):
 
 
 # --------------------------------------------------------------------------- validate: one problem each
+def test_scoring_needs_no_score_column_correlating_does(data):
+    path = write_csv(data, ["imgs/o1.png,imgs/a1.png", "imgs/o2.png,imgs/a3.png"], header="img1,img2")
+    table = dataset.load_pairs(path, require_scores=False)
+    assert len(table) == 2 and not table.has_scores and table.frame["score_mean"].isna().all()
+    assert table.frame["dataset"].tolist() == ["", ""] and table.absent_columns == ("dataset", "scope", "method")
+    with pytest.raises(InputError, match=r"missing required column\(s\) 'dataset', 'scope', 'method', 'score_mean'"):
+        dataset.load_pairs(path)
+    # A score column that is present is still read, and may have gaps when only scoring.
+    gaps = write_csv(data, ["imgs/o1.png,imgs/a1.png,7", "imgs/o2.png,imgs/a3.png,"], header="img1,img2,score_mean",
+                     name="gaps.csv")
+    scored = dataset.load_pairs(gaps, require_scores=False)
+    assert scored.has_scores and scored.frame["score_mean"].tolist()[0] == 7.0
+    with pytest.raises(InputError, match="non-numeric score 'x'"):
+        dataset.load_pairs(write_csv(data, ["imgs/o1.png,imgs/a1.png,x"], header="img1,img2,score_mean",
+                                     name="bad.csv"), require_scores=False)
+    with pytest.raises(InputError, match="missing required column"):
+        dataset.load_pairs(write_csv(data, ["imgs/o1.png"], header="img1", name="one.csv"), require_scores=False)
+
+
 def test_clean_file_has_no_problems(data):
     report = dataset.validate(write_csv(data, GOOD_ROWS))
     assert report.problems == []
