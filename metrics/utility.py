@@ -65,6 +65,9 @@ class BackgroundSSIM(_MaskedUtility):
     name: ClassVar[str] = "background_ssim"
     label: ClassVar[str] = "Background SSIM"
     version: ClassVar[str] = "1"
+    value_range: ClassVar[str] = "[-1, 1]; 1 = background untouched; NaN without background"
+    convention: ClassVar[str] = ("SSIM (as ssim) averaged over window centres outside the PII mask, the anonymized "
+                                 "PII pixels replaced by the original's first; global scope of benchmark runs")
 
     def conventions(self) -> dict[str, Any]:
         return {"region": "window centres outside the PII mask (valid region); the anonymized image's PII pixels "
@@ -82,6 +85,9 @@ class BackgroundPSNR(_MaskedUtility):
     name: ClassVar[str] = "background_psnr"
     label: ClassVar[str] = "Background PSNR"
     version: ClassVar[str] = "1"
+    value_range: ClassVar[str] = "[0, +inf] dB; +inf = background untouched; NaN without background"
+    convention: ClassVar[str] = ("PSNR with data_range 1 over the pixels outside the PII mask, every channel; "
+                                 "global scope of benchmark runs")
 
     def conventions(self) -> dict[str, Any]:
         return {"region": "pixels outside the PII mask, every channel", "data_range": 1.0,
@@ -107,6 +113,10 @@ class TaskUtility(PairMetric):
     higher_is_more_anonymous: ClassVar[bool] = False
     utility_view: ClassVar[str] = "task"
     needs_original: ClassVar[bool] = False
+    value_range: ClassVar[str] = "what your function returns; higher = more useful"
+    user_weights: ClassVar[str] = "your function (bench run --utility module:function)"
+    convention: ClassVar[str] = ("fn(image) -> float on each anonymized image (H x W x 3 uint8 RGB); its module's "
+                                 "source sha256 in the metric key")
 
     def __init__(self, device: str | torch.device = "cpu", function: str = "") -> None:
         super().__init__(device)
@@ -206,6 +216,10 @@ class LandmarkDisplacement(PairMetric):
     higher_is_more_useful: ClassVar[bool] = False
     higher_is_more_anonymous: ClassVar[bool] = True
     utility_view: ClassVar[str] = "landmarks"
+    value_range: ClassVar[str] = ">= 0 inter-ocular distances; 0 = landmarks kept; NaN without an original face"
+    weights_needed: ClassVar[tuple[str, ...]] = ("dlib_shape_predictor_5",)
+    convention: ClassVar[str] = ("dlib HOG face of the original (upsampled once), 5-point landmarks in that "
+                                 "rectangle on both images, mean displacement / inter-ocular distance")
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         # dlib runs on the CPU whatever the device; the device only says where inputs arrive.
@@ -270,3 +284,4 @@ class FaceKept(MTCNNFaceFound):
     higher_is_more_useful: ClassVar[bool] = True
     higher_is_more_anonymous: ClassVar[bool] = False
     utility_view: ClassVar[str] = "detectability"
+    value_range: ClassVar[str] = "{0, 1}: 1 = MTCNN still finds the PII face (IoU >= 0.5); higher = more useful"
