@@ -30,7 +30,7 @@ from bench.evaluate import metric_label
 from bench.methods import REFERENCE_METHODS
 from bench.setmetrics import group_key, lookup_spread, too_few_note
 from bench.store import ResultsStore
-from bench.tradeoff import build_tradeoffs
+from bench.tradeoff import build_tradeoffs, choose_axes
 from reports.leaderboard import (
     BoardRow,
     Entry,
@@ -166,8 +166,13 @@ def build_leaderboard(
         examples=tuple(_examples(record, ordered, examples)),
         provenance=_provenance(record),
     )
-    # The trade-off views read the board's cells, so their numbers are the leaderboard's.
-    return replace(board, tradeoffs=build_tradeoffs(board, record, tradeoff))
+    # The trade-off views read the board's cells, so their numbers are the leaderboard's. An
+    # axis that did not compute (weights missing) costs the views, not the leaderboard.
+    try:
+        views = build_tradeoffs(board, record, tradeoff)
+    except InputError as exc:
+        return replace(board, notes=(*board.notes, f"Trade-off views not drawn: {exc}"))
+    return replace(board, tradeoffs=views)
 
 
 def _row_entries(store: ResultsStore, metrics: Mapping[str, Any], dataset: str, method: str, scope: str,
@@ -288,7 +293,8 @@ def stored_leaderboard(
         if not records:
             raise InputError(f"every method of the {benchmark_set.name} leaderboard was dropped; "
                              f"run `bench run --method NAME --dataset {dataset}` to start a new one")
-        board = build_leaderboard(store, merge_records(records), n_boot=n_boot, seed=seed, sort=sort,
-                                  tradeoff=tradeoff)
+        merged = merge_records(records)
+        choose_axes(tradeoff, merged["metrics"])  # a wrong --tradeoff is one line, before any work
+        board = build_leaderboard(store, merged, n_boot=n_boot, seed=seed, sort=sort, tradeoff=tradeoff)
     written = write_leaderboard(board, out or Path(leaderboards_dir) / benchmark_set.name)
     return board, written, dropped

@@ -176,3 +176,25 @@ def test_demo_blur_sweep_on_the_face_axes(tmp_path):
     assert all(row["background_ssim"].value == 1.0 for row in rows)
     identity = board[("identity", "global")]
     assert identity["landmarks_dlib"].value == 0.0 and identity["face_kept_mtcnn"].value == 1.0
+
+
+def test_tradeoff_options_are_checked_in_one_line(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+    from tests.bench.benchset import write_benchmark_set
+
+    benchset = write_benchmark_set(tmp_path / "set")
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--method", "blur", "--dataset", str(benchset), "--metrics", "mse,ssim", "--tradeoff", "mse,lpips",
+                 "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "lpips not among the metrics of this run" in err
+    assert main(["run", "--method", "blur", "--param", "radius=1,3", "--dataset", str(benchset), "--metrics", "mse,ssim",
+                 "--tradeoff", "mse,ssim", "--no-progress", "--n-boot", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "Privacy–utility trade-off: set, global scope (MSE vs SSIM)" in out
+    assert (tmp_path / "runs" / "bench" / "set" / "tradeoff_global.png").is_file()
+    code = main(["leaderboard", "--dataset", str(benchset), "--tradeoff", "mse,psnr"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "psnr not among the computed metrics" in err and len(err.splitlines()) == 1
+    assert main(["leaderboard", "--dataset", str(benchset), "--tradeoff", "ssim,mse", "--n-boot", "20"]) == 0
+    assert "(SSIM vs MSE)" in capsys.readouterr().out
