@@ -148,6 +148,7 @@ def build_leaderboard(
         for scope in ("global", "local"):
             pairs = [pair for pair in entry["pairs"] if pair[SCOPE] == scope]
             rows.append(BoardRow(method=method, scope=scope,
+                                 params=tuple((str(k), str(v)) for k, v in (entry.get("params") or {}).items()),
                                  entries=_row_entries(store, metrics, dataset, method, scope, pairs, entry,
                                                       n_boot=n_boot, seed=seed)))
     ordered = sort_rows(rows, next((c for c in columns if c.name == sort_metric), None))

@@ -84,6 +84,8 @@ class BoardRow:
     scope: str
     #: metric name -> its entry.
     entries: Mapping[str, Entry]
+    #: A sweep's setting: (parameter, value as the row name shows it); () for a method's defaults.
+    params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -344,7 +346,7 @@ def to_json(board: Leaderboard) -> str:
                      "weights_status": info.weights, "weights_note": info.weights_note} for info in board.columns],
         "not_computed": [vars(item) for item in board.not_computed],
         "convention": board.convention,
-        "rows": [{"scope": row.scope, "method": row.method,
+        "rows": [{"scope": row.scope, "method": row.method, "params": dict(row.params),
                   "cells": {name: {key: _finite_or_none(value) for key, value in vars(entry).items()}
                             for name, entry in row.entries.items()}} for row in board.rows],
         "notes": table_notes(board),

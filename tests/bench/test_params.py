@@ -153,6 +153,8 @@ def test_param_values_are_in_the_store_record_and_the_leaderboard_json(tmp_path,
     assert record["methods"]["pixelate"]["params"] == {}
     document = json.loads(result.written["json"].read_text())
     assert {row["method"] for row in document["rows"]} >= {"pixelate[block=2]", "pixelate[block=4]"}
+    params = {row["method"]: row["params"] for row in document["rows"]}
+    assert params["pixelate[block=4]"] == {"block": "4"} and params["pixelate"] == {}
 
 
 # --------------------------------------------------------------------------- CLI
