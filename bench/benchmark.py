@@ -685,7 +685,7 @@ def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, dev
     from reports.privacy import write_privacy
 
     identities = privacy.load_identities(benchmark_set.folder, [original.key for original in benchmark_set.originals])
-    report = privacy.privacy_attacks(privacy.pairs_from_table(table.frame), identities, device=device,
+    report = privacy.privacy_attacks(privacy.pairs_from_table(table.frame, table.root), identities, device=device,
                                      cache_path=out_root / privacy.CACHE_FILE)
     written.update({f"privacy_{kind}": path for kind, path in
                     write_privacy(report, out_root, privacy.roc_plot(report)).items()})
