@@ -7,7 +7,9 @@ The flow, for a benchmark set (originals + PII regions) and a list of methods:
    output). Outputs go to ``<out>/<dataset>/<method>/<scope>/<original's path>.png``:
    ``global`` is the whole anonymized image, ``local`` its crop to the PII box (the smallest
    box holding all the image's PII boxes); the original's local counterpart, the same crop
-   of the original, goes to ``<out>/<dataset>/_originals/local/``. A manifest beside each
+   of the original, goes to ``<out>/<dataset>/_originals/local/``, and the PII mask each
+   method got (white = PII) to ``<out>/<dataset>/_originals/pii_mask/``: metrics that need it
+   (background preservation) find it in the ``pii_mask`` column of ``pairs.csv``, global scope. A manifest beside each
    method's outputs records the method's identity: an unchanged method whose outputs are
    intact is not run again. A method that fails on an image (raises, or returns the wrong
    shape, dtype or NaN) gets a one-line failure naming it and the image; the run goes on.
