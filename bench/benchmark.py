@@ -48,8 +48,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench import evaluate, images
-from bench.dataset import MASK_COLUMN, PairsTable
-from bench.errors import ImageError, InputError
+from bench.dataset import MASK_COLUMN, PairsTable, outside_root
+from bench.errors import ImageError, InputError, printable
+from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
 from bench.leaderboard import build_leaderboard
 from bench.methods import (
     Box,
@@ -57,6 +58,7 @@ from bench.methods import (
     Method,
     MethodFailure,
     anonymize,
+    check_output,
     builtin_methods,
     local_box,
     local_crop,
@@ -77,9 +79,11 @@ from bench.setmetrics import (
 from bench.store import ResultsStore
 from metrics.atomic import write_atomic
 from metrics.attacks import PrivacyReport
+from metrics.csvsafe import to_csv_text
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256, remember_sha256
 from metrics.registry import metric_class
+from reports.leaderboard import FILE_NAMES as LEADERBOARD_FILES
 from reports.leaderboard import Leaderboard, write_leaderboard
 
 FIXTURES = "fixtures"
@@ -94,11 +98,15 @@ CROPS_IDENTITY = "local crop to the bounding box of the PII boxes, v1"
 #: ``_originals/``: what metrics that need a mask (background preservation) read, global scope.
 MASK_SCOPE = "pii_mask"
 MANIFEST = "manifest.json"
+#: Folder of the user methods' own stdout/stderr, one log per method.
+METHOD_LOGS = "_logs"
 #: Every metric the suite has, pair and set; PerceptAnon joins when a checkpoint is given.
 DEFAULT_METRICS = ("mse", "psnr", "ssim", "lpips", "inception_dist", "fid", "kid")
 #: First note of a run's own leaderboard: other runs' methods are only in `bench leaderboard`.
 RUN_BOARD_NOTE = ("This leaderboard holds this run's methods only; `bench leaderboard` (with the same --dataset "
                   "and --store) shows every method ever benchmarked on {dataset}.")
+#: Files the run writes beside the method folders; no method's folder may take their names.
+_RUN_FILES = frozenset({"pairs.csv", "scores.csv", "scores.json", MANIFEST, METHOD_LOGS, *LEADERBOARD_FILES.values()})
 # Failures printed per method; all of them are in the leaderboard files.
 _LISTED_FAILURES = 20
 
@@ -129,9 +137,11 @@ class BenchmarkSet:
     sha256: str
 
 
-def load_benchmark_set(spec: str | os.PathLike[str]) -> BenchmarkSet:
+def load_benchmark_set(spec: str | os.PathLike[str], *, allow_outside_root: bool = False) -> BenchmarkSet:
     """The benchmark set in folder `spec` (``fixtures``: the demo set); one-line `InputError`
-    on anything missing or malformed. Images are not decoded here."""
+    on anything missing or malformed. Images are not decoded here. Every original must
+    really lie under ``images/`` and every mask under ``masks/`` (symlinks resolved), unless
+    `allow_outside_root`: a link out of the set would put a foreign image into its outputs."""
     folder = FIXTURES_FOLDER if str(spec) == FIXTURES else Path(os.path.abspath(spec))
     pii_path, images_dir, masks_dir = folder / "pii.json", folder / "images", folder / "masks"
     if not folder.is_dir():
@@ -141,7 +151,8 @@ def load_benchmark_set(spec: str | os.PathLike[str]) -> BenchmarkSet:
             raise InputError(f"--dataset {spec}: {needed} is missing; a benchmark set has images/ and pii.json")
     raw = _read_bytes(pii_path)
     entries = _parse_pii(pii_path, raw)
-    originals = tuple(_original(pii_path, images_dir, masks_dir, key, boxes) for key, boxes in entries.items())
+    originals = tuple(_original(pii_path, images_dir, masks_dir, key, boxes, allow_outside_root)
+                      for key, boxes in entries.items())
     _check_output_names(pii_path, originals)
     digest = hashlib.sha256(raw)
     for original in originals:
@@ -153,6 +164,9 @@ def load_benchmark_set(spec: str | os.PathLike[str]) -> BenchmarkSet:
 
 
 def _read_bytes(path: Path) -> bytes:
+    kind = images.not_a_regular_file(path)
+    if kind is not None:  # a FIFO would block the read forever
+        raise InputError(f"cannot read {path}: it is {kind}, not a file; a benchmark set has a pii.json file")
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -187,17 +201,29 @@ def _boxes(path: Path, key: str, value: Any) -> tuple[Box, ...]:
     return tuple(boxes)
 
 
-def _original(pii_path: Path, images_dir: Path, masks_dir: Path, key: str, boxes: tuple[Box, ...]) -> OriginalImage:
+def _original(pii_path: Path, images_dir: Path, masks_dir: Path, key: str, boxes: tuple[Box, ...],
+              allow_outside_root: bool = False) -> OriginalImage:
     relative_path = Path(key)
     if relative_path.is_absolute() or ".." in relative_path.parts:
         raise InputError(f"{pii_path}: {key!r} must be a path relative to {images_dir} without '..'")
     path = images_dir / relative_path
     if not path.is_file():
-        raise InputError(f"{pii_path}: original {key!r} not found at {path}; fix the key or add the image")
+        what = "is not a regular file" if path.exists() else "not found"
+        raise InputError(f"{pii_path}: original {key!r} {what} at {path}; fix the key or add the image")
+    escaped = None if allow_outside_root else outside_root(path, images_dir)
+    if escaped is not None:
+        raise InputError(f"{pii_path}: original {key!r} resolves to {escaped}, outside the image root "
+                         f"{os.path.realpath(images_dir)} (through a symlink); copy the image into the set, "
+                         "or pass --allow-outside-root")
     relative = key.removeprefix(ORIGINALS_PREFIX)
     parts = Path(relative).parts
     mask_candidates = (masks_dir / relative, masks_dir / Path(relative).with_suffix(".png"))
     mask_path = next((candidate for candidate in mask_candidates if candidate.is_file()), None)
+    escaped = None if allow_outside_root or mask_path is None else outside_root(mask_path, masks_dir)
+    if escaped is not None:
+        raise InputError(f"mask {mask_path} resolves to {escaped}, outside the mask root "
+                         f"{os.path.realpath(masks_dir)} (through a symlink); copy the mask into the set, "
+                         "or pass --allow-outside-root")
     return OriginalImage(key=key, relative=relative, path=path, boxes=boxes, mask_path=mask_path,
                          dataset=parts[0] if len(parts) > 1 else "")
 
@@ -302,6 +328,8 @@ class _Job:
     folder: _OutputFolder
     result: MethodOutputs
     match: FolderMatch | None = None
+    #: The worker process of a user's method (see `bench.isolation`); None for built-ins.
+    worker: MethodWorker | None = None
 
     def unavailable(self, original: OriginalImage) -> str | None:
         """Why a folder method has no image for `original` (missing, or several candidates);
@@ -318,6 +346,8 @@ class _Job:
                 f"(expected {Path(original.relative).with_suffix('')}.<ext>)")
 
     def produce(self, original: OriginalImage, image: np.ndarray, pii_mask: np.ndarray) -> np.ndarray:
+        if self.worker is not None:
+            return self._produce_isolated(original, image, pii_mask)
         if self.match is None:
             return anonymize(self.method, image, pii_mask, original.boxes, where=original.key)
         path = self.match.found[original.relative]
@@ -333,13 +363,33 @@ class _Job:
             )
         return anonymized
 
+    def _produce_isolated(self, original: OriginalImage, image: np.ndarray, pii_mask: np.ndarray) -> np.ndarray:
+        assert self.worker is not None
+        try:
+            status, value = self.worker.call(image, pii_mask, original.boxes, where=original.key,
+                                             params=self.method.params)
+        except WorkerDied as exc:
+            raise MethodFailure(f"method {self.method.name!r}: image {original.key}: {exc} "
+                                f"(its output is in {self.worker.log_path})") from None
+        if status != "ok":
+            raise MethodFailure(str(value))
+        check_output(self.method.name, value, image.shape, where=original.key)
+        return value
+
 
 def anonymize_all(
-    benchmark_set: BenchmarkSet, methods: Sequence[Method], out_root: Path, *, progress: bool = True
+    benchmark_set: BenchmarkSet, methods: Sequence[Method], out_root: Path, *, progress: bool = True,
+    method_timeout: float = DEFAULT_TIMEOUT_S,
 ) -> tuple[list[MethodOutputs], dict[str, Path]]:
     """Run (or reuse) every method on every original; returns each method's outputs and the
-    originals' local crops (relative path -> file). Each original is decoded at most once."""
+    originals' local crops (relative path -> file). Each original is decoded at most once.
+    A user's method runs in its own worker process, at most `method_timeout` seconds per
+    image, its stdout/stderr kept in ``<out_root>/_logs/<method>.log``."""
     jobs = [_job(method, benchmark_set, out_root) for method in methods]
+    for job in jobs:
+        if job.method.isolated and job.method.reference is not None:
+            job.worker = MethodWorker(job.method.name, job.method.reference,
+                                      out_root / METHOD_LOGS / f"{job.method.slug}.log", timeout_s=method_timeout)
     crops = _OutputFolder(out_root / ORIGINAL_CROPS, CROPS_IDENTITY, benchmark_set.sha256)
     local_originals: dict[str, Path] = {}
     try:
@@ -349,6 +399,9 @@ def anonymize_all(
                 _anonymize_original(original, jobs, crops, local_originals)
                 bar.update(1)
     finally:
+        for job in jobs:
+            if job.worker is not None:
+                job.worker.close()
         for folder in [job.folder for job in jobs] + [crops]:
             folder.save()
     return [job.result for job in jobs], local_originals
@@ -397,6 +450,9 @@ def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _O
     pii_mask = _pii_mask(original, height, width) if pending or not mask_ready else None
     if not mask_ready:
         crops.write(original, MASK_SCOPE, np.where(pii_mask, 255, 0).astype(np.uint8))
+    for job in pending:  # start every pending worker at once: their imports overlap
+        if job.worker is not None:
+            job.worker.start()
     for job in pending:
         try:
             anonymized = job.produce(original, image, pii_mask)
@@ -451,7 +507,7 @@ def pairs_table(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], l
     frame = pd.DataFrame.from_records(records, columns=list(PAIR_COLUMNS))
     frame["score_mean"] = math.nan
     frame["row"] = np.arange(2, len(frame) + 2)  # line 1 of pairs.csv is its header
-    text = frame.rename(columns={"original": "img1", "anonymized": "img2"}).drop(columns="row").to_csv(index=False)
+    text = to_csv_text(frame.rename(columns={"original": "img1", "anonymized": "img2"}).drop(columns="row"))
     source = write_atomic(out_root / "pairs.csv", text)
     return PairsTable(frame=frame, annotators=[], source=source, root=out_root, raw=frame.copy(),
                       sha256=hashlib.sha256(text.encode()).hexdigest())
@@ -575,10 +631,11 @@ class BenchmarkResult:
         if self.privacy is not None:
             lines.append("privacy attacks (per method x scope):")
             lines += self.privacy.summary_lines()
-        return lines
+        return [printable(line) for line in lines]  # a newline or escape in a path stays on its line
 
 
-def _methods(specs: Sequence[str], params: Sequence[Sequence[str]] | None = None) -> list[Method]:
+def _methods(specs: Sequence[str], params: Sequence[Sequence[str]] | None = None, *,
+             allow_outside_root: bool = False) -> list[Method]:
     """The built-ins, then the user's methods, each swept over its ``--param`` assignments
     (``params[i]`` belongs to ``specs[i]``); a name given twice counts once."""
     params = list(params or [])
@@ -586,10 +643,17 @@ def _methods(specs: Sequence[str], params: Sequence[Sequence[str]] | None = None
         raise InputError("--param needs a --method before it: it sets a parameter of the method given just before it")
     chosen = {method.name: method for method in builtin_methods()}
     for i, spec in enumerate(specs):
-        for method in sweep(resolve_method(spec), params[i] if i < len(params) else ()):
+        for method in sweep(resolve_method(spec, allow_outside_root=allow_outside_root),
+                            params[i] if i < len(params) else ()):
             chosen.setdefault(method.name, method)
     slugs: dict[str, str] = {}
     for method in chosen.values():
+        if not method.name.isprintable():
+            raise InputError(f"method name {method.name!r} holds a control character (a newline, an escape); "
+                             "it would break the leaderboard's lines: choose a printable name")
+        if method.slug.lower() in _RUN_FILES:
+            raise InputError(f"method name {method.name!r} would be the folder {method.slug!r}, which is a file of "
+                             "the run folder; choose another name")
         other = slugs.setdefault(method.slug, method.name)
         if other != method.name:
             raise InputError(f"methods {other!r} and {method.name!r} would share the output folder {method.slug!r}; "
@@ -640,6 +704,8 @@ def run_benchmark(
     progress: bool = True,
     command: str = "bench run",
     privacy: bool = False,
+    method_timeout: float = DEFAULT_TIMEOUT_S,
+    allow_outside_root: bool = False,
     tradeoff: str | None = None,
 ) -> BenchmarkResult:
     """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
@@ -653,12 +719,13 @@ def run_benchmark(
     if sort is not None and sort not in names:
         raise InputError(f"--sort {sort!r} is not among the metrics of this run: {', '.join(names)}")
     _check_tradeoff(tradeoff, names)
-    benchmark_set = load_benchmark_set(dataset)
-    methods = _methods(method_specs, method_params)
+    benchmark_set = load_benchmark_set(dataset, allow_outside_root=allow_outside_root)
+    methods = _methods(method_specs, method_params, allow_outside_root=allow_outside_root)
     # The CLI passes absolute paths; a Python caller's relative ones are made absolute once, here.
     out_root = Path(os.path.abspath(out)) / benchmark_set.name
     store_path = Path(os.path.abspath(store_path))
-    outputs, local_originals = anonymize_all(benchmark_set, methods, out_root, progress=progress)
+    outputs, local_originals = anonymize_all(benchmark_set, methods, out_root, progress=progress,
+                                             method_timeout=method_timeout)
     table = pairs_table(benchmark_set, outputs, local_originals, out_root)
     levels = {name: _level(name) for name in names}
     with ResultsStore(store_path) as store:

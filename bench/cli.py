@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, printable
 from metrics.errors import MetricError
 
 
@@ -58,6 +58,26 @@ def _resolve_paths(args: argparse.Namespace) -> None:
         args.dataset = str(_absolute(args.dataset))
     if getattr(args, "method", None):
         args.method = [_resolve_method(spec) for spec in args.method]
+
+
+# --------------------------------------------------------------------------- one-line output
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as one line (usage lives in --help), like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {printable(message)}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _seed(text: str) -> int:
+    """A random seed: an integer from 0 to 2**32 - 1 (what numpy accepts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..4294967295; give a non-negative seed")
+    return value
 
 
 # --------------------------------------------------------------------------- torchrun
@@ -116,7 +136,7 @@ def _add_splits(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, default=None, help="image root (default: the CSV's folder)")
     p.add_argument("--split", action="append", default=None,
                    help="only these splits (repeatable); default: all ten of the paper")
-    p.add_argument("--seed", type=int, default=42, help="random_state of the split (paper: 42)")
+    p.add_argument("--seed", type=_seed, default=42, help="random_state of the split (paper: 42)")
     p.set_defaults(func=_cmd_splits)
 
 
@@ -242,6 +262,8 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     fetch = actions.add_parser("fetch", help="download a weight file into the cache, checking its sha256")
     fetch.add_argument("name", help="weights name, as `bench weights list` shows it")
     fetch.add_argument("--url", default=None, help="download from this mirror instead (still hash-checked)")
+    fetch.add_argument("--deadline", type=_positive_seconds, default=3600.0, metavar="SECONDS",
+                       help="give up (removing the partial file) if the download takes longer (default 3600)")
     verify = actions.add_parser("verify", help="re-hash cached weight files; exit 1 if one is corrupt or missing")
     verify.add_argument("name", nargs="?", default=None, help="only these weights (default: all)")
     imported = actions.add_parser("import", help="copy a weight file you have into the cache")
@@ -265,7 +287,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         for name, text in lines:
             print(f"{name}: {text}")
         return 1 if any(text.startswith(("corrupt", "missing")) for _, text in lines) else 0
-    resolved = (weights.fetch(args.name, url=args.url) if args.action == "fetch"
+    resolved = (weights.fetch(args.name, url=args.url, deadline_s=args.deadline) if args.action == "fetch"
                 else weights.import_file(args.file, args.name))
     print(f"{resolved.spec.name}: {resolved.status}: {resolved.path} sha256 {resolved.sha256}")
     return 0
@@ -302,8 +324,29 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="with --method: also run the privacy attacks (face detection, re-identification naive and "
                         "adaptive) per method x scope; writes privacy.md/.json/.html and privacy_roc.png, and adds "
                         "the block to leaderboard.md")
+    _add_isolation_options(p)
     _add_evaluation_options(p)
     p.set_defaults(func=_cmd_run, distributed="driven")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return value
+
+
+def _add_isolation_options(p: argparse.ArgumentParser) -> None:
+    """How a user's method (plugin or module:function) runs: in its own process, time-limited."""
+    p.add_argument("--method-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
+                   help="with --method: longest a user's method may take on one image before its worker "
+                        "process is killed and the image reported as failed (default 120)")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="with --method: accept --dataset originals and masks, and NAME=DIR images, that "
+                        "resolve (through a symlink) outside their folder")
 
 
 class _ParamAction(argparse.Action):
@@ -365,6 +408,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         command=_command_line(args),
         privacy=args.privacy,
+        method_timeout=args.method_timeout,
+        allow_outside_root=args.allow_outside_root,
         tradeoff=args.tradeoff,
     )
     print("\n".join(result.summary_lines()))
@@ -417,7 +462,7 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
                    help="results store (default: <out>/results.sqlite; with --method: runs/results.sqlite, "
                         "shared by every benchmark run so `bench leaderboard` sees them all)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (splits always use the paper's 42)")
+    p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed (splits always use the paper's 42)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_convention_option(p)
     _add_dist_options(p)
@@ -475,11 +520,13 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sort", default=None, metavar="METRIC",
                    help="sort metric (default: PerceptAnon, else lpips, inception_dist, ssim)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed")
     p.add_argument("--tradeoff", default=None, metavar="PRIVACY_METRIC,UTILITY_METRIC",
                    help="the axes of the privacy-utility trade-off views (default: see bench run --tradeoff)")
     p.add_argument("--drop", action="append", default=None, metavar="NAME",
                    help="remove this method from the stored leaderboard (repeatable); its scores stay in the store")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="accept --dataset originals and masks that resolve (through a symlink) outside the set")
     p.set_defaults(func=_cmd_leaderboard)
 
 
@@ -492,7 +539,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     board, written, dropped = leaderboard.stored_leaderboard(
         dataset=args.dataset, store_path=args.store or runs / DEFAULT_STORE_NAME, out=args.out,
         leaderboards_dir=runs / "leaderboard", n_boot=args.n_boot, seed=args.seed, sort=args.sort,
-        drop=args.drop or (),
+        drop=args.drop or (), allow_outside_root=args.allow_outside_root,
         tradeoff=args.tradeoff,
     )
     for name in dropped:
@@ -527,7 +574,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=200, help="epochs of the cosine schedule (default 200)")
     p.add_argument("--batch-size", type=int, default=128, help="pairs per step (default 128)")
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate, momentum 0.9 (default 0.01)")
-    p.add_argument("--seed", type=int, default=42, help="seed of initialisation, order and augmentation (default 42)")
+    p.add_argument("--seed", type=_seed, default=42, help="seed of initialisation, order and augmentation (default 42)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader workers decoding images (default 0: in-process, inputs cached when they fit)")
@@ -671,7 +718,7 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="bench",
         description="Benchmark image anonymization against human anonymity judgments (PerceptAnon).",
     )
@@ -706,8 +753,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _call(args)
     except (BenchError, MetricError) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
+        print(f"bench: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the disk or the OS refused (read-only, full, name too long, ...): name the path
+        where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+        reason = exc.strerror or type(exc).__name__
+        print(printable(f"bench: error: {where or 'a file'}: {reason}; check the path, its permissions and "
+                        "the free disk space (files written before this one are complete)"), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("bench: interrupted; results written so far are kept and a re-run resumes", file=sys.stderr)
         return 130

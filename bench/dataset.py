@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bench import images
-from bench.errors import ImageError, InputError
+from bench.errors import ImageError, InputError, printable
 
 #: Released column name -> canonical name.
 RELEASED_COLUMNS = {
@@ -220,6 +220,13 @@ def _inside(path: str, root: str) -> bool:
         return False
 
 
+def outside_root(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str | None:
+    """Where `path` really is (``..`` and symlinks resolved) when that is outside `root`
+    (resolved alike), else None: the one containment rule for every file a user's folder names."""
+    real = os.path.realpath(path)
+    return None if _inside(real, os.path.realpath(root)) else real
+
+
 def _read(path, root, columns, allow_outside_root, require_scores=True):
     """Read and check the table (no image is opened).
 
@@ -247,6 +254,9 @@ def _read(path, root, columns, allow_outside_root, require_scores=True):
         return fail(f"{name}: annotation file not found; check the path (HA1.csv / HA2.csv or your CSV)")
     if source.is_dir():
         return fail(f"{name}: is a folder, not an annotation CSV; pass the CSV file itself")
+    kind = images.not_a_regular_file(source)
+    if kind is not None:  # reading a FIFO or a device would block or never end
+        return fail(f"{name}: is {kind}, not an annotation CSV; pass the CSV file itself")
     try:
         data = source.read_bytes()
     except OSError as exc:
@@ -261,6 +271,9 @@ def _read(path, root, columns, allow_outside_root, require_scores=True):
     try:
         raw = pd.read_csv(io.BytesIO(data))
         strs = pd.read_csv(io.BytesIO(data), dtype=str)
+        # Names and paths are text as written: a method called "None" or a dataset "NA" is
+        # not a missing value (only score columns read "NA"/"nan" as missing).
+        texts = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         return fail(f"{name}: empty file (no header, no rows); export the annotations again")
     except (pd.errors.ParserError, ValueError) as exc:
@@ -336,7 +349,8 @@ def _read(path, root, columns, allow_outside_root, require_scores=True):
     absent = tuple(c for c in TEXT_COLUMNS if c not in col_of)
     for canon in PATH_COLUMNS + TEXT_COLUMNS:
         if canon in col_of:
-            frame[canon] = strs[col_of[canon]].fillna("").astype(str)
+            frame[canon] = texts[col_of[canon]].astype(str)
+            raw[col_of[canon]] = texts[col_of[canon]]  # the split CSVs write them back as they were
         else:
             frame[canon] = ""
     lines_arr = np.asarray(lines, dtype=np.int64)
@@ -390,6 +404,14 @@ def _read(path, root, columns, allow_outside_root, require_scores=True):
                                             f"mean of its {count[i]} annotator scores ({mean[i]:.4f}) by more than "
                                             f"{MEAN_TOLERANCE:g}; recompute {col_of['score_mean']!r} or check the "
                                             "annotator columns", warning=True))
+
+    # ---- required text: a pair of the released format (or a mapped column) names its
+    # dataset, scope and method; the splits select rows by them, so empty is an error.
+    for canon in TEXT_COLUMNS:
+        if canon in col_of and (columns is None or columns.get(canon)):
+            for i in np.flatnonzero(~frame[canon].str.strip().astype(bool).to_numpy()):
+                problems.append(_Problem(at(i), f"{name} line {at(i)}: empty {col_of[canon]!r} (the pair's {canon}); "
+                                                "fill it in or remove the row"))
 
     # ---- paths
     real_root = os.path.realpath(root_norm)
@@ -569,7 +591,7 @@ class ValidationReport:
             out.extend(f"  {p}" for p in self.problems)
         else:
             out.append("no problems found")
-        return "\n".join(out)
+        return "\n".join(printable(line) for line in out)  # a newline in a path stays on its line
 
 
 def _also(lines: list[int], limit: int = 5) -> str:

@@ -6,6 +6,12 @@ says what to do. The CLI prints it and exits non-zero; it never shows a tracebac
 """
 
 
+def printable(text: str) -> str:
+    """`text` on one line with no terminal control codes: a newline or an ANSI escape in a path
+    or a method name is shown escaped (``\\n``, ``\\x1b``), never acted on by the terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 class BenchError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 

@@ -40,6 +40,7 @@ from bench.correlate import CONVENTIONS, correlate
 from bench.errors import InputError
 from bench.store import DEFAULT_STORE_NAME, ResultsStore, run_provenance
 from metrics.atomic import write_atomic
+from metrics.csvsafe import restore_frame, to_csv_text
 from metrics.errors import MetricError
 from metrics.registry import PAPER_METRICS, available_metrics, metric_class, parse_metric_list
 from reports.tables import TIE_TOLERANCE, NotComputed
@@ -404,7 +405,7 @@ def save_bundle(out_dir: Path, bundle: dict[str, Any], pairs: pd.DataFrame) -> N
     payload = dict(bundle)
     payload["correlations"] = _records(bundle["correlations"])
     payload["ceiling"] = _records(bundle["ceiling"])
-    write_atomic(out_dir / PAIRS_FILE, pairs.to_csv(index=False))
+    write_atomic(out_dir / PAIRS_FILE, to_csv_text(pairs))
     write_atomic(out_dir / RESULTS_FILE, json.dumps(payload, indent=1, allow_nan=False, default=str) + "\n")
 
 
@@ -415,7 +416,7 @@ def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
         raise InputError(_no_results_message(folder, path))
     try:
         bundle = json.loads(path.read_text(encoding="utf-8"))
-        pairs = pd.read_csv(folder / PAIRS_FILE, keep_default_na=True)
+        pairs = restore_frame(pd.read_csv(folder / PAIRS_FILE, keep_default_na=True))
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable results ({exc}); re-run `bench correlate`") from exc
     for key in ("correlations", "ceiling"):

@@ -409,10 +409,7 @@ class ScoreReport:
                   for row in rows]
         lines.append(self.ci_statement)
         lines += [f"note: {note}" for note in self.result.notes]
-        if self.result.failures:
-            lines.append(f"failed pairs: {len(self.result.failures)} (see the error column of scores.csv)")
-            lines += [f"  line {f.row}{f' ({f.metric})' if f.metric else ''}: {f.reason}"
-                      for f in self.result.failures[:LISTED_FILES]]
+        # Each failed pair is listed once, by the scoring summary printed before this table.
         return lines
 
 

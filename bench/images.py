@@ -43,7 +43,9 @@ suite does on its own is `RESIZE_FILTER` under ``--size-policy resize``.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import threading
 import warnings
 from pathlib import Path
@@ -122,6 +124,9 @@ def _bomb_error(path: Path, size: tuple[int, int] | None = None, detail: str = "
 def _open_oriented(path: Path) -> Image.Image:
     """Open, fully decode and orient one image; every failure is a one-line ImageError."""
     path = Path(path)
+    kind = not_a_regular_file(path)
+    if kind is not None:  # checked before opening: reading a FIFO or a device would block or never end
+        raise ImageError(f"cannot decode image {path}: it is {kind}, not an image file; fix the path or remove its row")
     try:
         # warnings.catch_warnings changes process-wide state: hold a lock while it is in force
         # (only around Image.open, which reads the header and runs PIL's bomb check).
@@ -184,6 +189,25 @@ def _to_rgb_array(im: Image.Image, path: Path) -> np.ndarray:
             f"cannot decode image {path}: unsupported image mode {mode!r} ({_one_line(str(exc))}); "
             "re-export it as 8-bit RGB or remove its row"
         ) from None
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """What `path` is when it exists but is not a regular file ("a directory", "a FIFO", ...);
+    None for a regular file or a missing one (missing files have their own messages)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def load_rgb(path: Path) -> np.ndarray:

@@ -266,6 +266,7 @@ def stored_leaderboard(
     seed: int = 0,
     sort: str | None = None,
     drop: Sequence[str] = (),
+    allow_outside_root: bool = False,
     tradeoff: str | None = None,
 ) -> tuple[Leaderboard, dict[str, Path], list[str]]:
     """`bench leaderboard`: every method ever benchmarked on the dataset, from the store,
@@ -274,7 +275,7 @@ def stored_leaderboard(
     and the methods dropped."""
     from bench.benchmark import load_benchmark_set
 
-    benchmark_set = load_benchmark_set(dataset)
+    benchmark_set = load_benchmark_set(dataset, allow_outside_root=allow_outside_root)
     if not Path(store_path).is_file():
         raise InputError(f"no results store at {store_path}; run `bench run --method NAME` first or pass --store")
     with ResultsStore(store_path) as store:

@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.dataset import outside_root
 from bench.errors import InputError
 from metrics.hashing import file_sha256
 
@@ -369,6 +370,14 @@ class Method:
     function: MethodFunction | None = field(default=None, compare=False, repr=False)
     #: The folder of already-anonymized images (kind "folder").
     folder: Path | None = None
+    #: ``module:attribute`` by which a worker process imports a user's function (plugins and
+    #: module:function; see `bench.isolation`); None for built-ins and folders.
+    reference: str | None = None
+
+    @property
+    def isolated(self) -> bool:
+        """Whether it runs in a worker process: a user's code, not a built-in."""
+        return self.kind in ("plugin", "function")
     #: One setting of a sweep: (parameter, value) pairs in declaration order; () = the defaults.
     params: tuple[tuple[str, Any], ...] = ()
     #: The name without the setting ("blur" for "blur[radius=8]"); "" when it is the name.
@@ -400,14 +409,14 @@ def method_slug(name: str) -> str:
     return slug
 
 
-def resolve_method(spec: str) -> Method:
+def resolve_method(spec: str, *, allow_outside_root: bool = False) -> Method:
     """The method named by a ``--method`` value (see the module docstring for the order)."""
     spec = spec.strip()
     if not spec:
         raise InputError("empty --method; give a built-in name, a plugin name, module:function or NAME=DIR")
     name, is_folder, folder = spec.partition("=")
     if is_folder:
-        return _folder_method(name.strip(), Path(folder.strip()))
+        return _folder_method(name.strip(), Path(folder.strip()), allow_outside_root=allow_outside_root)
     if spec in BUILTIN_METHODS or spec in REFERENCE_METHODS:
         return _builtin(spec)
     plugins = plugin_entry_points()
@@ -502,13 +511,13 @@ def _distribution(ep: EntryPoint) -> str:
 def _plugin(ep: EntryPoint) -> Method:
     try:
         function = ep.load()
-    except Exception as exc:  # a plugin's import error must be one line
+    except (Exception, SystemExit) as exc:  # a plugin's import error (even sys.exit) must be one line
         raise InputError(f"method plugin {ep.name!r}: cannot load {ep.value} ({_describe(exc)}); "
                          f"fix or reinstall {_distribution(ep)}") from exc
     _check_callable(function, f"method plugin {ep.name!r} ({ep.value})")
     origin = _distribution(ep)
     return Method(name=ep.name, kind="plugin", identity=f"plugin {ep.value} from {origin}",
-                  source=f"{ep.value} ({origin})", function=function)
+                  source=f"{ep.value} ({origin})", function=function, reference=ep.value)
 
 
 def _function_method(spec: str) -> Method:
@@ -520,12 +529,12 @@ def _function_method(spec: str) -> Method:
         target = module
         for part in attribute.split("."):
             target = getattr(target, part)
-    except Exception as exc:  # the user's module may raise anything on import
+    except (Exception, SystemExit) as exc:  # the user's module may raise anything on import, even sys.exit
         raise InputError(f"--method {spec!r}: cannot import it ({_describe(exc)}); check the module is on "
                          "PYTHONPATH (or in the current folder) and the function name") from exc
     _check_callable(target, f"--method {spec!r}")
     identity = f"function {spec}, source sha256 {_source_sha256(spec, module, target)}"
-    return Method(name=spec, kind="function", identity=identity, source=spec, function=target)
+    return Method(name=spec, kind="function", identity=identity, source=spec, function=target, reference=spec)
 
 
 def _source_sha256(spec: str, module: object, function: object) -> str:
@@ -550,7 +559,7 @@ def _check_callable(target: object, what: str) -> None:
                          "fn(image, pii_mask, boxes) -> anonymized image")
 
 
-def _folder_method(name: str, folder: Path) -> Method:
+def _folder_method(name: str, folder: Path, *, allow_outside_root: bool = False) -> Method:
     if not name:
         raise InputError(f"--method ={folder}: give the folder's method a name, e.g. mine={folder}")
     if name in BUILTIN_METHODS:
@@ -559,7 +568,14 @@ def _folder_method(name: str, folder: Path) -> Method:
     if not folder.is_dir():
         raise InputError(f"--method {name}={folder}: no such folder; give the folder of anonymized images")
     digest = hashlib.sha256()
-    for path in _folder_files(folder):
+    files = _folder_files(folder)
+    if not allow_outside_root:
+        for path in files:
+            escaped = outside_root(path, folder)
+            if escaped is not None:
+                raise InputError(f"--method {name}={folder}: {path} resolves to {escaped}, outside that folder "
+                                 "(through a symlink); copy the image into the folder, or pass --allow-outside-root")
+    for path in files:
         digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
     return Method(name=name, kind="folder", identity=f"folder of {digest.hexdigest()}", source=str(folder),
                   folder=folder)
@@ -654,6 +670,10 @@ def check_output(name: str, output: object, shape: tuple[int, ...], *, where: st
                             "(0-255, e.g. np.clip(x, 0, 255).astype(np.uint8))")
 
 
-def _describe(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
+    """``"ValueError: the message"`` on one line."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_describe = describe_exception

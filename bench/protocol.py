@@ -24,8 +24,6 @@ direction with every other granularity (higher = more anonymous) unless `binary_
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -33,6 +31,8 @@ from typing import Iterable
 import numpy as np
 
 from bench.errors import InputError, SplitError
+from metrics.atomic import write_atomic
+from metrics.csvsafe import to_csv_text
 
 # --------------------------------------------------------------------------- splits
 # The released code's constants; the size expressions below are written exactly as there so
@@ -309,14 +309,7 @@ def _held_out_description(name: str) -> str:
 
 
 def _write_csv_atomic(rows, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        rows.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, to_csv_text(rows))
 
 
 def write_splits(table, out_dir: Path, *, splits: Iterable[str] | None = None, seed: int = DEFAULT_SEED) -> list[str]:

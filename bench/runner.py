@@ -51,9 +51,10 @@ from tqdm import tqdm
 
 from bench import dist, images
 from bench.dataset import PairsTable
-from bench.errors import ImageError, InputError
+from bench.errors import ImageError, InputError, printable
 from bench.store import PairKey, ResultsStore, ScoreRow, run_provenance, weights_status
 from metrics.atomic import write_atomic
+from metrics.csvsafe import to_csv_text
 from metrics.base import FeaturePairMetric, PairMetric
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256
@@ -182,7 +183,7 @@ class ScoreResult:
                 "results from unverified or stand-in weights are marked so in every table: "
                 + ", ".join(m.column for m in self.metrics if m.marked and m.status == "ok")
             )
-        return lines
+        return [printable(line) for line in lines]  # a newline or escape in a path stays on its line
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -229,7 +230,7 @@ def write_outputs(result: ScoreResult, out_dir: Path) -> tuple[Path, Path]:
     """Write ``scores.csv`` and ``scores.json`` into `out_dir`, each atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "scores.csv", out_dir / "scores.json"
-    write_atomic(csv_path, result.wide().to_csv(index=False))
+    write_atomic(csv_path, to_csv_text(result.wide()))
     write_atomic(json_path, json.dumps(result.to_json(), indent=2, allow_nan=False, default=str) + "\n")
     return csv_path, json_path
 
@@ -549,6 +550,9 @@ def _hash_files(paths: Sequence[Path]) -> tuple[dict[Path, str], dict[Path, str]
     unique = list(dict.fromkeys(paths))
 
     def attempt(path: Path) -> tuple[Path, str | None, str | None]:
+        kind = images.not_a_regular_file(path)
+        if kind is not None:  # hashing a FIFO blocks forever, /dev/zero never ends
+            return path, None, f"cannot read image {path}: it is {kind}, not an image file; fix the path or remove its row"
         try:
             return path, file_sha256(path), None
         except OSError as exc:

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import sqlite3
 import subprocess
 import time
@@ -115,8 +116,41 @@ def _to_sql(value: float) -> tuple[float | None, int]:
     return (None, 1) if math.isnan(value) else (value, 0)
 
 
+class DamagedStoreError(sqlite3.DatabaseError):
+    """A value SQLite returned that the schema does not allow (a text in a REAL column, a
+    record that is not JSON): the file was changed by something other than this suite."""
+
+
 def _from_sql(value: float | None, is_nan: int) -> float:
-    return math.nan if is_nan else float(value)
+    if is_nan:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DamagedStoreError(f"a score is {type(value).__name__} {str(value)[:40]!r}, not a number")
+    return float(value)
+
+
+def _loads(text: object) -> Any:
+    try:
+        return json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DamagedStoreError(f"a stored record is not JSON ({str(text)[:40]!r})") from None
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """SQLite's own "malformed" / "not a database" errors and our type checks; not the
+    operational ones (locked, disk full, read-only), which have their own message."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, (sqlite3.OperationalError, sqlite3.IntegrityError, sqlite3.ProgrammingError))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _one_line(text: object) -> str:
@@ -137,22 +171,62 @@ class ResultsStore:
             raise self._unreadable(exc) from None
         try:
             self._open_schema_waiting(busy_timeout_s)
+            self._checkpoint()
+            self._mark_interrupted_runs()
         except BenchError:
             self._db.close()
             raise
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise self._unreadable(exc) from None
+            raise (self._damaged(exc) if _is_damage(exc) else self._unreadable(exc)) from None
 
     # -- lifecycle --------------------------------------------------------------------
     def __enter__(self) -> ResultsStore:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
         self.close()
+        if exc is not None and _is_damage(exc):
+            raise self._damaged(exc) from None
 
     def close(self) -> None:
+        self._checkpoint()
         self._db.close()
+
+    def _checkpoint(self) -> None:
+        """Fold the WAL back into the database and truncate it. A run that failed on a full
+        disk leaves a large WAL behind; truncating it at every open and close gives that space
+        back, so the re-run after freeing disk finishes."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # another connection is reading: it checkpoints when it closes
+
+    def _damaged(self, exc: BaseException) -> BenchError:
+        return InputError(
+            f"results store {self.path} is damaged ({_one_line(exc)}); move it aside to start a new one "
+            f"(mv {shlex.quote(str(self.path))} {shlex.quote(str(self.path) + '.damaged')}) or pass --store with a new path"
+        )
+
+    def _mark_interrupted_runs(self) -> None:
+        """Runs still "running" whose process on this machine is gone were ended by a signal
+        (SIGKILL, a closed terminal): mark them "interrupted" so they do not look alive forever."""
+        host = platform.node()
+        dead = []
+        for run_id, owner in self._db.execute("SELECT run_id, summary FROM runs WHERE status = 'running'"):
+            try:
+                owner = json.loads(owner) if owner else {}
+                pid = int(owner.get("pid"))
+            except (TypeError, ValueError, AttributeError):
+                continue
+            if owner.get("host") == host and not _process_alive(pid):
+                dead.append(run_id)
+        if dead:
+            with self._transaction():
+                self._db.executemany(
+                    "UPDATE runs SET status = 'interrupted', finished_at = ?, summary = ? WHERE run_id = ?",
+                    [(_now(), json.dumps({"reason": "its process ended without finishing (killed by a signal?)"}),
+                      run_id) for run_id in dead])
 
     def _unreadable(self, exc: BaseException) -> BenchError:
         return InputError(
@@ -177,6 +251,9 @@ class ResultsStore:
                 time.sleep(0.05)
 
     def _open_schema(self) -> None:
+        # Look before switching to WAL: that switch writes the file, and a file that is not a
+        # bench store (or is damaged) must be left exactly as it was.
+        self._schema_version()
         self._db.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL survives a killed process; only a power cut can lose the last commits.
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -203,6 +280,8 @@ class ResultsStore:
                 "pass --store with a new path"
             )
         row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        if row[0] is not None and not isinstance(row[0], int):
+            raise DamagedStoreError(f"its schema version is {row[0]!r}")
         return None if row[0] is None else int(row[0])
 
     @contextmanager
@@ -247,14 +326,17 @@ class ResultsStore:
 
     def metric_card(self, metric_key: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT card FROM metrics WHERE metric_key = ?", (metric_key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else _loads(row[0])
 
     # -- runs -------------------------------------------------------------------------
     def start_run(self, command: str, provenance: Mapping[str, Any]) -> int:
         with self._transaction():
             cursor = self._db.execute(
-                "INSERT INTO runs (started_at, command, provenance, status) VALUES (?, ?, ?, 'running')",
-                (_now(), command, json.dumps(provenance, sort_keys=True, default=str)),
+                # While running, `summary` names the process, so a later open can tell a run that
+                # was killed from one still going (see _mark_interrupted_runs).
+                "INSERT INTO runs (started_at, command, provenance, status, summary) VALUES (?, ?, ?, 'running', ?)",
+                (_now(), command, json.dumps(provenance, sort_keys=True, default=str),
+                 json.dumps({"pid": os.getpid(), "host": platform.node()})),
             )
         return int(cursor.lastrowid)
 
@@ -274,8 +356,8 @@ class ResultsStore:
             return None
         names = ("run_id", "started_at", "finished_at", "command", "provenance", "status", "summary")
         record = dict(zip(names, row))
-        record["provenance"] = json.loads(record["provenance"])
-        record["summary"] = json.loads(record["summary"]) if record["summary"] else None
+        record["provenance"] = _loads(record["provenance"])
+        record["summary"] = _loads(record["summary"]) if record["summary"] else None
         return record
 
     # -- pair scores ------------------------------------------------------------------
@@ -461,7 +543,7 @@ class ResultsStore:
         rows = self._db.execute(
             "SELECT record FROM benchmark_runs WHERE dataset_sha256 = ? ORDER BY run_id", (dataset_sha256,)
         )
-        return [json.loads(record) for (record,) in rows]
+        return [_loads(record) for (record,) in rows]
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -76,7 +76,7 @@ from bench.stats import correlation
 from bench.store import run_provenance
 from metrics import weights
 from metrics.base import WeightsRecord, library_versions
-from metrics.errors import WeightsError
+from metrics.errors import WeightsError, checkpoint_load_reason
 from metrics.perceptanon import (
     BACKBONES,
     HA_MODES,
@@ -532,7 +532,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated or foreign files
-        raise InputError(f"{path} is not a readable training checkpoint ({str(exc).strip().splitlines()[0]}); "
+        raise InputError(f"{path} is not a readable training checkpoint ({checkpoint_load_reason(exc)}); "
                          "delete it to start the run again") from None
     if not isinstance(loaded, dict) or not {"state_dict", "optimizer", "scheduler", "progress"} <= loaded.keys():
         raise InputError(f"{path} was not written by `bench train` (no optimizer/scheduler/progress); "

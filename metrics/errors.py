@@ -17,3 +17,20 @@ class MetricInputError(MetricError, ValueError):
 
 class WeightsError(MetricError):
     """Weights missing, corrupt, failing their hash check, or not loadable strictly."""
+
+
+def checkpoint_load_reason(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a file, in one short line.
+
+    torch's own message for a pickle holding arbitrary objects suggests re-running with
+    ``weights_only=False`` -- which executes the file's code -- and carries ANSI escapes;
+    neither belongs in our output.
+    """
+    import pickle
+
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text:
+        return ("it holds Python objects besides tensors and plain containers, which are not loaded "
+                "because unpickling them could run code; re-save it as a plain state dict")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

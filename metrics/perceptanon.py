@@ -50,7 +50,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from metrics.base import FeaturePairMetric, WeightsRecord, check_inputs
-from metrics.errors import MetricInputError, WeightsError
+from metrics.errors import MetricInputError, WeightsError, checkpoint_load_reason
 from metrics.hashing import file_sha256
 
 BACKBONES = ("resnet18", "resnet50", "resnet152", "densenet121", "alexnet", "vgg11")
@@ -304,7 +304,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for unreadable or unsafe pickles
-        raise WeightsError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from exc
+        raise WeightsError(f"{path} is not a readable torch checkpoint ({checkpoint_load_reason(exc)})") from exc
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         state, metadata = loaded["state_dict"], {k: v for k, v in loaded.items() if k != "state_dict"}
     elif isinstance(loaded, Mapping) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
@@ -362,11 +362,6 @@ def _load_strictly(model: nn.Module, state: Mapping[str, torch.Tensor], path: Pa
 def _some(keys: list[str], shown: int = 3) -> str:
     more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
     return ", ".join(keys[:shown]) + more
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _weights_status(sha256: str, metadata: Mapping[str, Any]) -> str:

@@ -12,6 +12,12 @@ silently: a file is either
 
 Non-verified files carry a sidecar manifest `<file>.bench.json` (status, sha256, source,
 date). A cached file whose hash matches neither the spec nor its manifest is refused.
+
+`bench weights import` never writes under a published file name in the shared cache: there
+torchvision would load the file silently as its own pretrained weights (the red team showed
+it with random bytes). Imported files live in the suite's own folder, ``<cache>/bench-imported/``,
+each with its manifest, and are refused at import unless they load as a state dict (with
+``weights_only=True``) and, for torchvision's architectures, load strictly into that network.
 """
 
 from __future__ import annotations
@@ -38,12 +44,17 @@ from typing import Any
 import torch
 
 from metrics.base import WeightsRecord
-from metrics.errors import WeightsError
+from metrics.errors import WeightsError, checkpoint_load_reason
 from metrics.hashing import file_sha256, remember_sha256
 
 STATUSES = ("verified", "unverified", "stand-in")
 MANIFEST_SUFFIX = ".bench.json"
 _CHUNK = 1 << 20
+#: Sub-folder of the cache for `bench weights import`: torch.hub only looks at files directly
+#: in its checkpoints folder, so nothing in here is ever loaded by torchvision on its own.
+IMPORTED_FOLDER = "bench-imported"
+#: Longest a whole `bench weights fetch` may take (a stalled or trickling server cannot hold it).
+FETCH_DEADLINE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -147,7 +158,7 @@ class ResolvedWeights:
         try:
             return torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several unrelated types for bad archives
-            raise WeightsError(f"cannot load {self.path} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            raise WeightsError(f"cannot load {self.path} ({checkpoint_load_reason(exc)}); "
                                f"run `bench weights fetch {self.spec.name}`") from exc
 
 
@@ -322,7 +333,13 @@ def _candidates(spec: WeightSpec) -> list[Path]:
     """Where a spec's file may be, in order: the published file, then an offline conversion."""
     directory = weights_dir()
     converter = _converter(spec)
-    return [directory / spec.filename] + ([directory / converter.filename] if converter else [])
+    return ([directory / spec.filename] + ([directory / converter.filename] if converter else [])
+            + [imported_path(spec)])
+
+
+def imported_path(spec: WeightSpec) -> Path:
+    """Where `bench weights import` keeps a spec's file: the suite's folder, not torch.hub's names."""
+    return weights_dir() / IMPORTED_FOLDER / spec.filename
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
@@ -458,8 +475,10 @@ def _torch_bytes(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-def fetch(name: str, *, url: str | None = None, progress: bool = True) -> ResolvedWeights:
-    """Download into the cache, hashing while streaming; a wrong hash leaves nothing behind."""
+def fetch(name: str, *, url: str | None = None, progress: bool = True,
+          deadline_s: float = FETCH_DEADLINE_S) -> ResolvedWeights:
+    """Download into the cache, hashing while streaming, within `deadline_s` seconds overall;
+    a wrong hash, an error or the deadline leaves nothing behind."""
     spec = spec_for(name)
     source = url or spec.url
     if source is None:
@@ -468,7 +487,7 @@ def fetch(name: str, *, url: str | None = None, progress: bool = True) -> Resolv
     if target.is_file() and matches_published(spec, file_sha256(target)):
         return ResolvedWeights(spec, target, file_sha256(target), "verified")
     with _temporary_beside(target) as temporary:
-        sha256 = _download(spec, source, temporary, progress=progress)
+        sha256 = _download(spec, source, temporary, progress=progress, deadline_s=deadline_s)
         if not matches_published(spec, sha256):
             raise WeightsError(f"download of {name} from {source} failed its hash check: expected sha256 "
                                f"{spec.sha256}..., got {sha256}; the file was discarded, nothing was written "
@@ -476,16 +495,25 @@ def fetch(name: str, *, url: str | None = None, progress: bool = True) -> Resolv
         return _commit(spec, temporary, target, sha256, "verified", {"source": source})
 
 
-def _download(spec: WeightSpec, url: str, destination: Path, *, progress: bool) -> str:
+def _download(spec: WeightSpec, url: str, destination: Path, *, progress: bool,
+              deadline_s: float = FETCH_DEADLINE_S) -> str:
+    import time
+
     from tqdm import tqdm
 
     digest = hashlib.sha256()
+    deadline = time.monotonic() + deadline_s
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(destination, "wb") as out:
+        # The socket timeout bounds each read; the deadline bounds them all together.
+        with urllib.request.urlopen(url, timeout=min(60.0, deadline_s)) as response, open(destination, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or spec.size
             with tqdm(total=total, unit="B", unit_scale=True, desc=spec.name, file=sys.stderr,
                       disable=not progress) as bar:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                for chunk in iter(lambda: response.read1(_CHUNK), b""):
+                    if time.monotonic() > deadline:
+                        raise WeightsError(f"download of {spec.name} from {url} did not finish within "
+                                           f"{deadline_s:g} s; the partial file was removed. Retry, use --url "
+                                           f"with a mirror, or run `bench weights import FILE --as {spec.name}`")
                     digest.update(chunk)
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -503,14 +531,47 @@ def import_file(path: str | Path, name: str) -> ResolvedWeights:
     spec = spec_for(name)
     source = Path(path).expanduser()
     if not source.is_file():
-        raise WeightsError(f"cannot import {source}: no such file")
+        what = "not a regular file" if source.exists() else "no such file"
+        raise WeightsError(f"cannot import {source}: {what}")
     sha256 = file_sha256(source)
     status = "verified" if matches_published(spec, sha256) else "unverified"
-    target = weights_dir() / spec.filename
-    _refuse_replacing_verified(spec, target, status)
+    target = imported_path(spec)
+    for verified in (weights_dir() / spec.filename, target):
+        _refuse_replacing_verified(spec, verified, status)
+    _check_loadable(spec, source)
     with _temporary_beside(target) as temporary:
         shutil.copyfile(source, temporary)
         return _commit(spec, temporary, target, sha256, status, {"source": f"imported from {source.resolve()}"})
+
+
+def _check_loadable(spec: WeightSpec, source: Path) -> None:
+    """Refuse a file that is not a state dict, or (torchvision's files) not one for that network."""
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for bad archives
+        raise WeightsError(f"cannot import {source} as {spec.name}: not a loadable torch file "
+                           f"({checkpoint_load_reason(exc)})") from None
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise WeightsError(f"cannot import {source} as {spec.name}: it holds a {type(state).__name__}, not a "
+                           "state dict (names -> tensors)")
+    network = _torchvision_network(spec)
+    if network is not None:
+        try:
+            network.load_state_dict(state, strict=True)
+        except (RuntimeError, ValueError) as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise WeightsError(f"cannot import {source} as {spec.name}: it does not load strictly into "
+                               f"torchvision's {spec.name} ({reason})") from None
+
+
+def _torchvision_network(spec: WeightSpec) -> torch.nn.Module | None:
+    """An untrained torchvision network of the spec's architecture, for specs of torchvision files."""
+    if not (spec.url or "").startswith(_TORCHVISION_URL):
+        return None
+    import torchvision
+
+    builder = getattr(torchvision.models, spec.name, None)
+    return builder(weights=None) if callable(builder) else None
 
 
 def write_stand_in(name: str, state_dict: dict[str, torch.Tensor], directory: str | Path | None = None

@@ -29,6 +29,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from metrics.atomic import write_atomic
+from metrics.csvsafe import to_csv_text
 from reports import tradeoff
 from reports.html import Thumbnail, environment, thumbnail
 from reports.tables import (
@@ -325,7 +326,7 @@ def long_frame(board: Leaderboard) -> pd.DataFrame:
 
 
 def to_csv(board: Leaderboard) -> str:
-    return long_frame(board).to_csv(index=False)
+    return to_csv_text(long_frame(board))
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from metrics.atomic import write_atomic  # noqa: F401  (re-exported: plots and html write through it)
+from metrics.csvsafe import to_csv_text
 
 SIMULATED_NOTE = "SIMULATED annotator scores — not human judgments."
 DAGGER = "†"
@@ -701,7 +702,7 @@ def long_table(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None, met
 
 
 def to_csv(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None, metrics: Any = None) -> str:
-    return long_table(frame, provenance=provenance, metrics=metrics).to_csv(index=False)
+    return to_csv_text(long_table(frame, provenance=provenance, metrics=metrics))
 
 
 def _json_value(value: Any) -> Any:

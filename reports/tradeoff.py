@@ -25,6 +25,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from metrics.atomic import write_atomic
+from metrics.csvsafe import to_csv_text
 from reports.html import data_uri, environment
 from reports.tables import Cell, Column, Row, Table, format_number, to_latex, to_markdown
 
@@ -198,7 +199,8 @@ def long_frame(views: Sequence[Tradeoff]) -> pd.DataFrame:
 
 
 def to_csv(views: Sequence[Tradeoff]) -> str:
-    return long_frame(views).to_csv(index=False)
+    # Method names are the user's: a cell starting with "=" must not run in a spreadsheet.
+    return to_csv_text(long_frame(views))
 
 
 def _json_number(value: Any) -> Any:

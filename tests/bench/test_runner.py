@@ -366,7 +366,7 @@ def test_killed_run_resumes_with_identical_results(tmp_path):
     # (a) the resumed run computed only what the killed one had not stored
     assert computed_by_resume == 2 * (n_pairs - stored)
     assert f"computed {n_pairs - stored}, reused from the store {stored}" in finished.stdout
-    assert statuses == ["running", "finished"]  # the killed run never finished
+    assert statuses == ["interrupted", "finished"]  # the killed run never finished; marked when next opened
     # (b) the same values as an uninterrupted run
     pd.testing.assert_frame_equal(pd.read_csv(resumed / "scores.csv"), pd.read_csv(tmp_path / "fresh" / "scores.csv"),
                                   check_exact=True)

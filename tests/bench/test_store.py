@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
 import sqlite3
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bench.errors import BenchError
+from bench.errors import BenchError, InputError
 from bench.store import SCHEMA_VERSION, ResultsStore
 from metrics.hashing import file_sha256
 from metrics.base import PairMetric, WeightsRecord
@@ -164,3 +167,59 @@ def test_other_schema_version_is_refused(tmp_path):
     db.close()
     with pytest.raises(BenchError, match=f"schema version {SCHEMA_VERSION + 1}"):
         ResultsStore(path)
+
+
+def test_a_run_killed_by_a_signal_is_marked_interrupted_on_the_next_open(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.sqlite"
+    code = ("import os, signal, sys; from bench.store import ResultsStore; "
+            "store = ResultsStore(sys.argv[1]); store.start_run('bench run', {}); os.kill(os.getpid(), signal.SIGKILL)")
+    killed = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert killed.returncode == -signal.SIGKILL
+    with ResultsStore(path) as store:
+        run = store.run(1)
+    assert run["status"] == "interrupted" and run["finished_at"] is not None
+    with ResultsStore(path) as store:  # a live run (this process) is left alone
+        live = store.start_run("bench run", {})
+        with ResultsStore(path) as again:
+            assert again.run(live)["status"] == "running"
+
+
+def test_the_wal_is_truncated_when_the_store_closes(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with ResultsStore(path) as store:
+        store.start_run("bench run", {})
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+@pytest.mark.parametrize("damage", ["pages", "text score", "record"])
+def test_a_damaged_store_is_one_line_naming_the_file(tmp_path, damage):
+    import sqlite3
+    from contextlib import closing
+
+    path = tmp_path / "r.sqlite"
+    with ResultsStore(path) as store:
+        run_id = store.start_run("bench run", {})
+        store.write_scores("m", [("a" * 64, "b" * 64, 0.5, False)], run_id=run_id)
+        store.record_benchmark(run_id, "demo", "d" * 64, {"methods": {}})
+    if damage == "pages":
+        data = bytearray(path.read_bytes())
+        noise = np.random.default_rng(0).integers(0, 256, len(data), dtype="uint8").tobytes()
+        data[4096:] = noise[4096:]  # every page but the first (the schema) is garbage
+        path.write_bytes(bytes(data))
+    else:
+        statement = ("UPDATE scores SET value = 'abc'" if damage == "text score"
+                     else "UPDATE benchmark_runs SET record = 'not json'")
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute(statement)
+    with pytest.raises(InputError) as info:
+        with ResultsStore(path) as store:
+            store.lookup("m", [("a" * 64, "b" * 64)])
+            store.benchmark_records("d" * 64)
+    message = str(info.value)
+    assert f"results store {path} is damaged" in message and "move it aside" in message and "\n" not in message

@@ -7,7 +7,9 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -137,12 +139,14 @@ def test_import_records_unverified_then_verified(cache, tiny, tmp_path):
     other.write_bytes(_torch_bytes({"w": torch.zeros(3)}))
     assert weights.import_file(other, "tiny").status == "unverified"
     assert weights.resolve("tiny").status == "unverified"
-    assert json.loads((cache / f"{tiny.filename}.bench.json").read_text())["source"].startswith("imported from")
+    imported = cache / weights.IMPORTED_FOLDER
+    assert json.loads((imported / f"{tiny.filename}.bench.json").read_text())["source"].startswith("imported from")
+    assert _files(cache) == [weights.IMPORTED_FOLDER]  # never under torch.hub's own file name
 
     published = tmp_path / "published.pth"
     published.write_bytes(GOOD)
     assert weights.import_file(published, "tiny").status == "verified"
-    assert _files(cache) == [tiny.filename]  # the stale manifest is gone
+    assert _files(imported) == [tiny.filename]  # the stale manifest is gone
 
 
 def test_verified_file_is_not_replaced_by_an_unverified_one(cache, tiny, tmp_path):
@@ -237,3 +241,71 @@ def test_cli_verify_exits_1_on_a_missing_or_corrupt_file_whether_named_or_not(ca
     for argv in (["weights", "verify"], ["weights", "verify", "tiny"]):
         assert main(argv) == 0
         assert "tiny: verified" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- hostile imports and downloads
+def test_import_refuses_files_that_are_not_state_dicts(cache, tiny, tmp_path):
+    for name, data in {"random.pth": os.urandom(4096), "list.pth": _torch_bytes([torch.zeros(2)])}.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(WeightsError, match="cannot import"):
+            weights.import_file(tmp_path / name, "tiny")
+    assert _files(cache) == []
+
+
+def test_import_refuses_a_state_dict_of_another_architecture(cache, tmp_path):
+    (tmp_path / "other.pth").write_bytes(_torch_bytes({"conv.weight": torch.zeros(3, 3)}))
+    with pytest.raises(WeightsError, match="does not load strictly into torchvision's alexnet"):
+        weights.import_file(tmp_path / "other.pth", "alexnet")
+    assert _files(cache) == []
+
+
+def test_an_imported_alexnet_is_not_where_torchvision_looks(cache, tmp_path, monkeypatch):
+    import torchvision
+
+    (tmp_path / "mine.pth").write_bytes(_torch_bytes(torchvision.models.alexnet(weights=None).state_dict()))
+    resolved = weights.import_file(tmp_path / "mine.pth", "alexnet")
+    assert resolved.status == "unverified" and resolved.path.parent.name == weights.IMPORTED_FOLDER
+    assert not (cache / weights.SPECS["alexnet"].filename).exists()
+    assert weights.resolve("alexnet").path == resolved.path  # the suite still finds it, as unverified
+
+
+@pytest.fixture
+def trickling_server():
+    """Serves /slow.pth one byte every 50 ms out of a promised megabyte."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            try:
+                for _ in range(1 << 20):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_fetch_gives_up_at_its_deadline_and_removes_the_partial_file(cache, tiny, trickling_server):
+    started = time.monotonic()
+    with pytest.raises(WeightsError, match="did not finish within 1 s; the partial file was removed"):
+        weights.fetch("tiny", url=f"{trickling_server}/slow.pth", progress=False, deadline_s=1.0)
+    assert time.monotonic() - started < 15
+    assert _files(cache) == []  # no .part file left
+
+
+def test_fetch_removes_the_partial_file_on_an_http_error(cache, tiny, server):
+    with pytest.raises(WeightsError, match="could not download"):
+        weights.fetch("tiny", url=f"{server}/missing.pth", progress=False)
+    assert _files(cache) == []

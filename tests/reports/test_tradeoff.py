@@ -49,3 +49,13 @@ def test_the_html_section_escapes_user_names():
     html = str(render.html_section([_view()], plots=[b"png"]))
     assert "<script>alert" not in html and "&lt;script&gt;" in html
     assert 'src="data:image/png;base64,' in html
+
+
+def test_csv_cells_cannot_become_formulas():
+    view = _view()
+    formula = "=HYPERLINK(1)"
+    points = tuple(p if p.method != "mask" else Point(**{**vars(p), "method": formula, "base": formula})
+                   for p in view.points)
+    curves = tuple(c if c.base != "mask" else Curve(formula, (formula,), None, False, "full mask") for c in view.curves)
+    csv = render.to_csv([Tradeoff(**{**vars(view), "points": points, "curves": curves})])
+    assert f"'{formula}" in csv and f",{formula}," not in csv
