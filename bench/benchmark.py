@@ -7,7 +7,9 @@ The flow, for a benchmark set (originals + PII regions) and a list of methods:
    output). Outputs go to ``<out>/<dataset>/<method>/<scope>/<original's path>.png``:
    ``global`` is the whole anonymized image, ``local`` its crop to the PII box (the smallest
    box holding all the image's PII boxes); the original's local counterpart, the same crop
-   of the original, goes to ``<out>/<dataset>/_originals/local/``. A manifest beside each
+   of the original, goes to ``<out>/<dataset>/_originals/local/``, and the PII mask each
+   method got (white = PII) to ``<out>/<dataset>/_originals/pii_mask/``: metrics that need it
+   (background preservation) find it in the ``pii_mask`` column of ``pairs.csv``, global scope. A manifest beside each
    method's outputs records the method's identity: an unchanged method whose outputs are
    intact is not run again. A method that fails on an image (raises, or returns the wrong
    shape, dtype or NaN) gets a one-line failure naming it and the image; the run goes on.
@@ -46,7 +48,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench import evaluate, images
-from bench.dataset import PairsTable, outside_root
+from bench.dataset import MASK_COLUMN, PairsTable, outside_root
 from bench.errors import ImageError, InputError, printable
 from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
 from bench.leaderboard import build_leaderboard, check_n_boot
@@ -61,8 +63,10 @@ from bench.methods import (
     local_box,
     local_crop,
     match_folder,
+    format_value,
     method_slug,
     resolve_method,
+    sweep,
 )
 from bench.runner import MetricOutcome, ScoreResult, score_pairs, write_outputs
 from bench.setmetrics import (
@@ -90,6 +94,9 @@ ORIGINALS_PREFIX = "originals/"
 ORIGINAL_CROPS = "_originals"
 #: Identity of the originals' crops: changes only if the crop rule does.
 CROPS_IDENTITY = "local crop to the bounding box of the PII boxes, v1"
+#: The originals' PII masks (white = PII) as the methods got them, beside their crops in
+#: ``_originals/``: what metrics that need a mask (background preservation) read, global scope.
+MASK_SCOPE = "pii_mask"
 MANIFEST = "manifest.json"
 #: Folder of the user methods' own stdout/stderr, one log per method.
 METHOD_LOGS = "_logs"
@@ -359,7 +366,8 @@ class _Job:
     def _produce_isolated(self, original: OriginalImage, image: np.ndarray, pii_mask: np.ndarray) -> np.ndarray:
         assert self.worker is not None
         try:
-            status, value = self.worker.call(image, pii_mask, original.boxes, where=original.key)
+            status, value = self.worker.call(image, pii_mask, original.boxes, where=original.key,
+                                             params=self.method.params)
         except WorkerDied as exc:
             raise MethodFailure(f"method {self.method.name!r}: image {original.key}: {exc} "
                                 f"(its output is in {self.worker.log_path})") from None
@@ -429,7 +437,8 @@ def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _O
             pending.append(job)
     local_originals[original.relative] = crops.path("local", original)
     crop_ready = crops.reusable(original, ("local",))
-    if not pending and crop_ready:
+    mask_ready = crops.reusable(original, (MASK_SCOPE,))
+    if not pending and crop_ready and mask_ready:
         return
     image = images.load_rgb(original.path)
     height, width = image.shape[:2]
@@ -438,7 +447,9 @@ def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _O
         raise InputError(f"{original.key}: no PII box overlaps the {width}x{height} image; fix its boxes in pii.json")
     if not crop_ready:
         crops.write(original, "local", local_crop(image, box))
-    pii_mask = _pii_mask(original, height, width) if pending else None
+    pii_mask = _pii_mask(original, height, width) if pending or not mask_ready else None
+    if not mask_ready:
+        crops.write(original, MASK_SCOPE, np.where(pii_mask, 255, 0).astype(np.uint8))
     for job in pending:  # start every pending worker at once: their imports overlap
         if job.worker is not None:
             job.worker.start()
@@ -457,7 +468,7 @@ def _anonymize_original(original: OriginalImage, jobs: Sequence[_Job], crops: _O
 
 
 # ----------------------------------------------------------------------------- pairs
-PAIR_COLUMNS = ("original", "anonymized", "dataset", "scope", "method", "image")
+PAIR_COLUMNS = ("original", "anonymized", "dataset", "scope", "method", "image", MASK_COLUMN)
 
 
 def relative_to(path: Path, base: Path) -> str:
@@ -484,6 +495,9 @@ def pairs_table(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], l
             "scope": scope,
             "method": result.method.name,
             "image": original.key,
+            # Background preservation is a global-scope notion: local crops get no mask.
+            MASK_COLUMN: relative_to(out_root / ORIGINAL_CROPS / MASK_SCOPE / original.output_name, out_root)
+            if scope == "global" else "",
         }
         for result in outputs
         for original in benchmark_set.originals
@@ -516,9 +530,24 @@ def _groups(dataset: str, table: PairsTable, keys: Sequence[tuple[str, str]]) ->
 
 # ----------------------------------------------------------------------------- record
 def _metric_entry(outcome: MetricOutcome | SetMetricOutcome, level: str, min_samples: int = 0) -> dict[str, Any]:
-    return {"level": level, "status": outcome.status, "key": outcome.key, "reason": outcome.reason,
-            "weights_status": outcome.weights_status, "label": outcome.label or outcome.name,
-            "higher_is_more_anonymous": outcome.higher_is_more_anonymous, "min_samples": min_samples}
+    entry = {"level": level, "status": outcome.status, "key": outcome.key, "reason": outcome.reason,
+             "weights_status": outcome.weights_status, "label": outcome.label or outcome.name,
+             "higher_is_more_anonymous": outcome.higher_is_more_anonymous, "min_samples": min_samples}
+    return {**entry, **_metric_facts(outcome.name)}
+
+
+def _metric_facts(name: str) -> dict[str, Any]:
+    """What trade-off views read of a metric, from its class: family, utility direction and
+    view, and the scopes it scores (background preservation: global only)."""
+    try:
+        cls = metric_class(name)
+    except MetricError:
+        return {}
+    facts: dict[str, Any] = {"family": cls.family, "higher_is_more_useful": cls.higher_is_more_useful,
+                             "utility_view": cls.utility_view}
+    if cls.needs_pii_mask:
+        facts["scopes"] = list(getattr(cls, "scopes", SCOPES))
+    return facts
 
 
 def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table: PairsTable,
@@ -543,6 +572,9 @@ def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table
         methods[result.method.name] = {
             "identity": result.method.identity,
             "kind": result.method.kind,
+            # A sweep's setting: its base method and parameter values (as row names show them).
+            "base": result.method.base_name,
+            "params": {name: format_value(value) for name, value in result.method.params},
             "source": result.method.source,
             "n_images": len(benchmark_set.originals),
             # In the order of bench.leaderboard's IMAGE, SCOPE, ORIGINAL_SHA, ... positions.
@@ -611,12 +643,18 @@ class BenchmarkResult:
         return [printable(line) for line in lines]  # a newline or escape in a path stays on its line
 
 
-def _methods(specs: Sequence[str], *, allow_outside_root: bool = False) -> list[Method]:
-    """The built-ins, then the user's methods; a name given twice counts once."""
+def _methods(specs: Sequence[str], params: Sequence[Sequence[str]] | None = None, *,
+             allow_outside_root: bool = False) -> list[Method]:
+    """The built-ins, then the user's methods, each swept over its ``--param`` assignments
+    (``params[i]`` belongs to ``specs[i]``); a name given twice counts once."""
+    params = list(params or [])
+    if len(params) > len(specs):
+        raise InputError("--param needs a --method before it: it sets a parameter of the method given just before it")
     chosen = {method.name: method for method in builtin_methods()}
-    for spec in specs:
-        method = resolve_method(spec, allow_outside_root=allow_outside_root)
-        chosen.setdefault(method.name, method)
+    for i, spec in enumerate(specs):
+        for method in sweep(resolve_method(spec, allow_outside_root=allow_outside_root),
+                            params[i] if i < len(params) else ()):
+            chosen.setdefault(method.name, method)
     slugs: dict[str, str] = {}
     for method in chosen.values():
         if not method.name.isprintable():
@@ -637,6 +675,19 @@ def metric_names(spec: str | None, metric_options: Mapping[str, Any]) -> list[st
     return evaluate.metric_names(spec or ",".join(DEFAULT_METRICS), dict(metric_options))
 
 
+def _check_tradeoff(spec: str | None, names: Sequence[str]) -> None:
+    """--tradeoff names two metrics of the run: said before anything is computed."""
+    if spec is None:
+        return
+    parts = [part.strip() for part in spec.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"--tradeoff {spec!r}: give two metrics, PRIVACY_METRIC,UTILITY_METRIC (e.g. mse,background_ssim)")
+    missing = [part for part in parts if part not in names]
+    if missing:
+        raise InputError(f"--tradeoff {spec!r}: {', '.join(missing)} not among the metrics of this run "
+                         f"({', '.join(names)}); add it to --metrics")
+
+
 def _level(name: str) -> str:
     try:
         return metric_class(name).level
@@ -647,6 +698,7 @@ def _level(name: str) -> str:
 def run_benchmark(
     method_specs: Sequence[str],
     *,
+    method_params: Sequence[Sequence[str]] | None = None,
     dataset: str | os.PathLike[str] = FIXTURES,
     metrics: str | None = None,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -663,16 +715,22 @@ def run_benchmark(
     privacy: bool = False,
     method_timeout: float = DEFAULT_TIMEOUT_S,
     allow_outside_root: bool = False,
+    tradeoff: str | None = None,
 ) -> BenchmarkResult:
     """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
-    files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``."""
+    files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``.
+
+    `method_params` holds, for each of `method_specs`, its ``NAME=V1,V2`` assignments: each
+    setting of the grid they make is its own method (`bench.methods.sweep`). `tradeoff`
+    ("PRIVACY,UTILITY") chooses the axes of the trade-off views (default: `bench.tradeoff.choose_axes`)."""
     check_n_boot(n_boot)  # before anonymizing, scoring and attacking, not after
     options = dict(metric_options or {})
     names = metric_names(metrics, options)
     if sort is not None and sort not in names:
         raise InputError(f"--sort {sort!r} is not among the metrics of this run: {', '.join(names)}")
+    _check_tradeoff(tradeoff, names)
     benchmark_set = load_benchmark_set(dataset, allow_outside_root=allow_outside_root)
-    methods = _methods(method_specs, allow_outside_root=allow_outside_root)
+    methods = _methods(method_specs, method_params, allow_outside_root=allow_outside_root)
     # The CLI passes absolute paths; a Python caller's relative ones are made absolute once, here.
     out_root = Path(os.path.abspath(out)) / benchmark_set.name
     store_path = Path(os.path.abspath(store_path))
@@ -691,7 +749,7 @@ def run_benchmark(
         attacks = _privacy(benchmark_set, table, out_root, device) if privacy else None
         record = _record(benchmark_set, outputs, table, keys, scored, set_scores, attacks)
         store.record_benchmark(scored.run_id, benchmark_set.name, benchmark_set.sha256, record)
-        board = build_leaderboard(store, record, n_boot=n_boot, seed=seed, sort=sort)
+        board = build_leaderboard(store, record, n_boot=n_boot, seed=seed, sort=sort, tradeoff=tradeoff)
     board = replace(board, notes=(RUN_BOARD_NOTE.format(dataset=benchmark_set.name), *board.notes))
     write_outputs(scored, out_root)
     written = write_leaderboard(board, out_root)

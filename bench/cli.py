@@ -303,6 +303,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", action="append", default=None, metavar="METHOD",
                    help="benchmark this method (repeatable): a built-in (mask, blur, pixelate, inpaint), "
                         "an installed plugin name, module:function, or NAME=DIR of already-anonymized images")
+    p.add_argument("--param", action=_ParamAction, default=None, metavar="NAME=V1,V2",
+                   help="sweep a parameter of the --method given just before it (repeatable: several make a "
+                        "grid); each setting is its own row, e.g. blur[radius=8]")
+    p.add_argument("--tradeoff", default=None, metavar="PRIVACY_METRIC,UTILITY_METRIC",
+                   help="with --method: the axes of the privacy-utility trade-off views (default: a face detector "
+                        "or distance metric against a utility metric, when the run has both families)")
+    p.add_argument("--utility", default=None, metavar="MODULE:FUNCTION",
+                   help="with --method: score your task function fn(image) -> float (higher = more useful) on "
+                        "every anonymized image, as the utility metric 'task'")
     p.add_argument("--dataset", default="fixtures",
                    help="benchmark set for --method: 'fixtures' (the demo set) or a folder with images/ and pii.json")
     p.add_argument("--annotations", type=Path, action="append", default=None,
@@ -340,9 +349,27 @@ def _add_isolation_options(p: argparse.ArgumentParser) -> None:
                         "resolve (through a symlink) outside their folder")
 
 
+class _ParamAction(argparse.Action):
+    """``--param`` belongs to the ``--method`` given just before it on the command line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001 - argparse's signature
+        methods = getattr(namespace, "method", None) or []
+        if not methods:
+            raise argparse.ArgumentError(self, "give --method before it: --param sets a parameter of the "
+                                               "--method just before it, e.g. --method blur --param radius=2,4")
+        params = list(getattr(namespace, self.dest, None) or [])
+        params += [[] for _ in range(len(methods) - len(params))]
+        params[len(methods) - 1].append(values)
+        setattr(namespace, self.dest, params)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.method:
         return _benchmark(args)
+    if args.utility or getattr(args, "tradeoff", None):
+        from bench.errors import InputError
+
+        raise InputError("--utility and --tradeoff belong to benchmark runs; give --method too")
     return _evaluate(args, splits=None)
 
 
@@ -365,9 +392,11 @@ def _benchmark(args: argparse.Namespace) -> int:
     runs = _runs_dir()
     result = benchmark.run_benchmark(
         args.method,
+        method_params=args.param,
         dataset=args.dataset,
         metrics=args.metrics,
-        metric_options=evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2),
+        metric_options={**evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2),
+                        **({"task": {"function": args.utility}} if args.utility else {})},
         out=args.out or runs / "bench",
         store_path=args.store or runs / DEFAULT_STORE_NAME,
         device=args.device,
@@ -381,6 +410,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         privacy=args.privacy,
         method_timeout=args.method_timeout,
         allow_outside_root=args.allow_outside_root,
+        tradeoff=args.tradeoff,
     )
     print("\n".join(result.summary_lines()))
     print()
@@ -487,6 +517,8 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
                    help="sort metric (default: PerceptAnon, else lpips, inception_dist, ssim)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed")
+    p.add_argument("--tradeoff", default=None, metavar="PRIVACY_METRIC,UTILITY_METRIC",
+                   help="the axes of the privacy-utility trade-off views (default: see bench run --tradeoff)")
     p.add_argument("--drop", action="append", default=None, metavar="NAME",
                    help="remove this method from the stored leaderboard (repeatable); its scores stay in the store")
     p.add_argument("--allow-outside-root", action="store_true",
@@ -504,6 +536,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         dataset=args.dataset, store_path=args.store or runs / DEFAULT_STORE_NAME, out=args.out,
         leaderboards_dir=runs / "leaderboard", n_boot=args.n_boot, seed=args.seed, sort=args.sort,
         drop=args.drop or (), allow_outside_root=args.allow_outside_root,
+        tradeoff=args.tradeoff,
     )
     for name in dropped:
         print(f"dropped {name} from the stored leaderboard")

@@ -100,6 +100,10 @@ def _annotator_list(value: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- table
+#: Optional column of a pairs table: the pair's PII mask, which benchmark runs write (global scope).
+MASK_COLUMN = "pii_mask"
+
+
 @dataclass
 class PairsTable:
     """One annotation file as a table of pairs.
@@ -157,6 +161,13 @@ class PairsTable:
 
     def original_paths(self) -> list[Path]:
         return self.paths("original")
+
+    def mask_paths(self) -> list[Path | None] | None:
+        """Absolute path of each pair's PII mask (``pii_mask`` column: white = PII), None where a
+        pair has none; None when the table has no such column (annotation CSVs)."""
+        if MASK_COLUMN not in self.frame.columns:
+            return None
+        return [self._abs(v) if isinstance(v, str) and v else None for v in self.frame[MASK_COLUMN].tolist()]
 
     def anonymized_paths(self) -> list[Path]:
         return self.paths("anonymized")

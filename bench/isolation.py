@@ -129,16 +129,17 @@ class MethodWorker:
 
     # ------------------------------------------------------------------ one image
     def call(self, image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[tuple[int, ...]], *,
-             where: str) -> tuple[str, Any]:
+             where: str, params: Sequence[tuple[str, Any]] = ()) -> tuple[str, Any]:
         """``("ok", array)`` or ``("failed", one-line message)`` from the worker; raises
-        `WorkerDied` (and restarts on the next call) when the worker ends or times out."""
+        `WorkerDied` (and restarts on the next call) when the worker ends or times out.
+        `params` (a sweep's setting) are passed to the method as keyword arguments."""
         self.start()
         assert self._process is not None and self._requests is not None and self._replies is not None
         if not self._ready:
             self._wait_reply(_START_TIMEOUT_S, starting=True)
             self._ready = True
         try:
-            self._requests.send((image, pii_mask, [tuple(int(v) for v in box) for box in boxes], where))
+            self._requests.send((image, pii_mask, [tuple(int(v) for v in box) for box in boxes], where, dict(params)))
         except (OSError, EOFError):
             raise self._died(None) from None
         return self._wait_reply(self.timeout_s, starting=False)
@@ -226,9 +227,9 @@ def worker_main() -> None:
             return
         if request is None:
             return
-        image, pii_mask, boxes, where = request
+        image, pii_mask, boxes, where, params = request
         try:
-            output = function(image, pii_mask, boxes)
+            output = function(image, pii_mask, boxes, **params)
             check_output(name, output, image.shape, where=where)
         except MethodFailure as exc:
             replies.send(("failed", str(exc)))

@@ -36,6 +36,7 @@ from bench.evaluate import metric_label
 from bench.methods import REFERENCE_METHODS
 from bench.setmetrics import group_key, lookup_spread, too_few_note
 from bench.store import ResultsStore
+from bench.tradeoff import build_tradeoffs, choose_axes
 from reports.leaderboard import (
     BoardRow,
     Entry,
@@ -168,8 +169,11 @@ def build_leaderboard(
     seed: int = 0,
     sort: str | None = None,
     examples: int = EXAMPLES,
+    tradeoff: str | None = None,
 ) -> Leaderboard:
-    """The leaderboard of one (possibly merged) record, values read from `store`."""
+    """The leaderboard of one (possibly merged) record, values read from `store`, with its
+    privacy–utility trade-off views on the axes `tradeoff` ("PRIVACY,UTILITY"; default: see
+    `bench.tradeoff.choose_axes`)."""
     check_n_boot(n_boot)
     dataset = record["dataset"]["name"]
     metrics = {name: info for name, info in record["metrics"].items() if info["status"] == "ok"}
@@ -180,10 +184,11 @@ def build_leaderboard(
         for scope in ("global", "local"):
             pairs = [pair for pair in entry["pairs"] if pair[SCOPE] == scope]
             rows.append(BoardRow(method=method, scope=scope,
+                                 params=tuple((str(k), str(v)) for k, v in (entry.get("params") or {}).items()),
                                  entries=_row_entries(store, metrics, dataset, method, scope, pairs, entry,
                                                       n_boot=n_boot, seed=seed)))
     ordered = sort_rows(rows, next((c for c in columns if c.name == sort_metric), None))
-    return Leaderboard(
+    board = Leaderboard(
         title=f"Anonymization leaderboard: {dataset}",
         dataset=dataset,
         columns=columns,
@@ -199,6 +204,13 @@ def build_leaderboard(
         provenance=_provenance(record),
         privacy=_privacy_block(record, ordered),
     )
+    # The trade-off views read the board's cells, so their numbers are the leaderboard's. An
+    # axis that did not compute (weights missing) costs the views, not the leaderboard.
+    try:
+        views = build_tradeoffs(board, record, tradeoff)
+    except InputError as exc:
+        return replace(board, notes=(*board.notes, f"Trade-off views not drawn: {exc}"))
+    return replace(board, tradeoffs=views)
 
 
 NOT_RUN_FOR_METHOD = ("privacy attacks not run for this method (its run had --no-privacy, or predates them); "
@@ -262,7 +274,8 @@ def _row_entries(store: ResultsStore, metrics: Mapping[str, Any], dataset: str, 
                   if entry.get("failures") else "no pairs")
         return {name: Entry(note=reason) for name in metrics}
     return {
-        name: (_set_entry(store, info, dataset, method, scope, pairs) if info["level"] == "set"
+        name: (Entry(note=f"{' and '.join(info['scopes'])} scope only") if scope not in info.get("scopes", (scope,))
+               else _set_entry(store, info, dataset, method, scope, pairs) if info["level"] == "set"
                else _pair_entries(store, info, pairs, n_boot=n_boot, seed=seed))
         for name, info in metrics.items()
     }
@@ -356,6 +369,7 @@ def stored_leaderboard(
     sort: str | None = None,
     drop: Sequence[str] = (),
     allow_outside_root: bool = False,
+    tradeoff: str | None = None,
 ) -> tuple[Leaderboard, dict[str, Path], list[str]]:
     """`bench leaderboard`: every method ever benchmarked on the dataset, from the store,
     written to `out` (default ``<leaderboards_dir>/<dataset name>``). Methods in `drop` are
@@ -383,6 +397,8 @@ def stored_leaderboard(
         if not records:
             raise InputError(f"every method of the {benchmark_set.name} leaderboard was dropped; "
                              f"run `bench run --method NAME --dataset {dataset}` to start a new one")
-        board = build_leaderboard(store, merge_records(records), n_boot=n_boot, seed=seed, sort=sort)
+        merged = merge_records(records)
+        choose_axes(tradeoff, merged["metrics"])  # a wrong --tradeoff is one line, before any work
+        board = build_leaderboard(store, merged, n_boot=n_boot, seed=seed, sort=sort, tradeoff=tradeoff)
     written = write_leaderboard(board, out or Path(leaderboards_dir) / benchmark_set.name)
     return board, written, dropped

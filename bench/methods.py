@@ -36,6 +36,14 @@ so unchanged methods are not re-run: built-ins by name and suite version, plugin
 distribution's name and version, ``module:function`` by the sha256 of the named module's file
 and of the file defining the function (its own source where there is no file), folders by the
 sha256 of every file in them.
+
+Parameters. A method declares its tunable parameters (`Parameter`): a built-in, or a user's
+function, through an attribute ``bench_parameters`` (a sequence of `Parameter`), or else
+through the keyword arguments after ``(image, pii_mask, boxes)`` that have defaults
+(`inspect.signature`; the type is the default's). `sweep` turns ``NAME=V1,V2`` assignments
+into one `Method` per setting (several assignments make a grid), named ``blur[radius=8]``;
+its identity is the base method's plus the values, so every setting is cached on its own,
+and the values are called as keyword arguments: ``fn(image, pii_mask, boxes, radius=8.0)``.
 """
 
 from __future__ import annotations
@@ -43,13 +51,16 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import itertools
+import json
 import math
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,10 +107,11 @@ def local_box(boxes: Sequence[Sequence[int]], height: int, width: int) -> Box | 
     return min(x0s), min(y0s), max(x1s), max(y1s)
 
 
-def mask(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-    """Solid fill: every PII pixel becomes `MASK_FILL`. ``boxes`` is not used."""
+def mask(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box], *,
+         colour: tuple[int, int, int] = MASK_FILL) -> np.ndarray:
+    """Solid fill: every PII pixel becomes `colour` (default `MASK_FILL`). ``boxes`` is not used."""
     out = image.copy()
-    out[pii_mask] = np.asarray(MASK_FILL, dtype=np.uint8)
+    out[pii_mask] = np.asarray(colour, dtype=np.uint8)
     return out
 
 
@@ -118,8 +130,10 @@ def _blur_margin(radius: float) -> int:
     return 4 * (math.ceil(radius) + 1)
 
 
-def blur(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-    """Gaussian blur of each box with ``radius = box width / 8`` (PIL ``GaussianBlur``).
+def blur(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box], *,
+         radius: float | None = None) -> np.ndarray:
+    """Gaussian blur of each box (PIL ``GaussianBlur``) with standard deviation `radius`
+    pixels; by default ``radius = box width / 8`` (`blur_radius`).
 
     Per box: blur the box plus a margin (same result inside the box as blurring the whole
     image), then copy back only the PII pixels of that box.
@@ -133,20 +147,22 @@ def blur(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box]) -> np.nd
         if box is None:
             continue
         x0, y0, x1, y1 = box
-        radius = blur_radius(box)
-        margin = _blur_margin(radius)
+        box_radius = blur_radius(box) if radius is None else float(radius)
+        margin = _blur_margin(box_radius)
         cx0, cy0 = max(0, x0 - margin), max(0, y0 - margin)
         cx1, cy1 = min(width, x1 + margin), min(height, y1 + margin)
         region = Image.fromarray(np.ascontiguousarray(image[cy0:cy1, cx0:cx1]), mode="RGB")
-        blurred = np.asarray(region.filter(ImageFilter.GaussianBlur(radius)))
+        blurred = np.asarray(region.filter(ImageFilter.GaussianBlur(box_radius)))
         inner = blurred[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
         sel = pii_mask[y0:y1, x0:x1]
         out[y0:y1, x0:x1][sel] = inner[sel]
     return out
 
 
-def pixelate(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-    """16 x 16 pixel blocks, each replaced by its mean colour inside the PII mask.
+def pixelate(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box], *,
+             block: int = PIXELATE_BLOCK) -> np.ndarray:
+    """`block` x `block` pixel blocks (default 16), each replaced by its mean colour inside
+    the PII mask.
 
     The block grid is anchored at the box's top-left corner and clipped at the box edge (the
     last row/column of blocks may be narrower). The mean is over all pixels of the block
@@ -155,7 +171,7 @@ def pixelate(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box]) -> n
     """
     height, width = pii_mask.shape
     out = image.copy()
-    b = PIXELATE_BLOCK
+    b = int(block)
     for raw in boxes:
         box = _clip_box(raw, height, width)
         if box is None:
@@ -211,6 +227,120 @@ def identity(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box]) -> n
 REFERENCE_METHODS: dict[str, MethodFunction] = {"identity": identity}
 
 
+# ----------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class Parameter:
+    """One tunable parameter of a method: what ``--param NAME=V1,V2`` may set."""
+
+    name: str
+    #: The value the method uses when the parameter is not given (None: the method decides).
+    default: Any
+    #: "int", "float", "bool", "str" or "colour" (``#RRGGBB``, called as an (r, g, b) tuple).
+    kind: str = "str"
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def describe(self) -> str:
+        """``radius (float, default: box width / 8)``, for one-line errors and help."""
+        default = self.help if self.default is None and self.help else format_value(self.default)
+        low, high = (None if bound is None else format_value(bound) for bound in (self.minimum, self.maximum))
+        bounds = (f", in [{low}, {high}]" if low is not None and high is not None
+                  else f", >= {low}" if low is not None else f", <= {high}" if high is not None else "")
+        return f"{self.name} ({self.kind}{bounds}, default {default})"
+
+    def parse(self, text: str) -> Any:
+        """The value of `text` for this parameter; ValueError (a short reason) if it is not one."""
+        text = text.strip()
+        if self.kind == "int":
+            value: Any = int(text)
+        elif self.kind == "float":
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError("not a finite number")
+        elif self.kind == "bool":
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError("not true or false")
+            value = text.lower() in ("true", "1", "yes")
+        elif self.kind == "colour":
+            digits = text.removeprefix("#")
+            if len(digits) != 6:
+                raise ValueError("not a colour #RRGGBB")
+            value = tuple(int(digits[i:i + 2], 16) for i in (0, 2, 4))
+        else:
+            value = _guess_value(text) if self.default is None else text
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if self.minimum is not None and value < self.minimum:
+                raise ValueError(f"below its minimum {format_value(self.minimum)}")
+            if self.maximum is not None and value > self.maximum:
+                raise ValueError(f"above its maximum {format_value(self.maximum)}")
+        return value
+
+
+def format_value(value: Any) -> str:
+    """A parameter value as row names show it: 8.0 -> "8", (0, 0, 0) -> "#000000"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        short = format(value, "g")
+        return short if float(short) == value else repr(value)
+    if isinstance(value, tuple) and len(value) == 3 and all(isinstance(v, int) for v in value):
+        return "#" + "".join(f"{v:02x}" for v in value)
+    return str(value)
+
+
+def _guess_value(text: str) -> Any:
+    """A value for a parameter whose default says nothing of its type: int, else float, else text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+_KINDS_OF_DEFAULTS = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
+def method_parameters(function: Callable[..., Any] | None) -> tuple[Parameter, ...]:
+    """The parameters `function` declares: its ``bench_parameters`` attribute, else its
+    keyword arguments after the first three that have defaults."""
+    if function is None:
+        return ()
+    declared = getattr(function, "bench_parameters", None)
+    if declared is not None:
+        if not all(isinstance(p, Parameter) for p in declared):
+            raise InputError(f"{getattr(function, '__qualname__', function)}.bench_parameters must be a sequence "
+                             "of bench.methods.Parameter")
+        return tuple(declared)
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return ()
+    found = []
+    for position, parameter in enumerate(signature.parameters.values()):
+        if position < 3 or parameter.default is inspect.Parameter.empty:
+            continue
+        if parameter.kind not in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            continue
+        kind = _KINDS_OF_DEFAULTS.get(type(parameter.default), "str")
+        found.append(Parameter(parameter.name, parameter.default, kind))
+    return tuple(found)
+
+
+mask.bench_parameters = (  # type: ignore[attr-defined]
+    Parameter("colour", MASK_FILL, "colour", help="#000000"),
+)
+blur.bench_parameters = (  # type: ignore[attr-defined]
+    Parameter("radius", None, "float", help="box width / 8", minimum=0.0),
+)
+pixelate.bench_parameters = (  # type: ignore[attr-defined]
+    Parameter("block", PIXELATE_BLOCK, "int", minimum=1),
+)
+# Biharmonic inpainting has no radius to tune (OpenCV's Telea/Navier-Stokes have one).
+inpaint.bench_parameters = ()  # type: ignore[attr-defined]
+
+
 def get_method(name: str) -> MethodFunction:
     """The built-in method called ``name``; an `InputError` lists the allowed names."""
     try:
@@ -248,6 +378,19 @@ class Method:
     def isolated(self) -> bool:
         """Whether it runs in a worker process: a user's code, not a built-in."""
         return self.kind in ("plugin", "function")
+    #: One setting of a sweep: (parameter, value) pairs in declaration order; () = the defaults.
+    params: tuple[tuple[str, Any], ...] = ()
+    #: The name without the setting ("blur" for "blur[radius=8]"); "" when it is the name.
+    base: str = ""
+
+    @property
+    def base_name(self) -> str:
+        return self.base or self.name
+
+    @property
+    def parameters(self) -> tuple[Parameter, ...]:
+        """What ``--param`` may set on this method."""
+        return method_parameters(self.function)
 
     @property
     def slug(self) -> str:
@@ -286,6 +429,52 @@ def resolve_method(spec: str, *, allow_outside_root: bool = False) -> Method:
         f"unknown anonymization method {spec!r}; use a built-in ({', '.join(BUILTIN_METHODS)}), "
         f"an installed plugin ({installed}), module:function, or NAME=DIR for a folder of anonymized images"
     )
+
+
+def sweep(method: Method, assignments: Sequence[str]) -> list[Method]:
+    """One `Method` per setting of ``NAME=V1,V2,...`` `assignments` (several make a grid, in
+    the order given); `method` itself when there are none. A bad name or value is one
+    `InputError` listing the method's parameters."""
+    if not assignments:
+        return [method]
+    declared = {parameter.name: parameter for parameter in method.parameters}
+    listing = ", ".join(p.describe() for p in declared.values()) or "none"
+    what = f"--param for method {method.name!r}"
+    if method.params:
+        raise InputError(f"{what}: it is already a setting; give --param to the base method {method.base_name!r}")
+    if method.function is None or not declared:
+        reason = "is a folder of images" if method.function is None else "declares no parameters"
+        raise InputError(f"{what}: it {reason}, so it takes no --param (its parameters: none)")
+    axes: dict[str, list[Any]] = {}
+    for assignment in assignments:
+        name, has_value, values = assignment.partition("=")
+        name = name.strip()
+        if not has_value or not name:
+            raise InputError(f"{what}: {assignment!r} is not NAME=V1,V2,...; its parameters: {listing}")
+        if name not in declared:
+            raise InputError(f"{what}: unknown parameter {name!r}; its parameters: {listing}")
+        if name in axes:
+            raise InputError(f"{what}: {name!r} is given twice; list all its values in one --param {name}=V1,V2")
+        texts = [text for text in values.split(",") if text.strip()]
+        if not texts:
+            raise InputError(f"{what}: {name!r} has no values; its parameters: {listing}")
+        parsed = []
+        for text in texts:
+            try:
+                parsed.append(declared[name].parse(text))
+            except ValueError as exc:
+                raise InputError(f"{what}: {name}={text.strip()!r} is not a valid value ({exc}); "
+                                 f"its parameters: {listing}") from None
+        axes[name] = list(dict.fromkeys(parsed))
+    order = [p.name for p in declared.values() if p.name in axes]
+    settings = []
+    for combination in itertools.product(*(axes[name] for name in order)):
+        params = tuple(zip(order, combination))
+        label = ",".join(f"{name}={format_value(value)}" for name, value in params)
+        values_json = json.dumps({name: format_value(value) for name, value in params}, sort_keys=True)
+        settings.append(replace(method, name=f"{method.name}[{label}]", base=method.name, params=params,
+                                identity=f"{method.identity}, parameters {values_json}"))
+    return settings
 
 
 def builtin_methods() -> list[Method]:
@@ -459,7 +648,7 @@ def anonymize(method: Method, image: np.ndarray, pii_mask: np.ndarray, boxes: Se
     if method.function is None:
         raise TypeError(f"method {method.name!r} is a folder of images, not a function")
     try:
-        output = method.function(image.copy(), pii_mask.copy(), [tuple(box) for box in boxes])
+        output = method.function(image.copy(), pii_mask.copy(), [tuple(box) for box in boxes], **dict(method.params))
     except Exception as exc:  # the user's method may raise anything
         raise MethodFailure(f"method {method.name!r} failed on {where}: {_describe(exc)}") from exc
     check_output(method.name, output, image.shape, where=where)

@@ -32,6 +32,7 @@ scores) in one transaction. The values are those of one process: batching never 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -242,6 +243,8 @@ class WorkUnit:
     original_path: Path
     #: (pair key, anonymized path, where) for each anonymization, e.g. where="HA1.csv line 7".
     pairs: list[tuple[PairKey, Path, str]]
+    #: Pair key -> its PII mask file, for the pairs that have one (benchmark runs).
+    masks: dict[PairKey, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -249,6 +252,8 @@ class DecodedPair:
     key: PairKey
     anonymized: np.ndarray
     resized: bool
+    #: H x W bool, True on PII, for pairs with a mask file.
+    pii_mask: np.ndarray | None = None
 
 
 @dataclass
@@ -282,11 +287,26 @@ class OriginalsDataset(Dataset):
             try:
                 anonymized = images.load_rgb(anonymized_path)
                 reconciled = images.reconcile_sizes(original, anonymized, self.size_policy, where=where)
+                pii_mask = _load_mask(unit.masks[key], original.shape[:2]) if key in unit.masks else None
             except ImageError as exc:
                 errors.append((key, str(exc)))
                 continue
-            decoded.append(DecodedPair(key, reconciled, resized=reconciled is not anonymized))
+            decoded.append(DecodedPair(key, reconciled, resized=reconciled is not anonymized, pii_mask=pii_mask))
         return DecodedUnit(index, original, decoded, errors)
+
+
+def _load_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A PII mask file as H x W bool (white = PII), checked against its original's size."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as opened:
+            mask = np.asarray(opened.convert("L")) > 127
+    except OSError as exc:
+        raise ImageError(f"cannot decode PII mask {path}: {' '.join(str(exc).split())}") from None
+    if mask.shape != tuple(shape):
+        raise ImageError(f"PII mask {path} is {mask.shape[1]}x{mask.shape[0]}, its original {shape[1]}x{shape[0]}")
+    return mask
 
 
 def _as_is(item: DecodedUnit) -> DecodedUnit:
@@ -356,6 +376,13 @@ class _Batch:
         self.originals = to_device(originals, device)
         self.original_index = torch.tensor([first_seen[m.unit] for m in members], dtype=torch.long)
         self.anonymized = to_device([m.pair.anonymized for m in members], device)
+        self.masks = [m.pair.pii_mask for m in members]
+        self.device = device
+
+    def pii_masks(self, rows: torch.Tensor) -> torch.Tensor:
+        """N x 1 x H x W bool masks of the pairs at `rows` (all have one: see `_run_metric`)."""
+        stacked = np.stack([self.masks[int(i)] for i in rows])
+        return torch.from_numpy(stacked)[:, None].to(self.device)
 
 
 def to_device(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -407,6 +434,9 @@ def _concat_features(parts: list[Any]) -> Any:
 def _score_metric(metric: PairMetric, batch: _Batch, rows: torch.Tensor) -> np.ndarray:
     """Values of `metric` for the batch pairs at positions `rows`."""
     anonymized = _rows(batch.anonymized, rows)
+    if metric.needs_pii_mask:
+        original = _rows(batch.originals, batch.original_index[rows]) if metric.needs_original else None
+        return metric.score(original, anonymized, pii_mask=batch.pii_masks(rows))
     if isinstance(metric, FeaturePairMetric):
         if not metric.needs_original:
             return np.concatenate([metric.compare(None, metric.features(part)) for part, _ in _chunks(anonymized)])
@@ -444,7 +474,8 @@ def _run_metric(active: _ActiveMetric, batch: _Batch) -> list[tuple[int, float]]
     A `MetricError` on the batch is retried pair by pair, so only the pairs the metric
     rejects fail; anything else is a crash of the metric.
     """
-    positions = [i for i, key in enumerate(batch.keys) if key in active.missing]
+    positions = [i for i, key in enumerate(batch.keys)
+                 if key in active.missing and (not active.metric.needs_pii_mask or batch.masks[i] is not None)]
     if not positions:
         return []
     try:
@@ -489,6 +520,11 @@ def _build_metrics(
             cls = metric_class(name)
             if cls.level != "pair":
                 notes.append(f"{name}: a {cls.level} metric (one value per group of pairs), not scored per pair")
+                continue
+            if cls.needs_pii_mask and "pii_masks_sha256" not in dict((options or {}).get(name, {})):
+                outcomes.append(MetricOutcome(name=name, status="unavailable", reason=(
+                    f"{name} needs each pair's PII mask, which this table has not; it is computed by "
+                    "benchmark runs (bench run --method), whose sets have PII regions")))
                 continue
             metric = build_metric(name, device=str(device), **dict((options or {}).get(name, {})))
         except MetricError as exc:
@@ -564,17 +600,20 @@ def score_pairs(
     images.check_size_policy(size_policy)
     resolved = dist.rank_device(device)
 
-    outcomes, built, notes = _build_metrics(metric_names, resolved, metric_options)
     frame = table.frame
     keys, failures = _pair_keys(table)
     known_keys = list(dict.fromkeys(k for k in keys if k is not None))
+    masks = _pair_masks(table, keys)
+    metric_options = _with_mask_digest(metric_names, metric_options, masks)
+    outcomes, built, notes = _build_metrics(metric_names, resolved, metric_options)
 
     active: list[_ActiveMetric] = []
     for outcome, metric in built:
         store.register_metric(metric)
-        stored = store.lookup(outcome.key, known_keys, allow_resized=size_policy == "resize")
+        eligible = [key for key in known_keys if key in masks] if metric.needs_pii_mask else known_keys
+        stored = store.lookup(outcome.key, eligible, allow_resized=size_policy == "resize")
         outcome.reused = len(stored)
-        active.append(_ActiveMetric(outcome, metric, set(known_keys) - stored.keys(), dict(stored)))
+        active.append(_ActiveMetric(outcome, metric, set(eligible) - stored.keys(), dict(stored)))
 
     provenance = run_provenance(
         device=_describe_device(resolved),
@@ -602,7 +641,8 @@ def score_pairs(
     failures.extend(_scoring_failures(frame, keys, decode_errors, active))
     failures.sort(key=lambda f: (f.row, f.metric or ""))
     for item in active:
-        item.outcome.failed = sum(1 for key in keys if key not in item.values)
+        item.outcome.failed = sum(1 for key in keys if key not in item.values
+                                  and (not item.metric.needs_pii_mask or key in masks))
     result = ScoreResult(
         scores=_long_table(frame, keys, active),
         pairs=_pair_columns(table),
@@ -631,6 +671,34 @@ def _pair_keys(table: PairsTable) -> tuple[list[PairKey | None], list[PairFailur
         else:
             keys.append((hashes[original], hashes[anonymized]))
     return keys, failures
+
+
+def _pair_masks(table: PairsTable, keys: Sequence[PairKey | None]) -> dict[PairKey, Path]:
+    """Pair key -> PII mask file, for the pairs of the table that have one."""
+    paths = table.mask_paths()
+    if paths is None:
+        return {}
+    return {key: path for key, path in zip(keys, paths) if key is not None and path is not None}
+
+
+def _with_mask_digest(names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None,
+                      masks: Mapping[PairKey, Path]) -> dict[str, dict[str, Any]]:
+    """`options`, with the digest of the (original, mask) pairs given to each metric that
+    needs PII masks: the masks shape its values, so they are in its cache key. Nothing is
+    added without masks (such a metric is then unavailable, see `_build_metrics`)."""
+    merged = {name: dict(values) for name, values in (options or {}).items()}
+    if not masks:
+        return merged
+    digest = hashlib.sha256("\n".join(sorted(f"{key[0]} {file_sha256(path)}" for key, path in masks.items()))
+                            .encode()).hexdigest()
+    for name in names:
+        try:
+            needs = metric_class(name).needs_pii_mask
+        except MetricError:
+            continue  # reported by _build_metrics
+        if needs:
+            merged.setdefault(name, {})["pii_masks_sha256"] = digest
+    return merged
 
 
 def _scoring_failures(
@@ -670,7 +738,7 @@ def _compute_missing(
     Under torchrun the work is shared by every rank (`_compute_sharded`); `job_device` is the
     --device each of them resolves for itself.
     """
-    units = _work_units(table, keys, set().union(*(item.missing for item in active)))
+    units = _work_units(table, keys, set().union(*(item.missing for item in active)), _pair_masks(table, keys))
     decode_errors: dict[PairKey, str] = {}
     if not units:
         return decode_errors
@@ -707,8 +775,10 @@ def _compute_missing(
     return decode_errors
 
 
-def _work_units(table: PairsTable, keys: Sequence[PairKey | None], pending: set[PairKey]) -> list[WorkUnit]:
-    """One unit per original content with at least one pending pair; each pair once."""
+def _work_units(table: PairsTable, keys: Sequence[PairKey | None], pending: set[PairKey],
+                masks: Mapping[PairKey, Path] | None = None) -> list[WorkUnit]:
+    """One unit per original content with at least one pending pair; each pair once, with its
+    PII mask where it has one."""
     units: dict[str, WorkUnit] = {}
     seen: set[PairKey] = set()
     original_paths, anonymized_paths = table.paths("original"), table.paths("anonymized")
@@ -718,6 +788,8 @@ def _work_units(table: PairsTable, keys: Sequence[PairKey | None], pending: set[
         seen.add(key)
         unit = units.setdefault(key[0], WorkUnit(original_paths[i], []))
         unit.pairs.append((key, anonymized_paths[i], table.where(i)))
+        if masks and key in masks:
+            unit.masks[key] = masks[key]
     return list(units.values())
 
 

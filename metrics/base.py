@@ -127,6 +127,16 @@ class Metric:
     name: ClassVar[str]
     # How tables and plots title the metric's column.
     label: ClassVar[str] = ""
+    # Which family the metric belongs to: "perceptual" (distortions, learned judges of
+    # anonymity, privacy attacks) or "utility" (what an anonymized image is still good for).
+    family: ClassVar[str] = "perceptual"
+    # Its direction as a utility, where it can serve as one (trade-off views); None where it
+    # cannot. A utility metric states both directions: higher_is_more_anonymous is its opposite.
+    higher_is_more_useful: ClassVar[bool | None] = None
+    # What kind of utility it measures ("background", "realism", "task", ...), "" for none.
+    utility_view: ClassVar[str] = ""
+    # Whether `score` needs the pairs' PII masks (`pii_mask`, N x 1 x H x W bool, True on PII).
+    needs_pii_mask: ClassVar[bool] = False
     version: ClassVar[str]
     higher_is_more_anonymous: ClassVar[bool]
     level: ClassVar[str]
@@ -193,16 +203,34 @@ class Metric:
 class PairMetric(Metric):
     level: ClassVar[str] = "pair"
 
-    def score(self, original: torch.Tensor, anonymized: torch.Tensor) -> np.ndarray:
-        """One float64 per pair."""
+    def score(self, original: torch.Tensor, anonymized: torch.Tensor, pii_mask: torch.Tensor | None = None) -> np.ndarray:
+        """One float64 per pair; `pii_mask` is given to (and required by) `needs_pii_mask` metrics."""
         check_inputs(original if self.needs_original else None, anonymized, metric=self.name)
+        if self.needs_pii_mask:
+            check_pii_mask(pii_mask, anonymized, metric=self.name)
         with torch.inference_mode():
-            values = self._score(original, anonymized)
+            values = self._score_masked(original, anonymized, pii_mask) if self.needs_pii_mask \
+                else self._score(original, anonymized)
         return np.asarray(values.detach().cpu().double() if isinstance(values, torch.Tensor) else values,
                           dtype=np.float64).reshape(-1)
 
     def _score(self, original: torch.Tensor, anonymized: torch.Tensor) -> torch.Tensor | np.ndarray:
         raise NotImplementedError
+
+    def _score_masked(self, original: torch.Tensor, anonymized: torch.Tensor,
+                      pii_mask: torch.Tensor) -> torch.Tensor | np.ndarray:
+        raise NotImplementedError
+
+
+def check_pii_mask(pii_mask: torch.Tensor | None, anonymized: torch.Tensor, *, metric: str) -> None:
+    """The PII-mask contract of `needs_pii_mask` metrics: bool N x 1 x H x W, the images' N, H, W."""
+    if pii_mask is None:
+        raise InputError(f"{metric}: needs the PII mask of each pair; only benchmark runs (bench run --method) "
+                         "have one")
+    expected = (anonymized.shape[0], 1, *anonymized.shape[2:])
+    if not isinstance(pii_mask, torch.Tensor) or pii_mask.dtype != torch.bool or tuple(pii_mask.shape) != expected:
+        shape = tuple(pii_mask.shape) if isinstance(pii_mask, torch.Tensor) else type(pii_mask).__name__
+        raise InputError(f"{metric}: the PII mask must be a bool tensor of shape {expected}, got {shape}")
 
 
 class FeaturePairMetric(PairMetric):

@@ -45,12 +45,18 @@ class MetricFacts:
     min_samples: int | None = None
     #: Why the class could not be imported (then only name and target are known).
     error: str = ""
+    #: "perceptual" or "utility", and the direction as a utility (None: not a utility view).
+    family: str = ""
+    higher_is_more_useful: bool | None = None
 
     @property
     def direction(self) -> str:
         if self.higher_is_more_anonymous is None:
             return "?"
-        return "higher = more anonymous" if self.higher_is_more_anonymous else "lower = more anonymous"
+        anonymous = "higher = more anonymous" if self.higher_is_more_anonymous else "lower = more anonymous"
+        if self.family != "utility" or self.higher_is_more_useful is None:
+            return anonymous
+        return f"{'higher' if self.higher_is_more_useful else 'lower'} = more useful ({anonymous})"
 
     @property
     def weights_text(self) -> str:
@@ -66,7 +72,7 @@ class MetricFacts:
             "value_range": self.value_range,
             "weights": [{"name": need.name, "status": need.status} for need in self.weights],
             "user_weights": self.user_weights, "convention": self.convention, "min_samples": self.min_samples,
-            "error": self.error,
+            "error": self.error, "family": self.family, "higher_is_more_useful": self.higher_is_more_useful,
         }
 
 
@@ -87,6 +93,7 @@ def metric_facts(name: str, target: str | None = None) -> MetricFacts:
         # A plugin without a stated convention shows its docstring's first line.
         convention=cls.convention or (doc[0] if doc else ""),
         min_samples=getattr(cls, "min_samples", None) if cls.level == "set" else None,
+        family=cls.family, higher_is_more_useful=cls.higher_is_more_useful,
     )
 
 

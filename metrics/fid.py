@@ -191,6 +191,9 @@ class _InceptionSetMetric(SetMetric):
 
     higher_is_more_anonymous: ClassVar[bool] = True
     weights_needed: ClassVar[tuple[str, ...]] = (WEIGHTS_NAME,)
+    # As a utility (trade-off views): anonymized images distributed like the originals = realistic.
+    higher_is_more_useful: ClassVar[bool] = False
+    utility_view: ClassVar[str] = "realism"
     # Why min_samples is what it is, for the error message.
     min_samples_reason: ClassVar[str]
 

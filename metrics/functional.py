@@ -140,8 +140,8 @@ def ssim(
     return per_plane.reshape(batch, channels).mean(dim=1)
 
 
-def _mean_ssim(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
-    """Mean of the SSIM map over the valid region of each (P, 1, H, W) plane pair, in float64."""
+def _ssim_map(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
+    """The SSIM map over the valid region of each (P, 1, H, W) plane pair, in float64."""
     x, y = x.double(), y.double()
     # One filter pass over all five local moments.
     moments = _valid_gaussian_blur(torch.cat([x, y, x * x, y * y, x * y]), window)
@@ -152,7 +152,60 @@ def _mean_ssim(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, c1: float
     ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)) / (
         (mean_x * mean_x + mean_y * mean_y + c1) * (var_x + var_y + c2)
     )
-    return ssim_map.flatten(1).mean(dim=1)
+    return ssim_map
+
+
+def _mean_ssim(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
+    """Mean of the SSIM map over the valid region of each (P, 1, H, W) plane pair, in float64."""
+    return _ssim_map(x, y, window, c1, c2).flatten(1).mean(dim=1)
+
+
+def background_ssim(original: torch.Tensor, anonymized: torch.Tensor, pii_mask: torch.Tensor, *,
+                    k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
+                    sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """SSIM of the background of each pair, float64 (N,): how untouched the image is outside
+    its PII region (`pii_mask`, N x 1 x H x W bool, True on PII).
+
+    The anonymized image's PII pixels are first replaced by the original's, so a window that
+    straddles the PII border compares only what the method did to the background; the SSIM
+    map (as `ssim`: valid region, Gaussian window) is then averaged over the window centres
+    outside the PII region, per channel, then over channels. A method that changes only PII
+    pixels scores exactly 1 (every compared window is bit-identical, and the SSIM formula of
+    two equal windows is exactly 1 in floating point). NaN where no centre is outside the PII.
+    """
+    window = gaussian_window(sigma)
+    height, width = original.shape[-2:]
+    if min(height, width) < window.numel():
+        raise MetricInputError(
+            f"background_ssim: images of {height} x {width} pixels are smaller than its {window.numel()}-pixel "
+            "Gaussian window"
+        )
+    mask = pii_mask.to(torch.bool)
+    composite = torch.where(mask, original, anonymized)
+    batch, channels = original.shape[:2]
+    x = original.reshape(batch * channels, 1, height, width)
+    y = composite.reshape(batch * channels, 1, height, width)
+    maps = _ssim_map(x, y, window, (k1 * data_range) ** 2, (k2 * data_range) ** 2).reshape(batch, channels, -1)
+    radius = window.numel() // 2
+    outside = ~mask[:, :, radius:height - radius, radius:width - radius].reshape(batch, 1, -1).to(maps.device)
+    kept = outside.expand_as(maps).double()
+    counts = kept.sum(dim=2)
+    per_channel = (maps * kept).sum(dim=2) / counts
+    return torch.where(counts[:, 0] > 0, per_channel.mean(dim=1), torch.full_like(counts[:, 0], math.nan))
+
+
+def background_psnr(original: torch.Tensor, anonymized: torch.Tensor, pii_mask: torch.Tensor,
+                    data_range: float = 1.0) -> torch.Tensor:
+    """PSNR (dB) over the pixels outside the PII region, float64 (N,): the MSE is the mean
+    over those pixels and every channel; +inf when the background is unchanged, NaN when
+    there is no background."""
+    outside = (~pii_mask.to(torch.bool)).expand_as(original).flatten(1).double()
+    squared = (original.double() - anonymized.double()).square().flatten(1)
+    counts = outside.sum(dim=1)
+    mse_outside = torch.stack([(row * keep).sum() for row, keep in zip(squared, outside)]) / counts \
+        if len(squared) else squared.sum(dim=1)
+    values = 10.0 * torch.log10(data_range**2 / mse_outside)
+    return torch.where(counts > 0, values, torch.full_like(values, math.nan))
 
 
 # ==== end of pixel and SSIM ===============================================================

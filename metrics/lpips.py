@@ -170,6 +170,9 @@ class LPIPS(FeaturePairMetric):
     weights_needed: ClassVar[tuple[str, ...]] = (TRUNK_WEIGHTS_NAME,)
     convention: ClassVar[str] = ("lpips 0.1.4: AlexNet trunk, v0.1 linear heads (shipped with lpips), "
                                  "inputs mapped to [-1, 1], spatial mean summed over 5 layers")
+    # As a utility (trade-off views): perceptually closer to the original = more realistic.
+    higher_is_more_useful: ClassVar[bool] = False
+    utility_view: ClassVar[str] = "realism"
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)

@@ -28,6 +28,11 @@ BUILTIN_METRICS: dict[str, str] = {
     "face_detection_lbp": "metrics.detection:LBPCascadeDetection",
     "face_found_mtcnn": "metrics.detection:MTCNNFaceFound",
     "reid_dlib": "metrics.reid:DlibIdentityDistance",
+    "background_ssim": "metrics.utility:BackgroundSSIM",
+    "background_psnr": "metrics.utility:BackgroundPSNR",
+    "task": "metrics.utility:TaskUtility",
+    "landmarks_dlib": "metrics.utility:LandmarkDisplacement",
+    "face_kept_mtcnn": "metrics.utility:FaceKept",
 }
 
 # The paper's five traditional metrics, in its table order.

@@ -34,6 +34,7 @@ from markupsafe import Markup
 
 from metrics.atomic import write_atomic
 from metrics.csvsafe import to_csv_text
+from reports import tradeoff
 from reports.html import Thumbnail, environment, thumbnail
 from reports.tables import (
     Cell,
@@ -88,6 +89,8 @@ class BoardRow:
     scope: str
     #: metric name -> its entry.
     entries: Mapping[str, Entry]
+    #: A sweep's setting: (parameter, value as the row name shows it); () for a method's defaults.
+    params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class Leaderboard:
     convention: str = "default"
     #: The privacy attacks (None: not run for any method of the board).
     privacy: PrivacyBlock | None = None
+    #: Privacy–utility trade-off views (`reports.tradeoff.Tradeoff`), one per scope; () for none.
+    tradeoffs: tuple[Any, ...] = ()
 
     def column(self, name: str) -> MetricInfo:
         return next(info for info in self.columns if info.name == name)
@@ -349,6 +354,8 @@ def to_markdown_document(board: Leaderboard) -> str:
         text += "\n" + to_markdown(privacy)
     if board.failures:
         text += "\n#### Failures\n\n" + "".join(f"- {markdown_escape(f.message)}\n" for f in board.failures)
+    if board.tradeoffs:
+        text += "\n" + tradeoff.to_markdown_document(board.tradeoffs)
     return text
 
 
@@ -421,7 +428,7 @@ def to_json(board: Leaderboard) -> str:
                      "weights_status": info.weights, "weights_note": info.weights_note} for info in board.columns],
         "not_computed": [vars(item) for item in board.not_computed],
         "convention": board.convention,
-        "rows": [{"scope": row.scope, "method": row.method,
+        "rows": [{"scope": row.scope, "method": row.method, "params": dict(row.params),
                   "cells": {name: {key: _finite_or_none(value) for key, value in vars(entry).items()}
                             for name, entry in row.entries.items()}} for row in board.rows],
         "notes": table_notes(board),
@@ -492,6 +499,7 @@ def _context(board: Leaderboard) -> dict[str, Any]:
         "example_methods": methods,
         "examples": examples,
         "provenance": [(key, str(value)) for key, value in board.provenance.items()],
+        "tradeoff": tradeoff.html_section(board.tradeoffs) if board.tradeoffs else "",
     }
 
 
@@ -519,4 +527,5 @@ def write_leaderboard(board: Leaderboard, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     renderers = {"markdown": to_markdown_document, "latex": to_latex_table, "csv": to_csv, "json": to_json,
                  "html": to_html}
-    return {kind: write_atomic(out_dir / FILE_NAMES[kind], render(board)) for kind, render in renderers.items()}
+    written = {kind: write_atomic(out_dir / FILE_NAMES[kind], render(board)) for kind, render in renderers.items()}
+    return {**written, **tradeoff.write_tradeoffs(board.tradeoffs, out_dir)}

@@ -15,19 +15,7 @@ from bench.setmetrics import SPREAD_FIELDS, GroupMember, lookup_spread, score_gr
 from bench.store import ResultsStore
 from metrics.base import SetMetric, WeightsRecord
 from metrics.fid import KID
-
-
-class _ChannelStatistics:
-    """Stands in for the Inception extractor: per-channel mean and std (6-d features)."""
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([images.mean(dim=(2, 3)), images.std(dim=(2, 3))], dim=1)
-
-    def record(self) -> WeightsRecord:
-        return WeightsRecord(name="channel-statistics", sha256="0" * 64, status="stand-in")
-
-    def conventions(self) -> dict[str, Any]:
-        return {"network": "per-channel mean and std (test stand-in)"}
+from tests.bench.test_dist import ChannelStatistics  # the same 6-d stand-in extractor
 
 
 class ChannelKID(KID):
@@ -36,7 +24,7 @@ class ChannelKID(KID):
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.subsets, self.subset_size, self.seed = 10, 1000, 0
         SetMetric.__init__(self, device)
-        self._extractor = _ChannelStatistics()
+        self._extractor = ChannelStatistics()
 
 
 def _group(folder: Path, n: int, *, identity: bool) -> list[GroupMember]:
