@@ -51,7 +51,7 @@ from bench import evaluate, images
 from bench.dataset import MASK_COLUMN, PairsTable, outside_root
 from bench.errors import ImageError, InputError, printable
 from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
-from bench.leaderboard import build_leaderboard
+from bench.leaderboard import build_leaderboard, check_n_boot
 from bench.methods import (
     Box,
     FolderMatch,
@@ -551,8 +551,13 @@ def _metric_facts(name: str) -> dict[str, Any]:
 
 
 def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table: PairsTable,
-            keys: Sequence[tuple[str, str]], scored: ScoreResult, set_scores: SetScores) -> dict[str, Any]:
-    """What the store keeps of this run, enough to rebuild its leaderboard later."""
+            keys: Sequence[tuple[str, str]], scored: ScoreResult, set_scores: SetScores,
+            attacks: PrivacyReport | None = None) -> dict[str, Any]:
+    """What the store keeps of this run, enough to rebuild its leaderboard (privacy block
+    included) later."""
+    from bench.privacy import record_entries
+
+    shared, per_method = record_entries(attacks) if attacks is not None else (None, {})
     frame = table.frame
     pair_failures: dict[str, list[str]] = {}
     row_position = {int(row): i for i, row in enumerate(frame["row"])}
@@ -580,6 +585,9 @@ def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table
             "failures": result.failures + pair_failures.get(result.method.name, []),
             "notes": result.notes,
         }
+        if shared is not None:
+            methods[result.method.name]["privacy"] = per_method.get(result.method.name, {"rows": {}, "notes": [],
+                                                                                        "faces": {}})
     metrics = {outcome.name: _metric_entry(outcome, "pair") for outcome in scored.metrics}
     metrics.update({outcome.name: _metric_entry(outcome, "set", outcome.min_samples) for outcome in set_scores.metrics})
     return {
@@ -589,6 +597,7 @@ def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table
         "methods": methods,
         "metrics": metrics,
         "provenance": scored.provenance,
+        **({"privacy": shared} if shared is not None else {}),
     }
 
 
@@ -714,6 +723,7 @@ def run_benchmark(
     `method_params` holds, for each of `method_specs`, its ``NAME=V1,V2`` assignments: each
     setting of the grid they make is its own method (`bench.methods.sweep`). `tradeoff`
     ("PRIVACY,UTILITY") chooses the axes of the trade-off views (default: `bench.tradeoff.choose_axes`)."""
+    check_n_boot(n_boot)  # before anonymizing, scoring and attacking, not after
     options = dict(metric_options or {})
     names = metric_names(metrics, options)
     if sort is not None and sort not in names:
@@ -736,31 +746,28 @@ def run_benchmark(
         set_scores = score_groups(_groups(benchmark_set.name, table, keys), [n for n in names if levels[n] == "set"],
                                   store=store, device=device, batch_size=batch_size, run_id=scored.run_id,
                                   metric_options=options, progress=progress)
-        record = _record(benchmark_set, outputs, table, keys, scored, set_scores)
+        attacks = _privacy(benchmark_set, table, out_root, device) if privacy else None
+        record = _record(benchmark_set, outputs, table, keys, scored, set_scores, attacks)
         store.record_benchmark(scored.run_id, benchmark_set.name, benchmark_set.sha256, record)
         board = build_leaderboard(store, record, n_boot=n_boot, seed=seed, sort=sort, tradeoff=tradeoff)
     board = replace(board, notes=(RUN_BOARD_NOTE.format(dataset=benchmark_set.name), *board.notes))
     write_outputs(scored, out_root)
     written = write_leaderboard(board, out_root)
     requested = metric_names(metrics, options) if metrics else list(options)
-    attacks = _privacy(benchmark_set, table, out_root, device, written) if privacy else None
+    if attacks is not None:  # the full detail (rank-5, EER, ROC) beside the leaderboard's privacy block
+        from bench.privacy import roc_plot
+        from reports.privacy import write_privacy
+
+        written.update({f"privacy_{kind}": path for kind, path in
+                        write_privacy(attacks, out_root, roc_plot(attacks)).items()})
     return BenchmarkResult(benchmark_set, outputs, scored, set_scores, board, written, requested, attacks)
 
 
-def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, device: str,
-             written: dict[str, Path]) -> PrivacyReport:
-    """Detection and re-identification attacks per method x scope, written beside the leaderboard."""
+def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, device: str) -> PrivacyReport:
+    """Detection and re-identification attacks per method x scope (an attack whose package or
+    model file is missing is listed in the report as not run, with its reason)."""
     from bench import privacy
-    from reports.privacy import write_privacy
 
     identities = privacy.load_identities(benchmark_set.folder, [original.key for original in benchmark_set.originals])
-    report = privacy.privacy_attacks(privacy.pairs_from_table(table.frame, table.root), identities, device=device,
-                                     cache_path=out_root / privacy.CACHE_FILE)
-    written.update({f"privacy_{kind}": path for kind, path in
-                    write_privacy(report, out_root, privacy.roc_plot(report)).items()})
-    if "markdown" in written:  # the privacy block beside the perceptual one
-        from reports.privacy import to_markdown as privacy_markdown
-
-        board = written["markdown"]
-        write_atomic(board, board.read_text(encoding="utf-8") + "\n" + privacy_markdown(report))
-    return report
+    return privacy.privacy_attacks(privacy.pairs_from_table(table.frame, table.root), identities, device=device,
+                                   cache_path=out_root / privacy.CACHE_FILE)

@@ -320,10 +320,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sort", default=None, metavar="METRIC",
                    help="with --method: the leaderboard's sort metric (default: PerceptAnon, else lpips, "
                         "inception_dist, ssim)")
-    p.add_argument("--privacy", action="store_true",
-                   help="with --method: also run the privacy attacks (face detection, re-identification naive and "
-                        "adaptive) per method x scope; writes privacy.md/.json/.html and privacy_roc.png, and adds "
-                        "the block to leaderboard.md")
+    p.add_argument("--privacy", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --method: run the privacy attacks (face detection, re-identification naive and "
+                        "adaptive) per method x scope, on by default: the leaderboard gets their block, and "
+                        "privacy.md/.json/.html and privacy_roc.png hold the detail; --no-privacy skips them")
     _add_isolation_options(p)
     _add_evaluation_options(p)
     p.set_defaults(func=_cmd_run, distributed="driven")
@@ -414,11 +414,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     )
     print("\n".join(result.summary_lines()))
     print()
-    print(to_markdown_document(result.board))
-    if result.privacy is not None:
-        from reports.privacy import to_markdown as privacy_markdown
-
-        print(privacy_markdown(result.privacy))
+    print(to_markdown_document(result.board))  # its privacy block included
     print(f"wrote {', '.join(str(path) for path in result.written.values())}")
     return 0 if result.complete else 1
 

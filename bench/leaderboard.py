@@ -11,6 +11,12 @@ resamples originals (seeded; one pair per original in a method x scope, so this 
 cluster bootstrap of the correlation tables). Infinite values (PSNR of identical images) are
 counted and left out of the mean, never averaged. Set metrics (FID, KID) are one value per
 method x scope, or a note such as "too few pairs (8 < 10)".
+
+The privacy block (detection, identification, verification, the adaptive attacker) is
+computed by `bench.privacy` during the run and kept in the record: per method its rates per
+scope and the faces found on its results, shared the notes and the originals' faces. A
+method whose latest run skipped the attacks keeps an earlier run's results when its images
+are the same (same content hashes); otherwise its row says the attacks did not run.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from reports.leaderboard import (
     Example,
     Failure,
     Leaderboard,
+    PrivacyBlock,
     sort_rows,
     write_leaderboard,
 )
@@ -58,11 +65,23 @@ def merge_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     methods: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
     for record in records:
-        methods.update(record["methods"])
+        for name, entry in record["methods"].items():
+            previous = methods.get(name)
+            # A run without the attacks keeps an older run's results for the very same images.
+            if ("privacy" not in entry and previous is not None and "privacy" in previous
+                    and previous.get("pairs") == entry.get("pairs")):
+                entry = {**entry, "privacy": previous["privacy"]}
+            methods[name] = entry
         for name, info in record["metrics"].items():
             if info["status"] == "ok" or metrics.get(name, {}).get("status") != "ok":
                 metrics[name] = info
-    return {**records[-1], "methods": methods, "metrics": metrics}
+    merged = {**records[-1], "methods": methods, "metrics": metrics}
+    # The attacks' shared part (notes, unavailable attacks, the originals' faces) is the same
+    # for every method of a set: the latest run that ran them has it.
+    privacy = next((record["privacy"] for record in reversed(records) if "privacy" in record), None)
+    if privacy is not None:
+        merged["privacy"] = privacy
+    return merged
 
 
 # ----------------------------------------------------------------------------- cells
@@ -90,7 +109,19 @@ def _metric_info(name: str, info: Mapping[str, Any]) -> MetricInfo:
     marked = status in ("unverified", "stand-in")
     return MetricInfo(name=name, label=info.get("label") or name,
                       higher_is_more_anonymous=bool(info["higher_is_more_anonymous"]), verified=not marked,
-                      weights_note=f"{status} weights" if marked else "", weights_status=status)
+                      weights_note=f"{status} weights" if marked else "", weights_status=status,
+                      infinite_means=_infinite_means(name))
+
+
+def _infinite_means(name: str) -> str:
+    """The metric class's meaning of an infinite value (a plugin no longer importable: generic)."""
+    from metrics.errors import MetricError
+    from metrics.registry import metric_class
+
+    try:
+        return metric_class(name).infinite_means
+    except MetricError:
+        return MetricInfo.infinite_means
 
 
 def _pair_entries(store: ResultsStore, metric: Mapping[str, Any], pairs: Sequence[Sequence[Any]], *,
@@ -124,6 +155,12 @@ def _set_entry(store: ResultsStore, metric: Mapping[str, Any], dataset: str, met
 
 
 # ----------------------------------------------------------------------------- board
+def check_n_boot(n_boot: int) -> None:
+    """Checked before a run does any work, and again when a board is built."""
+    if n_boot < 1:
+        raise InputError(f"--n-boot must be at least 1, got {n_boot}")
+
+
 def build_leaderboard(
     store: ResultsStore,
     record: Mapping[str, Any],
@@ -137,8 +174,7 @@ def build_leaderboard(
     """The leaderboard of one (possibly merged) record, values read from `store`, with its
     privacy–utility trade-off views on the axes `tradeoff` ("PRIVACY,UTILITY"; default: see
     `bench.tradeoff.choose_axes`)."""
-    if n_boot < 1:
-        raise InputError(f"--n-boot must be at least 1, got {n_boot}")
+    check_n_boot(n_boot)
     dataset = record["dataset"]["name"]
     metrics = {name: info for name, info in record["metrics"].items() if info["status"] == "ok"}
     columns = tuple(_metric_info(name, info) for name, info in metrics.items())
@@ -166,6 +202,7 @@ def build_leaderboard(
         convention=str(record.get("provenance", {}).get("convention") or "default"),
         examples=tuple(_examples(record, ordered, examples)),
         provenance=_provenance(record),
+        privacy=_privacy_block(record, ordered),
     )
     # The trade-off views read the board's cells, so their numbers are the leaderboard's. An
     # axis that did not compute (weights missing) costs the views, not the leaderboard.
@@ -174,6 +211,60 @@ def build_leaderboard(
     except InputError as exc:
         return replace(board, notes=(*board.notes, f"Trade-off views not drawn: {exc}"))
     return replace(board, tradeoffs=views)
+
+
+NOT_RUN_FOR_METHOD = ("privacy attacks not run for this method (its run had --no-privacy, or predates them); "
+                      "re-run `bench run --method {method}`")
+DETAIL_NOTE = ("Rank-5, EER and the verification ROC of each run: privacy.md, privacy.json, privacy.html and "
+               "privacy_roc.png in the run folder of `bench run --method`.")
+
+
+def _privacy_block(record: Mapping[str, Any], rows: Sequence[BoardRow]) -> PrivacyBlock | None:
+    """The privacy block from the record (None when no method's run had the attacks); a
+    column every row lacks because its attack did not run is left out (its reason is a note)."""
+    from metrics.attacks import ATTACK_COLUMNS
+
+    shared = record.get("privacy")
+    if shared is None:
+        return None
+    block_rows, ran = [], []
+    for row in rows:
+        stored = record["methods"][row.method].get("privacy")
+        if stored is not None:
+            ran.append(len(block_rows))
+        entries = {}
+        for column in ATTACK_COLUMNS:
+            if stored is None:
+                entries[column.name] = Entry(note=NOT_RUN_FOR_METHOD.format(method=row.method), level="privacy")
+                continue
+            cell = stored.get("rows", {}).get(row.scope, {}).get(column.name, {"reason": "no pairs"})
+            entries[column.name] = _rate_entry(cell)
+        block_rows.append(BoardRow(method=row.method, scope=row.scope, entries=entries))
+    kept = [column for column in ATTACK_COLUMNS
+            if any(block_rows[i].entries[column.name].note != "not run" for i in ran)]
+    columns = tuple(MetricInfo(name=column.name, label=column.label,
+                               higher_is_more_anonymous=column.higher_is_more_anonymous, verified=True,
+                               weights_status="verified") for column in kept)
+    notes = [*shared.get("notes", []), DETAIL_NOTE]
+    for method, entry in record["methods"].items():
+        notes += (entry.get("privacy") or {}).get("notes", [])
+    not_computed = [NotComputed(name=attack, label=attack, reason=reason)
+                    for attack, reason in shared.get("unavailable", {}).items()]
+    return PrivacyBlock(columns=columns,
+                        rows=tuple(BoardRow(r.method, r.scope, {c.name: r.entries[c.name] for c in columns})
+                                   for r in block_rows),
+                        notes=tuple(notes), not_computed=tuple(not_computed))
+
+
+def _rate_entry(cell: Mapping[str, Any]) -> Entry:
+    """A stored Rate (successes, n, value, ci_low, ci_high) or {"reason": ...} as a cell."""
+    if "reason" in cell:
+        return Entry(note=str(cell["reason"]), level="privacy")
+    value = cell.get("value")
+    return Entry(value=math.nan if value is None else float(value),
+                 ci_low=math.nan if cell.get("ci_low") is None else float(cell["ci_low"]),
+                 ci_high=math.nan if cell.get("ci_high") is None else float(cell["ci_high"]),
+                 n=int(cell.get("n", 0)), note="" if cell.get("n") else "no pairs to rate", level="privacy")
 
 
 def _row_entries(store: ResultsStore, metrics: Mapping[str, Any], dataset: str, method: str, scope: str,
@@ -227,11 +318,22 @@ def _examples(record: Mapping[str, Any], rows: Sequence[BoardRow], count: int) -
             if pair[SCOPE] == "global":
                 originals.setdefault(pair[IMAGE], _pair_path(base, pair[ORIGINAL_PATH]))
                 results.setdefault(pair[IMAGE], {})[method] = _pair_path(base, pair[ANONYMIZED_PATH])
+    shared = record.get("privacy")
+    original_faces = shared.get("original_faces", {}) if shared else {}
+    method_faces = {method: (entry.get("privacy") or {}).get("faces", {})
+                    for method, entry in record["methods"].items()}
     return [
         Example(label=image, original=path,
-                anonymized=tuple((method, results[image].get(method)) for method in methods))
+                anonymized=tuple((method, results[image].get(method)) for method in methods),
+                original_faces=_boxes(original_faces.get(image)),
+                faces={method: _boxes(method_faces[method][image]) for method in methods
+                       if image in method_faces.get(method, {})})
         for image, path in list(originals.items())[:count]
     ]
+
+
+def _boxes(faces: Sequence[Sequence[float]] | None) -> tuple[tuple[float, ...], ...] | None:
+    return None if faces is None else tuple(tuple(float(v) for v in face) for face in faces)
 
 
 def _pair_path(base: str | None, path: str) -> Path:

@@ -28,6 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +39,8 @@ from metrics.attacks import (
     DetectionExample, PrivacyReport, PrivacyRow, Rate, adaptive_attack, identify, verification_scores, verify,
 )
 
-#: Originals shown with their detections in the HTML view.
-EXAMPLES = 3
+#: Originals shown with their detections in the HTML view (as many as the leaderboard shows).
+EXAMPLES = 4
 from metrics.atomic import write_atomic
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256
@@ -276,3 +277,28 @@ def roc_plot(report: PrivacyReport) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- the run record
+def record_entries(report: PrivacyReport) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """What a run record keeps of the attacks, so `bench leaderboard` rebuilds the privacy block
+    from the store: (shared: notes, unavailable attacks, convention cards, the originals'
+    faces; per method: each scope's rates, its notes, the faces found on its results)."""
+    from metrics.attacks import row_rates
+    from reports.privacy import general_notes, row_notes
+
+    per_method: dict[str, dict[str, Any]] = {}
+    for row in report.rows:
+        entry = per_method.setdefault(row.method, {"rows": {}, "notes": [], "faces": {}})
+        entry["rows"][row.scope] = {name: (vars(rate).copy() if isinstance(rate, Rate) else {"reason": rate})
+                                    for name, rate in row_rates(row).items()}
+        entry["notes"] += row_notes(row)
+    for example in report.examples:
+        for method, _, faces in example.anonymized:
+            per_method.setdefault(method, {"rows": {}, "notes": [], "faces": {}})["faces"][example.label] = \
+                [list(face) for face in faces]
+    shared = {"notes": general_notes(report), "unavailable": dict(report.unavailable),
+              "conventions": report.conventions,
+              "original_faces": {example.label: [list(face) for face in example.original_faces]
+                                 for example in report.examples}}
+    return shared, per_method

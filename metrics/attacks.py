@@ -108,6 +108,11 @@ class Verification:
     n_genuine: int = 0
     n_impostor: int = 0
 
+    def tar_rate(self, far: float) -> Rate:
+        """TAR at `far` as genuine pairs accepted / genuine pairs, with the Wilson interval of
+        that proportion (the threshold, set on the impostor pairs, is taken as fixed)."""
+        return Rate.of(round(self.tar_at_far[far] * self.n_genuine), self.n_genuine)
+
 
 def verification_scores(probes: np.ndarray, probe_identities: Sequence[str], gallery: np.ndarray,
                         gallery_identities: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -230,6 +235,44 @@ class PrivacyRow:
     @property
     def rank5(self) -> Rate | None:
         return self.identification.rank_k(5) if self.identification else None
+
+
+@dataclass(frozen=True)
+class AttackColumn:
+    """One attack statistic as a leaderboard column (every one a rate: lower = more anonymous)."""
+
+    name: str
+    label: str
+    higher_is_more_anonymous: bool = False
+
+
+#: The privacy block's columns, in display order (`PrivacyRow.rates` gives their values).
+ATTACK_COLUMNS = (
+    AttackColumn("detection_mtcnn", "MTCNN detection rate"),
+    AttackColumn("detection_lbp", "LBP detection rate"),
+    AttackColumn("rank1_naive", "rank-1 naive"),
+    AttackColumn("rank5_naive", "rank-5 naive"),
+    AttackColumn("rank1_adaptive", "rank-1 adaptive"),
+    *(AttackColumn(f"tar_at_far_{far:g}", f"TAR@FAR={far:g}") for far in FARS),
+)
+
+
+def row_rates(row: PrivacyRow) -> dict[str, Rate | str]:
+    """Column name -> the row's Rate, or the one-line reason it has none (attack not run, or the
+    adaptive attacker's reason)."""
+    adaptive: Rate | str = "not run"
+    if row.adaptive is not None:
+        adaptive = row.adaptive.rank1 if row.adaptive.rank1 is not None else row.adaptive.reason
+    verification = row.verification
+    no_verification = "not run" if row.identification is None else "no genuine or impostor pairs"
+    return {
+        "detection_mtcnn": row.detection or "not run",
+        "detection_lbp": row.second_detection or "not run",
+        "rank1_naive": row.rank1 or "not run",
+        "rank5_naive": row.rank5 or "not run",
+        "rank1_adaptive": adaptive,
+        **{f"tar_at_far_{far:g}": verification.tar_rate(far) if verification else no_verification for far in FARS},
+    }
 
 
 @dataclass(frozen=True)

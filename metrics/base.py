@@ -142,6 +142,8 @@ class Metric:
     level: ClassVar[str]
     # HA1-style metrics judge the anonymized image alone.
     needs_original: ClassVar[bool] = True
+    # What an infinite value means, for the tables' footnote on the pairs left out of a mean.
+    infinite_means: ClassVar[str] = "infinite value"
     # What `bench metrics` lists (see metrics.catalog): the values a result can take, the
     # weight files it loads (names of metrics.weights specs), weights the user must supply
     # (a checkpoint), and its convention in one line.

@@ -162,6 +162,10 @@ class MTCNNDetection(_FaceDetection):
 
         if not len(images):
             return []
+        if min(images.shape[-2:]) < self.MIN_FACE_SIZE:
+            # No face of the minimum size fits; facenet-pytorch's detect_face would fail on an
+            # empty image pyramid instead of finding nothing.
+            return [[] for _ in range(len(images))]
         pixels = torch.from_numpy(to_uint8_hwc(images)).to(self.device)
         pnet, rnet, onet = self.networks
         boxes, _ = detect_face(pixels, self.MIN_FACE_SIZE, pnet, rnet, onet, list(self.THRESHOLDS),

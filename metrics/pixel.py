@@ -41,6 +41,7 @@ class PSNR(PairMetric):
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = False
     data_range: ClassVar[float] = 1.0
+    infinite_means: ClassVar[str] = "identical images: PSNR = +inf"
     value_range: ClassVar[str] = "[0, +inf] dB; +inf for identical images"
     convention: ClassVar[str] = ("10 log10(1 / MSE) with data_range 1, per pair; means count +inf pairs apart "
                                  "instead of averaging them")

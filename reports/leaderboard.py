@@ -13,6 +13,10 @@ where it stands out of the noise: its 95% interval overlaps no other row's. A va
 interval (FID, KID: one number per group) is therefore bold only when it is alone. Values
 equal within a relative TIE_TOLERANCE are ties. Metrics requested but not computed are named,
 with their reason and fix, in every format.
+
+The privacy block (`PrivacyBlock`: attack rates with Wilson intervals, same rows) is a second
+table in Markdown, LaTeX and HTML, rows of level "privacy" in CSV, and the "privacy" key of
+the JSON; the HTML examples draw the face detector's boxes when the attacks ran.
 """
 
 from __future__ import annotations
@@ -104,6 +108,22 @@ class Example:
     label: str
     original: Path
     anonymized: tuple[tuple[str, Path | None], ...]
+    #: The face detector's boxes (x0, y0, x1, y1, confidence) on the original and per method on
+    #: its result, when the privacy attacks ran (None: not known).
+    original_faces: tuple[tuple[float, ...], ...] | None = None
+    faces: Mapping[str, tuple[tuple[float, ...], ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrivacyBlock:
+    """The privacy attacks beside the perceptual block: one column per attack statistic (a rate
+    with its 95% Wilson interval, `level` "privacy"), rows in the board's row order."""
+
+    columns: tuple[MetricInfo, ...]
+    rows: tuple[BoardRow, ...]
+    notes: tuple[str, ...] = ()
+    #: Attacks that did not run (a package or model file missing), with reason and fix.
+    not_computed: tuple[NotComputed, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,8 @@ class Leaderboard:
     not_computed: tuple[NotComputed, ...] = ()
     #: "default" or "paper" (see `reports.tables.convention_note`).
     convention: str = "default"
+    #: The privacy attacks (None: not run for any method of the board).
+    privacy: PrivacyBlock | None = None
     #: Privacy–utility trade-off views (`reports.tradeoff.Tradeoff`), one per scope; () for none.
     tradeoffs: tuple[Any, ...] = ()
 
@@ -182,11 +204,15 @@ def _stands_out(best: Entry, others: Sequence[Entry]) -> bool:
 
 def _best_values(board: Leaderboard) -> dict[tuple[str, str], float]:
     """(scope, metric) -> the most anonymous defined value, where it stands out of the noise."""
+    return _best_of(board.columns, board.rows)
+
+
+def _best_of(columns: Sequence[MetricInfo], board_rows: Sequence[BoardRow]) -> dict[tuple[str, str], float]:
     best: dict[tuple[str, str], float] = {}
-    scopes = list(dict.fromkeys(row.scope for row in board.rows))
-    for info in board.columns:
+    scopes = list(dict.fromkeys(row.scope for row in board_rows))
+    for info in columns:
         for scope in scopes:
-            entries = [row.entries[info.name] for row in board.rows
+            entries = [row.entries[info.name] for row in board_rows
                        if row.scope == scope and info.name in row.entries and row.entries[info.name].defined]
             if not entries:
                 continue
@@ -197,27 +223,28 @@ def _best_values(board: Leaderboard) -> dict[tuple[str, str], float]:
     return best
 
 
-def _infinite_note(entry: Entry) -> str:
+def _infinite_note(entry: Entry, meaning: str) -> str:
     total = entry.n + entry.n_infinite
     if entry.defined:
-        return (f"{entry.n_infinite} of {total} pairs infinite (identical images: PSNR = +inf), "
-                "left out of the mean")
-    return f"all {total} pairs infinite (identical images: PSNR = +inf); no finite mean"
+        return f"{entry.n_infinite} of {total} pairs infinite ({meaning}), left out of the mean"
+    return f"all {total} pairs infinite ({meaning}); no finite mean"
 
 
-def _cell(entry: Entry | None, decimals: int, best: float | None, footnotes: Footnotes) -> Cell:
+def _cell(entry: Entry | None, decimals: int, best: float | None, footnotes: Footnotes,
+          infinite_means: str = "infinite value") -> Cell:
     if entry is None:
         entry = Entry(note="not computed")
     if entry.level == "set" and not entry.defined and entry.n:
         entry = replace(entry, note="; ".join(part for part in (entry.note, f"n = {entry.n} pairs") if part))
-    reasons = [reason for reason in (entry.note, _infinite_note(entry) if entry.n_infinite else "") if reason]
+    infinite = _infinite_note(entry, infinite_means) if entry.n_infinite else ""
+    reasons = [reason for reason in (entry.note, infinite) if reason]
     footnote = ",".join(footnotes.key(reason) for reason in reasons)
     if not entry.defined:
         return Cell(text="n/a", footnote=footnote, reason="; ".join(reasons) or "undefined")
     ci = ""
     if math.isfinite(entry.ci_low) and math.isfinite(entry.ci_high):
         ci = f"[{format_number(entry.ci_low, decimals)}, {format_number(entry.ci_high, decimals)}]"
-    if entry.level == "set":
+    if entry.level in ("set", "privacy"):
         ci = " ".join(part for part in (ci, f"(n = {entry.n})") if part)
     return Cell(text=format_number(entry.value, decimals), ci=ci, best=best is not None and _tied(entry.value, best),
                 footnote=footnote, reason="; ".join(reasons))
@@ -256,7 +283,7 @@ def leaderboard_table(board: Leaderboard) -> Table:
     rows = tuple(
         Row(labels=(row.scope, row.method),
             cells=tuple(_cell(row.entries.get(info.name), decimals[info.name], best.get((row.scope, info.name)),
-                              footnotes) for info in board.columns))
+                              footnotes, info.infinite_means) for info in board.columns))
         for row in board.rows
     )
     return Table(
@@ -266,6 +293,44 @@ def leaderboard_table(board: Leaderboard) -> Table:
         columns=tuple(Column(info.header, _tooltip(info)) for info in board.columns),
         rows=rows,
         notes=tuple(table_notes(board)),
+        footnotes=footnotes.items(),
+    )
+
+
+PRIVACY_DECIMALS = 2
+
+
+def privacy_notes(board: Leaderboard) -> list[str]:
+    block = board.privacy
+    if block is None:
+        return []
+    notes = ["↓: lower = more anonymous. Each cell: a rate over the method x scope's pairs [95% Wilson interval] "
+             "(n = pairs; TAR: genuine pairs accepted at the threshold of that false accept rate, the threshold "
+             "taken as fixed). Bold as in the table above.",
+             *block.notes]
+    return notes + not_computed_notes(block.not_computed)
+
+
+def privacy_table(board: Leaderboard) -> Table | None:
+    """The privacy block as a reports.tables.Table (None without one), rendered like the board."""
+    block = board.privacy
+    if block is None:
+        return None
+    footnotes = Footnotes()
+    best = _best_of(block.columns, block.rows)
+    rows = tuple(
+        Row(labels=(row.scope, row.method),
+            cells=tuple(_cell(row.entries.get(info.name), PRIVACY_DECIMALS, best.get((row.scope, info.name)),
+                              footnotes, info.infinite_means) for info in block.columns))
+        for row in block.rows
+    ) if block.columns else ()  # no attack ran: the notes say why
+    return Table(
+        key=f"privacy-{_slug(board.dataset)}",
+        title=f"Privacy attacks: {board.dataset}",
+        row_header=("Scope", "Method"),
+        columns=tuple(Column(info.header, _tooltip(info)) for info in block.columns),
+        rows=rows,
+        notes=tuple(privacy_notes(board)),
         footnotes=footnotes.items(),
     )
 
@@ -284,6 +349,9 @@ def _slug(text: str) -> str:
 def to_markdown_document(board: Leaderboard) -> str:
     """The table with its notes, then every failure on its own line."""
     text = to_markdown(leaderboard_table(board))
+    privacy = privacy_table(board)
+    if privacy is not None:
+        text += "\n" + to_markdown(privacy)
     if board.failures:
         text += "\n#### Failures\n\n" + "".join(f"- {markdown_escape(f.message)}\n" for f in board.failures)
     if board.tradeoffs:
@@ -293,7 +361,8 @@ def to_markdown_document(board: Leaderboard) -> str:
 
 def to_latex_table(board: Leaderboard) -> str:
     """A booktabs table (needs \\usepackage{booktabs}); failures are counted in its notes."""
-    return to_latex(leaderboard_table(board))
+    privacy = privacy_table(board)
+    return to_latex(leaderboard_table(board)) + ("\n" + to_latex(privacy) if privacy is not None else "")
 
 
 # --------------------------------------------------------------------------- CSV / JSON
@@ -302,27 +371,39 @@ def long_frame(board: Leaderboard) -> pd.DataFrame:
     footnote in the note of every value from unverified or stand-in weights)."""
     records = []
     for row in board.rows:
-        for info in board.columns:
-            entry = row.entries.get(info.name, Entry(note="not computed"))
-            caveat = "" if info.verified else dagger_note([info])
-            note = "; ".join(part for part in (entry.note, caveat) if part)
-            records.append({
-                "scope": row.scope, "method": row.method, "metric": info.name, "metric_label": info.header,
-                "higher_is_more_anonymous": info.higher_is_more_anonymous, "weights_verified": info.verified,
-                "weights_status": info.weights, "level": entry.level,
-                "value": entry.value, "ci_low": entry.ci_low, "ci_high": entry.ci_high, "n": entry.n,
-                "n_infinite": entry.n_infinite, "note": note,
-            })
-        for missing in board.not_computed:  # a row per metric that did not run, its reason as the note
-            records.append({
-                "scope": row.scope, "method": row.method, "metric": missing.name, "metric_label": missing.label,
-                "higher_is_more_anonymous": None, "weights_verified": None, "weights_status": "", "level": "",
-                "value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0, "n_infinite": 0,
-                "note": missing.line,
-            })
+        records += [_long_record(row, info, row.entries.get(info.name, Entry(note="not computed")))
+                    for info in board.columns]
+        records += [_not_computed_record(row, missing) for missing in board.not_computed]
+    if board.privacy is not None:  # level "privacy": the attack rates
+        for row in board.privacy.rows:
+            records += [_long_record(row, info, row.entries.get(info.name, Entry(note="not computed")))
+                        for info in board.privacy.columns]
+            records += [_not_computed_record(row, missing) for missing in board.privacy.not_computed]
     columns = ["scope", "method", "metric", "metric_label", "higher_is_more_anonymous", "weights_verified",
                "weights_status", "level", "value", "ci_low", "ci_high", "n", "n_infinite", "note"]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _long_record(row: BoardRow, info: MetricInfo, entry: Entry) -> dict[str, Any]:
+    caveat = "" if info.verified else dagger_note([info])
+    note = "; ".join(part for part in (entry.note, caveat) if part)
+    return {
+        "scope": row.scope, "method": row.method, "metric": info.name, "metric_label": info.header,
+        "higher_is_more_anonymous": info.higher_is_more_anonymous, "weights_verified": info.verified,
+        "weights_status": info.weights, "level": entry.level,
+        "value": entry.value, "ci_low": entry.ci_low, "ci_high": entry.ci_high, "n": entry.n,
+        "n_infinite": entry.n_infinite, "note": note,
+    }
+
+
+def _not_computed_record(row: BoardRow, missing: NotComputed) -> dict[str, Any]:
+    """A row per metric that did not run, its reason as the note."""
+    return {
+        "scope": row.scope, "method": row.method, "metric": missing.name, "metric_label": missing.label,
+        "higher_is_more_anonymous": None, "weights_verified": None, "weights_status": "", "level": "",
+        "value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0, "n_infinite": 0,
+        "note": missing.line,
+    }
 
 
 def to_csv(board: Leaderboard) -> str:
@@ -353,15 +434,41 @@ def to_json(board: Leaderboard) -> str:
         "notes": table_notes(board),
         "failures": [{"method": f.method, "message": f.message} for f in board.failures],
         "provenance": dict(board.provenance),
+        "privacy": _privacy_json(board),
     }
     return json.dumps(document, ensure_ascii=False, indent=1, allow_nan=False, default=str) + "\n"
 
 
+def _privacy_json(board: Leaderboard) -> dict[str, Any] | None:
+    block = board.privacy
+    if block is None:
+        return None
+    return {
+        "metrics": [{"name": info.name, "label": info.label, "header": info.header,
+                     "higher_is_more_anonymous": info.higher_is_more_anonymous} for info in block.columns],
+        "not_computed": [vars(item) for item in block.not_computed],
+        "rows": [{"scope": row.scope, "method": row.method,
+                  "cells": {name: {key: _finite_or_none(value) for key, value in vars(entry).items()}
+                            for name, entry in row.entries.items()}} for row in block.rows],
+        "notes": privacy_notes(board),
+    }
+
+
 # --------------------------------------------------------------------------- HTML
+#: Face boxes in the examples: the original's face, and where a face is still found.
+ORIGINAL_BOX, FOUND_BOX = "#1a7f37", "#cf222e"
+
+
 @dataclass(frozen=True)
 class _ExampleRow:
     label: str
     images: tuple[Thumbnail, ...]
+    #: Per image, e.g. "1 face found" (empty without the privacy attacks).
+    captions: tuple[str, ...] = ()
+
+
+def _faces_caption(faces: Any) -> str:
+    return "" if faces is None else f"{len(faces)} face{'' if len(faces) == 1 else 's'} found"
 
 
 def _example_rows(board: Leaderboard) -> tuple[list[str], list[_ExampleRow]]:
@@ -369,12 +476,15 @@ def _example_rows(board: Leaderboard) -> tuple[list[str], list[_ExampleRow]]:
     rows = []
     for example in board.examples:
         by_method = dict(example.anonymized)
-        shown = [thumbnail(example.original, EXAMPLE_THUMBNAIL)]
+        shown = [thumbnail(example.original, EXAMPLE_THUMBNAIL, boxes=example.original_faces, colour=ORIGINAL_BOX)]
+        captions = [_faces_caption(example.original_faces)]
         for method in methods:
             path = by_method.get(method)
-            shown.append(thumbnail(path, EXAMPLE_THUMBNAIL) if path is not None
+            faces = example.faces.get(method)
+            shown.append(thumbnail(path, EXAMPLE_THUMBNAIL, boxes=faces, colour=FOUND_BOX) if path is not None
                          else Thumbnail(src="", alt=method, error=f"{method}: failed on this image"))
-        rows.append(_ExampleRow(example.label, tuple(shown)))
+            captions.append(_faces_caption(faces) if path is not None else "")
+        rows.append(_ExampleRow(example.label, tuple(shown), tuple(captions) if any(captions) else ()))
     return methods, rows
 
 
@@ -382,6 +492,8 @@ def _context(board: Leaderboard) -> dict[str, Any]:
     methods, examples = _example_rows(board)
     return {
         "table": leaderboard_table(board),
+        "privacy_table": privacy_table(board),
+        "boxes_shown": any(example.original_faces is not None for example in board.examples),
         "simulated_note": "",  # the table macro asks; a leaderboard has no human scores
         "failures": [f.message for f in board.failures],
         "example_methods": methods,

@@ -14,7 +14,7 @@ from typing import Any
 
 from metrics.atomic import write_atomic
 from metrics.attacks import FARS, PrivacyReport, PrivacyRow, Rate
-from reports.html import Thumbnail, data_uri, environment
+from reports.html import Thumbnail, data_uri, environment, thumbnail
 from reports.tables import markdown_escape
 
 FILE_NAMES = {"markdown": "privacy.md", "json": "privacy.json", "roc": "privacy_roc.png", "html": "privacy.html"}
@@ -46,27 +46,48 @@ def _cells(row: PrivacyRow) -> list[str]:
     ]
 
 
+DIRECTIONS = "↓: lower = more anonymous; ↑: higher = more anonymous. [low, high]: 95% Wilson interval."
+
+
 def _notes(report: PrivacyReport) -> list[str]:
-    notes = ["↓: lower = more anonymous; ↑: higher = more anonymous. [low, high]: 95% Wilson interval.",
-             "Detection: MTCNN (or the LBP cascade) finds the original's face (IoU >= 0.5) on the anonymized "
+    notes = [DIRECTIONS, *general_notes(report)]
+    for row in report.rows:
+        notes += row_notes(row)
+    return notes + unavailable_notes(report)
+
+
+def unavailable_notes(report: PrivacyReport) -> list[str]:
+    return [f"{attack} not run: {reason}" for attack, reason in report.unavailable.items()]
+
+
+def row_notes(row: PrivacyRow) -> list[str]:
+    """The counts a group's rates do not show: originals without a face, faces not found."""
+    counts = []
+    if row.originals_without_face:
+        counts.append(f"{row.originals_without_face} original(s) without a detectable face (no detection value)")
+    if row.identification and row.identification.not_found:
+        counts.append(f"{row.identification.not_found} anonymized face(s) not found by the re-identification "
+                      "detector (counted as not re-identified)")
+    return [f"{row.method}/{row.scope}: " + "; ".join(counts) + "."] if counts else []
+
+
+def general_notes(report: PrivacyReport) -> list[str]:
+    """What the attacks are and their chance levels (the same for every method of the set)."""
+    notes = ["Detection: MTCNN (or the LBP cascade) finds the original's face (IoU >= 0.5) on the anonymized "
              "image, over the pairs whose original has a face the detector finds. Re-identification: "
-             "dlib 128-d embeddings (HOG detector, 5-point alignment); naive = identified against every original "
-             "of the scope; adaptive = 1-NN trained on anonymized images of part of each identity's photos. "
+             "dlib 128-d embeddings (MTCNN's face box, or dlib's HOG detector without MTCNN; 5-point "
+             "alignment); naive = identified against every original of the scope; adaptive = 1-NN trained on anonymized images of part of each identity's photos. "
              "A face the detector cannot find counts as not re-identified."]
     first = next((row for row in report.rows if row.identification), None)
-    if first is not None:
+    if first is not None and not first.identification.n_identities:
+        notes.append("No original has a face the re-identification detector finds: the gallery is empty, "
+                     "so no anonymized face can be identified.")
+    elif first is not None:
         notes.append(f"Chance level: rank-1 {first.identification.chance(1):.2f}, rank-5 "
                      f"{first.identification.chance(5):.2f} ({first.identification.n_identities} gallery identities).")
-    for row in report.rows:
-        counts = []
-        if row.originals_without_face:
-            counts.append(f"{row.originals_without_face} original(s) without a detectable face (no detection value)")
-        if row.identification and row.identification.not_found:
-            counts.append(f"{row.identification.not_found} anonymized face(s) not found by the re-identification "
-                          "detector (counted as not re-identified)")
-        if counts:
-            notes.append(f"{row.method}/{row.scope}: " + "; ".join(counts) + ".")
-    notes += [f"{attack} not run: {reason}" for attack, reason in report.unavailable.items()]
+    adaptive = next((row.adaptive for row in report.rows if row.adaptive and row.adaptive.rank1), None)
+    if adaptive is not None:
+        notes.append(f"Adaptive attacker's chance level: {adaptive.chance:.2f} ({adaptive.n_classes} identities learnt).")
     return notes
 
 
@@ -88,6 +109,11 @@ def _rate_json(rate: Rate | None) -> dict[str, Any] | None:
             for key, value in vars(rate).items()}
 
 
+def _finite(value: float) -> float | None:
+    """NaN (e.g. the chance level of a gallery with no face found) as JSON null."""
+    return value if math.isfinite(value) else None
+
+
 def to_json(report: PrivacyReport) -> str:
     rows = []
     for row in report.rows:
@@ -97,7 +123,8 @@ def to_json(report: PrivacyReport) -> str:
             "detection_rate": _rate_json(row.detection), "originals_without_face": row.originals_without_face,
             "detection_rate_lbp": _rate_json(row.second_detection),
             "rank1": _rate_json(row.rank1), "rank5": _rate_json(row.rank5),
-            "chance_rank1": ident.chance(1) if ident else None, "chance_rank5": ident.chance(5) if ident else None,
+            "chance_rank1": _finite(ident.chance(1)) if ident else None,
+            "chance_rank5": _finite(ident.chance(5)) if ident else None,
             "faces_not_found": ident.not_found if ident else None,
             "tar_at_far": {f"{far:g}": value for far, value in verification.tar_at_far.items()} if verification else None,
             "eer": verification.eer if verification else None,
@@ -114,24 +141,7 @@ def to_json(report: PrivacyReport) -> str:
 
 def boxed_thumbnail(path: str | Path, faces: Any, colour: str) -> Thumbnail:
     """A JPEG thumbnail with the face boxes drawn; an unreadable image is a note, not a failure."""
-    import io
-
-    from PIL import Image, ImageDraw
-
-    path = Path(path)
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return Thumbnail(src="", alt=path.name, error=f"{path.name}: not a readable image")
-    draw = ImageDraw.Draw(image)
-    width = max(1, round(max(image.size) / 96))
-    for face in faces:
-        draw.rectangle([face[0], face[1], face[2], face[3]], outline=colour, width=width)
-    image.thumbnail(BOXED_SIZE)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return Thumbnail(src=data_uri(buffer.getvalue(), "image/jpeg"), alt=path.name)
+    return thumbnail(Path(path), BOXED_SIZE, boxes=faces, colour=colour)
 
 
 def to_html(report: PrivacyReport, roc_png: bytes | None = None, title: str = "Privacy attacks") -> str:

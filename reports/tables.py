@@ -79,6 +79,8 @@ class MetricInfo:
     weights_note: str = ""
     #: "verified", "unverified", "stand-in" or "none" (no weights); "" = only `verified` known.
     weights_status: str = ""
+    #: What an infinite value means (the metric class's `infinite_means`), for the footnote.
+    infinite_means: str = "infinite value"
 
     @property
     def weights(self) -> str:

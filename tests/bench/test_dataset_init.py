@@ -66,12 +66,13 @@ def test_initialised_set_benchmarks_with_privacy_block(photos, capsys):
                  "--privacy", "--no-progress", "--out", "runs", "--store", "store.sqlite"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert "#### Privacy attacks" in printed and "MTCNN detection rate ↓" in printed
+    assert "### Privacy attacks: photos-bench" in printed and "MTCNN detection rate ↓" in printed
     document = json.loads((out / "photos-bench" / "privacy.json").read_text())
     rows = {(row["method"], row["scope"]): row for row in document["rows"]}
     assert rows[("mask", "global")]["detection_rate"]["value"] == 0
     assert rows[("mask", "global")]["chance_rank1"] == pytest.approx(1 / 2)
     assert (out / "photos-bench" / "privacy_roc.png").read_bytes().startswith(b"\x89PNG")
-    assert "#### Privacy attacks" in (out / "photos-bench" / "leaderboard.md").read_text()
+    assert "### Privacy attacks" in (out / "photos-bench" / "leaderboard.md").read_text()
+    assert "1 face found" in (out / "photos-bench" / "leaderboard.html").read_text()  # the detector's boxes
     page = (out / "photos-bench" / "privacy.html").read_text()
     assert "What the detector sees" in page and page.count("data:image/jpeg;base64,") >= 2

@@ -153,3 +153,102 @@ def test_bench_leaderboard_of_a_dataset_never_run(two_runs, tmp_path, capsys):
     other = write_benchmark_set(tmp_path / "other", seed=5)
     assert main(["leaderboard", "--dataset", str(other), "--store", str(store_path)]) == 2
     assert "no benchmark run of other" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the privacy block
+def _fake_attacks(benchmark_set, table, out_root, device):
+    """Attack results shaped like bench.privacy's, without its models: the identity method is
+    found and re-identified everywhere, every other method nowhere; LBP did not run."""
+    from metrics.attacks import (
+        AdaptiveAttack, DetectionExample, Identification, PrivacyReport, PrivacyRow, Rate, verify,
+    )
+
+    rows = []
+    for (method, scope), group in table.frame.groupby(["method", "scope"], sort=False):
+        n = len(group)
+        found = n if method == "identity" else 0
+        ranks = np.ones(n) if found else np.full(n, np.inf)
+        genuine = np.zeros(n) if found else np.full(n, -np.inf)
+        rows.append(PrivacyRow(
+            method=method, scope=scope, n_pairs=n, detection=Rate.of(found, n),
+            identification=Identification(ranks=ranks, n_identities=n, not_found=n - found),
+            verification=verify(genuine, np.full(3 * n, -1.0)),
+            adaptive=AdaptiveAttack(rank1=None, reason="no identity has two photos: nothing to train on")))
+    first = table.frame[table.frame["scope"] == "global"]
+    image = first["image"].iat[0]
+    members = first[first["image"] == image]
+    example = DetectionExample(
+        label=image, original=str(table.root / members["original"].iat[0]), original_faces=((1, 1, 9, 9, 0.99),),
+        anonymized=tuple((m, str(table.root / a), ((1, 1, 9, 9, 0.9),) if m == "identity" else ())
+                         for m, a in zip(members["method"], members["anonymized"])))
+    return PrivacyReport(rows=rows, examples=[example],
+                         unavailable={"detection (LBP cascade)": "lbp_frontal_face not found; reinstall scikit-image"})
+
+
+@pytest.fixture(scope="module")
+def privacy_runs(tmp_path_factory):
+    """A run with the (fake) attacks, then one of another method without them, into one store."""
+    import bench.benchmark
+
+    tmp_path = tmp_path_factory.mktemp("privacy")
+    benchset = write_benchmark_set(tmp_path / "set")
+    common = {"dataset": benchset, "store_path": tmp_path / "r.sqlite", "n_boot": 50, "progress": False,
+              "metrics": "mse,psnr"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench.benchmark, "_privacy", _fake_attacks)
+        first = run_benchmark([f"{THIS}:invert"], privacy=True, out=tmp_path / "first", **common)
+    second = run_benchmark([f"{THIS}:identity"], privacy=False, out=tmp_path / "second", **common)
+    return tmp_path, benchset, first, second
+
+
+def test_the_privacy_block_is_in_every_format_with_directions_and_cis(privacy_runs):
+    _, _, first, _ = privacy_runs
+    block = first.board.privacy
+    assert [info.name for info in block.columns] == [  # LBP did not run: no column, a not-computed note
+        "detection_mtcnn", "rank1_naive", "rank5_naive", "rank1_adaptive", "tar_at_far_0.01", "tar_at_far_0.001"]
+    assert all(not info.higher_is_more_anonymous for info in block.columns)
+    texts = {kind: path.read_text() for kind, path in first.written.items() if kind != "privacy_roc"}
+    markdown = texts["markdown"]
+    assert "### Privacy attacks:" in markdown and "MTCNN detection rate ↓" in markdown and "rank-1 adaptive ↓" in markdown
+    n = len(SIZES)
+    privacy_part = markdown[markdown.index("### Privacy attacks"):]
+    assert f"| global | identity | 1.00 [0.51, 1.00] (n = {n}) |" in privacy_part  # 4/4, Wilson interval
+    assert "**" not in privacy_part  # the most anonymous value (0) is shared by several rows: a tie, no bold
+    assert "detection (LBP cascade): not computed — lbp\\_frontal\\_face not found; reinstall scikit-image" in markdown
+    assert "no identity has two photos" in markdown
+    assert texts["latex"].count(r"\begin{table}") == 2 and r"\label{tab:privacy-set}" in texts["latex"]
+    document = json.loads(texts["json"])
+    rows = {(row["method"], row["scope"]): row["cells"] for row in document["privacy"]["rows"]}
+    identity = rows[("identity", "global")]["rank1_naive"]
+    assert identity["value"] == 1.0 and identity["level"] == "privacy" and identity["n"] == n
+    assert identity["ci_low"] == pytest.approx(0.5101, abs=1e-4) and identity["ci_high"] == 1.0
+    assert rows[("mask", "global")]["detection_mtcnn"]["value"] == 0.0
+    assert {m["name"]: m["higher_is_more_anonymous"] for m in document["privacy"]["metrics"]}["rank1_naive"] is False
+    csv_rows = [row for row in csv.DictReader(io.StringIO(texts["csv"])) if row["level"] == "privacy"]
+    assert {row["metric"] for row in csv_rows} >= {"detection_mtcnn", "rank1_adaptive", "tar_at_far_0.001"}
+    assert any(row["metric"] == "detection (LBP cascade)" and "not computed" in row["note"]
+               for row in csv.DictReader(io.StringIO(texts["csv"])))
+    html = texts["html"]
+    assert html.count('id="privacy-') == 1 and "MTCNN detection rate" in html
+    assert "1 face found" in html and "0 faces found" in html and "Face detector's boxes" in html
+    # The detail files are still written beside the board, and leaderboard.md is not appended twice.
+    assert {"privacy_markdown", "privacy_json", "privacy_html", "privacy_roc"} <= set(first.written)
+    assert markdown.count("### Privacy attacks") == 1
+
+
+def test_bench_leaderboard_rebuilds_the_privacy_block_from_the_store(privacy_runs):
+    tmp_path, benchset, first, second = privacy_runs
+    assert second.board.privacy is None  # its own run had no attacks
+    assert main(["leaderboard", "--dataset", str(benchset), "--store", str(tmp_path / "r.sqlite"),
+                 "--out", str(tmp_path / "board"), "--n-boot", "50"]) == 0
+    document = json.loads((tmp_path / "board" / "leaderboard.json").read_text())
+    run = json.loads(first.written["json"].read_text())
+    cells = {(row["method"], row["scope"]): row["cells"] for row in document["privacy"]["rows"]}
+    # The first run's methods, the built-ins re-run without the attacks on the same images
+    # included: the same cells as in its own board.
+    for row in run["privacy"]["rows"]:
+        assert cells[(row["method"], row["scope"])] == row["cells"]
+    late = cells[(f"{THIS}:identity", "global")]["detection_mtcnn"]
+    assert late["value"] is None and "privacy attacks not run for this method" in late["note"]
+    html = (tmp_path / "board" / "leaderboard.html").read_text()
+    assert "1 face found" in html  # the boxes come from the store too

@@ -64,8 +64,10 @@ def test_demo_set_identity_found_mask_hidden_mild_methods_between(tmp_path):
     assert not report.unavailable
     identity, mask = rows["identity"], rows["mask"]
     assert identity.detection.successes == identity.detection.n == 8
-    # coco/camera.png's face (21 x 28 px) is below dlib's HOG detector's size: 7 of 8.
-    assert identity.rank1.successes >= 7 and identity.identification.not_found <= 1
+    # coco/camera.png's face (21 x 28 px) is below dlib's HOG detector's size; with MTCNN's box
+    # every unchanged original is re-identified.
+    assert identity.rank1.successes == identity.rank1.n == 8 and identity.identification.not_found == 0
+    assert "MTCNN" in report.conventions["reid"]["details"]["detector"]
     assert identity.verification.tar_at_far[1e-2] > 0.9
     assert mask.detection.successes == 0 and mask.rank1.value <= mask.identification.chance(1)
     assert mask.identification.not_found == 8
@@ -89,6 +91,7 @@ def test_rerun_reuses_cached_features_and_records_conventions(tmp_path, monkeypa
     conventions = first.conventions
     assert conventions["gallery"]["global"] == {"photos": 1, "identities": 1}
     assert conventions["reid"]["details"]["alignment"] == "dlib 5-point shape predictor"
+    assert conventions["reid"]["details"]["detector"].startswith("MTCNN")
     assert conventions["detection"]["details"]["thresholds"] == [0.6, 0.7, 0.7]
 
     def refuse(*args, **kwargs):
@@ -130,3 +133,49 @@ def test_identities_from_file_layout_and_errors(tmp_path):
     demo = load_identities(DEMO, list(PII))
     assert sorted(set(demo.values())) == ["camera_photographer", "eileen_collins", "grace_hopper"]
     assert np.all([list(demo.values()).count(name) >= 2 for name in set(demo.values())])
+
+
+def test_a_run_without_any_attack_model_lists_them_and_ranks_the_rest(tmp_path, monkeypatch):
+    """`bench run --method` runs the attacks by default; with none of their models, each is one
+    not-computed line with its fix and the perceptual leaderboard is still written."""
+    from bench.cli import main
+    from metrics import registry
+    from metrics.errors import WeightsError
+    from tests.bench.benchset import write_benchmark_set
+
+    real = registry.build_metric
+
+    def build(target, *args, **kwargs):
+        if target.startswith(("metrics.detection:", "metrics.reid:")):
+            raise WeightsError(f"{target}: model file missing; run `bench weights fetch`")
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(registry, "build_metric", build)
+    benchset = write_benchmark_set(tmp_path / "set")
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--method", "mask", "--dataset", "set", "--metrics", "mse", "--out", "out",
+                 "--store", "s.sqlite", "--no-progress", "--n-boot", "20"])
+    assert code == 0
+    markdown = (tmp_path / "out" / "set" / "leaderboard.md").read_text()
+    assert "### Anonymization leaderboard" in markdown and "MSE ↑" in markdown
+    for attack in ("detection (MTCNN)", "detection (LBP cascade)", "re-identification (dlib)"):
+        assert f"{attack}: not computed — metrics." in markdown, attack
+    assert (tmp_path / "out" / "set" / "privacy.json").is_file()
+    assert benchset.is_dir()
+
+
+def test_no_privacy_skips_the_attacks(tmp_path, monkeypatch):
+    import bench.benchmark
+    from bench.cli import main
+    from tests.bench.benchset import write_benchmark_set
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--no-privacy ran the attacks")
+
+    monkeypatch.setattr(bench.benchmark, "_privacy", refuse)
+    write_benchmark_set(tmp_path / "set")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--method", "mask", "--dataset", "set", "--metrics", "mse", "--out", "out",
+                 "--store", "s.sqlite", "--no-progress", "--n-boot", "20", "--no-privacy"]) == 0
+    assert "Privacy attacks" not in (tmp_path / "out" / "set" / "leaderboard.md").read_text()
+    assert not (tmp_path / "out" / "set" / "privacy.json").exists()

@@ -130,3 +130,14 @@ def test_bench_weights_list_shows_privacy_files(tmp_path, monkeypatch, capsys):
         assert name in listed
     assert json.dumps(weights.SPECS["dlib_shape_predictor_5"].sha256).strip('"') == (
         "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888")
+
+
+def test_images_smaller_than_the_minimum_face_find_nothing(mtcnn, tmp_path, monkeypatch):
+    """A local-scope crop can be smaller than MTCNN's 20-px minimum face: no face, no error."""
+    from metrics.detection import LBPCascadeDetection
+
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path))
+    tiny = torch.rand(3, 3, 14, 18)
+    assert mtcnn.detect(tiny) == [[], [], []]
+    assert LBPCascadeDetection().detect(tiny) == [[], [], []]
+    assert np.isnan(mtcnn.score(tiny, tiny)).all()  # no original face: the pair has no value

@@ -39,14 +39,23 @@ def reid(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def face_recognition():
+def reid_hog(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights")))
+        yield DlibIdentityDistance(detector="hog")
+
+
+@pytest.fixture(scope="module")
+def face_recognition(reid, reid_hog):
     """face_recognition's API, told where face_recognition_models' files are: that package's
-    own __init__ needs pkg_resources, which current setuptools no longer ships."""
+    own __init__ needs pkg_resources, which current setuptools no longer ships. (Our adapters
+    are built first: the shim in sys.modules hides the real package from the weights manager.)"""
     found = importlib.util.find_spec("face_recognition_models")
     if importlib.util.find_spec("face_recognition") is None or found is None:
         pytest.skip("face-recognition not installed (pip install --no-deps face-recognition)")
     models = Path(found.submodule_search_locations[0]) / "models"
     shim = types.ModuleType("face_recognition_models")
+    shim.__spec__ = found  # so that the weights manager still finds the package's files
     shim.pose_predictor_model_location = lambda: str(models / "shape_predictor_68_face_landmarks.dat")
     shim.pose_predictor_five_point_model_location = lambda: str(models / "shape_predictor_5_face_landmarks.dat")
     shim.face_recognition_model_location = lambda: str(models / "dlib_face_recognition_resnet_model_v1.dat")
@@ -63,15 +72,61 @@ def face_recognition():
             sys.modules["face_recognition_models"] = saved
 
 
-def test_embeddings_equal_face_recognition_pipeline(reid, face_recognition):
+def test_embeddings_equal_face_recognition_pipeline(reid_hog, face_recognition):
     for relative in FACES:
         image = pixels(relative)
         reference = face_recognition.face_encodings(image, model="small")
         assert len(reference) == 1, relative
-        ours = reid.features(load(relative))[0].numpy()
+        ours = reid_hog.features(load(relative))[0].numpy()
         np.testing.assert_allclose(ours, reference[0], atol=1e-5, rtol=0, err_msg=relative)
         np.testing.assert_allclose(identity_distance(ours[None], reference[0][None]),
                                    face_recognition.face_distance([reference[0]], ours), atol=1e-5)
+
+
+def test_mtcnn_boxes_embed_as_face_recognition_does_with_them(reid, face_recognition):
+    """With MTCNN's (squared) box given as a known face location, face_recognition's own
+    alignment and embedding give our values to 1e-5; its box is MTCNN's, squared."""
+    from metrics.reid import square_box
+
+    assert reid.embedder.detector == "mtcnn" and reid.config() == {"detector": "mtcnn"}
+    for relative in [*FACES, "originals/coco/camera.png"]:
+        image = pixels(relative)
+        found = sorted(reid.embedder.mtcnn.detect(load(relative))[0], key=lambda face: -face[4])
+        left, top, right, bottom = square_box(found[0])
+        assert right - left == bottom - top or abs((right - left) - (bottom - top)) <= 1
+        reference = face_recognition.face_encodings(image, known_face_locations=[(top, right, bottom, left)],
+                                                    model="small")
+        ours = reid.features(load(relative))[0].numpy()
+        np.testing.assert_allclose(ours, reference[0], atol=1e-5, rtol=0, err_msg=relative)
+
+
+def test_hog_misses_the_small_face_mtcnn_finds(reid, reid_hog):
+    camera = load("originals/coco/camera.png")  # a 21x28-px face
+    assert np.isnan(reid_hog.features(camera).numpy()).all()
+    assert np.isfinite(reid.features(camera).numpy()).all()
+    assert reid.score(camera, camera)[0] == 0
+
+
+def test_without_mtcnn_files_falls_back_to_hog_and_says_so(monkeypatch, tmp_path):
+    from metrics import weights
+    from metrics.errors import WeightsError
+
+    real = weights.resolve
+
+    def resolve(name, *args, **kwargs):
+        if name.startswith("mtcnn"):
+            raise WeightsError(f"weights {name} not found; run `bench weights fetch {name}`")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(weights, "resolve", resolve)
+    fallback = DlibIdentityDistance()
+    card = fallback.card().to_dict()
+    assert fallback.config() == {"detector": "hog"}
+    assert "MTCNN unavailable" in card["details"]["detector"] and "bench weights fetch mtcnn" in card["details"]["detector"]
+    assert fallback.key() == DlibIdentityDistance(detector="hog").key()  # the same values: the same cache key
+    with pytest.raises(WeightsError, match="mtcnn"):
+        DlibIdentityDistance(detector="mtcnn")
 
 
 def test_same_person_close_other_person_far(reid):
@@ -92,6 +147,7 @@ def test_unfound_faces_are_inf_and_faceless_originals_nan(reid):
     assert values[0] == np.inf and np.isnan(values[1])
 
 
+@pytest.mark.slow
 def test_batch_size_invariant(reid):
     originals = torch.cat([load(FACES[0]), load(FACES[1])] * 4)
     anonymized = torch.cat([load(p.replace("originals/", f"anonymized/{m}/global/"))

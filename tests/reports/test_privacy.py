@@ -52,6 +52,73 @@ def test_json_is_strict_and_oriented(tmp_path):
 def test_html_escapes_names_and_shows_boxes(tmp_path):
     page = to_html(_report(tmp_path), roc_png=b"\x89PNG fake")
     assert "<script>mine" not in page and "&lt;script&gt;mine" in page and "&lt;b&gt;x" in page
-    assert page.count("data:image/jpeg;base64,") == 2 and "gone.png: not a readable image" in page
+    assert page.count("data:image/jpeg;base64,") == 2 and "gone.png: file not found" in page
     written = write_privacy(_report(tmp_path), tmp_path / "out", b"\x89PNG fake")
     assert sorted(written) == ["html", "json", "markdown", "roc"]
+
+
+# ----------------------------------------------------------------------------- in the leaderboard
+def _board(tmp_path, *, faces: bool):
+    from reports import leaderboard as lb
+    from reports.tables import MetricInfo, NotComputed
+
+    image = tmp_path / "face.png"
+    Image.new("RGB", (64, 64), (255, 255, 255)).save(image)
+    columns = (MetricInfo("reid_dlib", "dlib identity distance", True, True,
+                          infinite_means="no face found on the anonymized image: not re-identified"),)
+    rows = (lb.BoardRow("<i>m</i>", "global", {"reid_dlib": lb.Entry(0.5, 0.4, 0.6, n=3, n_infinite=1)}),)
+    found = Rate.of(3, 4)
+    block = lb.PrivacyBlock(
+        columns=(MetricInfo("detection_mtcnn", "MTCNN detection rate", False, True),),
+        rows=(lb.BoardRow("<i>m</i>", "global", {"detection_mtcnn": lb.Entry(
+            found.value, found.ci_low, found.ci_high, n=found.n, level="privacy")}),),
+        notes=("Chance level: rank-1 0.33",),
+        not_computed=(NotComputed("re-identification (dlib)", "re-identification (dlib)",
+                                  "dlib is not importable; pip install dlib-bin"),))
+    example = lb.Example("face.png", image, (("<i>m</i>", image),),
+                         original_faces=((8, 8, 40, 40, 0.99),) if faces else None,
+                         faces={"<i>m</i>": ((8, 8, 40, 40, 0.9),)} if faces else {})
+    return lb.Leaderboard(title="t", dataset="d", columns=columns, rows=rows, sort_metric="reid_dlib",
+                          bootstrap={"n_boot": 10, "seed": 0}, examples=(example,), privacy=block)
+
+
+def _decoded(page: str) -> list[np.ndarray]:
+    import base64
+    import io
+    import re
+
+    return [np.array(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+            for data in re.findall(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)", page)]
+
+
+def test_leaderboard_privacy_block_in_markdown_latex_and_json(tmp_path):
+    from reports import leaderboard as lb
+
+    board = _board(tmp_path, faces=True)
+    markdown = lb.to_markdown_document(board)
+    assert "### Privacy attacks: d" in markdown and "MTCNN detection rate ↓" in markdown
+    assert "0.75** [0.30, 0.95] (n = 4)" in markdown  # 3/4 with its Wilson interval, as in privacy.md
+    assert "re-identification (dlib): not computed — dlib is not importable; pip install dlib-bin" in markdown
+    # +inf of the identity distance means "not re-identified", not "identical images"
+    assert "1 of 4 pairs infinite (no face found on the anonymized image: not re-identified)" in markdown
+    assert "PSNR" not in markdown
+    assert lb.to_latex_table(board).count(r"\begin{table}") == 2
+    document = json.loads(lb.to_json(board))
+    cell = document["privacy"]["rows"][0]["cells"]["detection_mtcnn"]
+    assert cell["value"] == 0.75 and cell["level"] == "privacy"
+    assert document["privacy"]["metrics"][0]["higher_is_more_anonymous"] is False
+
+
+def test_leaderboard_html_draws_the_detectors_boxes_and_escapes(tmp_path):
+    from reports import leaderboard as lb
+
+    page = lb.to_html(_board(tmp_path, faces=True))
+    assert "<i>m</i>" not in page and "&lt;i&gt;m&lt;/i&gt;" in page
+    assert "1 face found" in page and 'id="privacy-d"' in page
+    original, anonymized = _decoded(page)
+    # The white image gets a green box on the original and a red one on the result.
+    green = original[..., 1].astype(int) - original[..., 0] > 60
+    red = anonymized[..., 0].astype(int) - anonymized[..., 1] > 60
+    assert green.sum() > 20 and red.sum() > 20
+    plain = lb.to_html(_board(tmp_path, faces=False))
+    assert "1 face found" not in plain and all((image > 200).all() for image in _decoded(plain))
