@@ -230,7 +230,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
           f"{report.result.store_path}", file=human)
     if args.json:
         print(json.dumps(report.to_json(), allow_nan=False, default=str))
-    return 0 if report.complete else 1
+    shortfalls = report.shortfalls(parse_metric_list(args.metrics) if args.metrics else ())
+    if shortfalls:
+        print(f"exit status 1: {'; '.join(shortfalls)}", file=human)
+    return 1 if shortfalls else 0
 
 
 # --------------------------------------------------------------------------- metrics

@@ -410,7 +410,7 @@ def save_bundle(out_dir: Path, bundle: dict[str, Any], pairs: pd.DataFrame) -> N
 
 
 def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    folder = results if results.is_dir() else results.parent
+    folder = results if results.is_dir() or not results.exists() else results.parent
     path = folder / RESULTS_FILE
     if not path.is_file():
         raise InputError(_no_results_message(folder, path))
@@ -426,6 +426,8 @@ def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
 
 def _no_results_message(folder: Path, path: Path) -> str:
     """What to pass instead, for the folders users mistake for a results folder."""
+    if not folder.exists():
+        return f"{folder}: no such folder; give the folder that `bench correlate` or `bench run` wrote, such as runs/demo/HA1"
     if (folder / "leaderboard.json").is_file() or any(folder.glob("*/leaderboard.json")):
         return (f"{folder} holds a `bench run --method` leaderboard, not correlation results; re-render it with "
                 "`bench leaderboard` (with that run's --dataset and --store); `bench report` takes a folder of "

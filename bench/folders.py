@@ -343,6 +343,16 @@ class ScoreReport:
         """Every pair scored by every metric (the folder's unpaired files do not count)."""
         return self.result.complete and all(s.status == "ok" for s in self.set_summaries)
 
+    def shortfalls(self, requested: Sequence[str] = ()) -> list[str]:
+        """Why the command should exit 1: failed pairs, and metrics asked for by name that did not
+        run. A default metric without its weights (LPIPS offline) is reported, not a failure, as
+        in `bench run`."""
+        problems = [f"{len(self.result.failures)} pair(s) failed"] if self.result.failures else []
+        outcomes = [*self.result.metrics, *self.set_summaries]
+        problems += [f"{o.name} asked for but {o.status}" for o in outcomes
+                     if o.name in requested and o.status != "ok"]
+        return problems
+
     @property
     def ci_statement(self) -> str:
         return ci_statement(self.n_boot, self.seed)

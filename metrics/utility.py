@@ -86,6 +86,7 @@ class BackgroundPSNR(_MaskedUtility):
     label: ClassVar[str] = "Background PSNR"
     version: ClassVar[str] = "1"
     value_range: ClassVar[str] = "[0, +inf] dB; +inf = background untouched; NaN without background"
+    infinite_means: ClassVar[str] = "background untouched: Background PSNR = +inf"
     convention: ClassVar[str] = ("PSNR with data_range 1 over the pixels outside the PII mask, every channel; "
                                  "global scope of benchmark runs")
 

@@ -257,9 +257,10 @@ def table_notes(board: Leaderboard) -> list[str]:
         "↑: higher = more anonymous; ↓: lower = more anonymous.",
         (f"Pair metrics: mean over originals [95% percentile bootstrap CI, resampling originals, "
          f"{board.bootstrap.get('n_boot')} resamples, seed {board.bootstrap.get('seed')}]. "
-         "Set metrics (FID, KID): one value per method and scope over its n pairs, no interval."),
+         "Set metrics: one value per method and scope over its n pairs; KID with its 95% interval (jackknife over "
+         "pairs), FID without one."),
         ("Bold: the most anonymous value of each column within a scope, only where its interval overlaps no other "
-         "row's (a value without an interval, such as FID or KID, is bold only when alone); values equal within "
+         "row's (a value without an interval, such as FID, is bold only when alone); values equal within "
          f"a relative 1e-12 are ties.{sorted_by}"),
         convention_note(board.convention, of="values"),
     ]
