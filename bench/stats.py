@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 STATISTICS: tuple[str, ...] = ("spearman", "kendall", "pearson")
 
@@ -88,6 +87,8 @@ def spearman(x, y, names: tuple[str, str] = ("x", "y")) -> Estimate:
     reason = undefined_reason(x, y, names)
     if reason:
         return Estimate(math.nan, reason)
+    from scipy import stats as scipy_stats  # 0.8 s to import: only the correlating commands pay it
+
     return Estimate(float(scipy_stats.spearmanr(_as_vector(x), _as_vector(y)).statistic), "")
 
 
@@ -96,6 +97,8 @@ def kendall_tau_b(x, y, names: tuple[str, str] = ("x", "y")) -> Estimate:
     reason = undefined_reason(x, y, names)
     if reason:
         return Estimate(math.nan, reason)
+    from scipy import stats as scipy_stats
+
     return Estimate(float(scipy_stats.kendalltau(_as_vector(x), _as_vector(y)).statistic), "")
 
 
@@ -115,6 +118,8 @@ def pearson(x, y, names: tuple[str, str] = ("x", "y")) -> Estimate:
     reason = undefined_reason(x, y, names)
     if reason:
         return Estimate(math.nan, "; ".join(filter(None, (note, reason))))
+    from scipy import stats as scipy_stats
+
     return Estimate(float(scipy_stats.pearsonr(x, y).statistic), note)
 
 
@@ -312,6 +317,8 @@ def williams_test(r_ay: float, r_by: float, r_ab: float, n: int) -> WilliamsTest
     if denominator <= 0.0:
         return WilliamsTest(math.nan, math.nan)
     t = (r_ay - r_by) * math.sqrt((n - 1) * (1.0 + r_ab) / denominator)
+    from scipy import stats as scipy_stats
+
     return WilliamsTest(t, float(2.0 * scipy_stats.t.sf(abs(t), n - 3)))
 
 
