@@ -48,6 +48,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench import evaluate, images
+from bench.demo import DEMO_FOLDER
 from bench.dataset import MASK_COLUMN, PairsTable, outside_root
 from bench.errors import ImageError, InputError, printable
 from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
@@ -87,7 +88,7 @@ from reports.leaderboard import FILE_NAMES as LEADERBOARD_FILES
 from reports.leaderboard import Leaderboard, write_leaderboard
 
 FIXTURES = "fixtures"
-FIXTURES_FOLDER = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
+FIXTURES_FOLDER = DEMO_FOLDER
 SCOPES = ("global", "local")
 ORIGINALS_PREFIX = "originals/"
 #: Folder of the originals' local crops; method folders never start with "_" (see method_slug).
@@ -145,6 +146,9 @@ def load_benchmark_set(spec: str | os.PathLike[str], *, allow_outside_root: bool
     folder = FIXTURES_FOLDER if str(spec) == FIXTURES else Path(os.path.abspath(spec))
     pii_path, images_dir, masks_dir = folder / "pii.json", folder / "images", folder / "masks"
     if not folder.is_dir():
+        if folder == FIXTURES_FOLDER:
+            raise InputError(f"--dataset fixtures: the demo set is not at {folder}: this installation lacks it; "
+                             "reinstall the suite (pip install . from a clone), or pass --dataset FOLDER")
         raise InputError(f"--dataset {spec}: no such folder; give 'fixtures' or a folder with images/ and pii.json")
     for needed in (pii_path, images_dir):
         if not needed.exists():

@@ -37,6 +37,7 @@ import pandas as pd
 
 from bench import dataset, runner
 from bench.correlate import CONVENTIONS, correlate
+from bench.demo import DEMO_FOLDER, DEMO_IMAGES
 from bench.errors import InputError
 from bench.store import DEFAULT_STORE_NAME, ResultsStore, run_provenance
 from metrics.atomic import write_atomic
@@ -45,8 +46,7 @@ from metrics.errors import MetricError
 from metrics.registry import PAPER_METRICS, available_metrics, metric_class, parse_metric_list
 from reports.tables import TIE_TOLERANCE, NotComputed
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
-DEMO_ROOT = DEMO_DIR / "images"
+DEMO_DIR, DEMO_ROOT = DEMO_FOLDER, DEMO_IMAGES
 RESULTS_FILE = "results.json"
 PAIRS_FILE = "pairs.csv"
 # Pairs shown with thumbnails in the report, spread over the human-score range.
@@ -73,8 +73,8 @@ def demo_annotations() -> list[Path]:
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise InputError(
-            f"demo set not found at {DEMO_DIR} (run from a clone of the repository), "
-            "or pass --annotations FILE --root DIR"
+            f"demo set not found at {DEMO_DIR}: this installation lacks it; reinstall the suite "
+            "(pip install . from a clone), or pass --annotations FILE --root DIR"
         )
     return paths
 

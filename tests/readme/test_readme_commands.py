@@ -1,7 +1,12 @@
 """README.md as tests: every shell command and python block runs exactly as a new user types
-it, from a fresh working directory that holds a copy of the checkout (tracked files only:
-no runs/, no .tox/), with relative paths and default outputs.
+it, with the suite as a user has it -- installed from a wheel (`installed_suite`), never
+imported from the checkout -- in a fresh working folder, with relative paths and default
+outputs.
 
+- The working folder is empty, as a user's own folder is, unless a command of the section
+  names a file of the checkout (``fixtures/demo/...``, ``examples.tunable_blend:blend``,
+  ``scripts/gpu_check.py``); then it holds a copy of the checkout (tracked files only: no
+  runs/, no .tox/), as a clone does, since the README says it runs those from the clone.
 - Commands of one README section run in order in one working directory, since later ones
   use what earlier ones wrote (the quick start's install, then `bench run`).
 - Each must end with exit status 0 (or the statuses its ``# readme-test: exit ...`` marker
@@ -11,7 +16,7 @@ no runs/, no .tox/), with relative paths and default outputs.
   ``. .venv/bin/activate``, ``pip install``, ``tox``) are not run: the test runs in the
   environment that is already installed; each is reported as a skip with that reason.
 - ``# readme-test: parse-only`` commands are checked by `bench.cli.build_parser` only.
-- Each python block runs as a script in a fresh copy of its own.
+- Each python block runs as a script, in a folder chosen by the same rule.
 
 The extraction rules are in `tests.readme.readme`; nothing here names a README command.
 """
@@ -19,6 +24,7 @@ The extraction rules are in `tests.readme.readme`; nothing here names a README c
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,18 +113,72 @@ def fresh_checkout(folder: Path) -> Path:
     return folder
 
 
-def _environment(checkout: Path) -> dict[str, str]:
-    """This interpreter's environment first on PATH (`bench`, `python3`), the copy importable."""
+def _top_level_names() -> frozenset[str]:
+    return frozenset(path.parts[0] for path in _checkout_files())
+
+
+def _names_checkout_file(tokens: list[str], names: frozenset[str]) -> bool:
+    """Whether an argument is a path or module of the checkout (``fixtures/demo/HA1.csv``,
+    ``mine=fixtures/x``, ``examples.tunable_blend:blend``, ``bench.startup``)."""
+    for token in tokens:
+        for part in re.split(r"[=:,]", token):
+            if "/" not in part and "." not in part:
+                continue  # a bare word (`--dataset fixtures`, `--metrics mse`) names no file
+            first = part.removeprefix("./").split("/")[0]
+            if first in names or first.split(".")[0] in names:
+                return True
+    return False
+
+
+def step_needs_checkout(step: readme.Step, names: frozenset[str]) -> bool:
+    arguments = step.bench_arguments()
+    # A bench subcommand may share a folder's name (`bench metrics`): only its arguments count.
+    return _names_checkout_file(arguments[1:] if arguments is not None else step.tokens[1:], names)
+
+
+def block_needs_checkout(code: str, names: frozenset[str]) -> bool:
+    quoted = re.findall(r"""["']([^"'\s]+)["']""", code)
+    return any("/" in text and _names_checkout_file([text], names) for text in quoted)
+
+
+def workspace(folder: Path, needs_checkout: bool) -> Path:
+    """A fresh working folder: a copy of the checkout where the README's commands name its
+    files, else empty."""
+    if needs_checkout:
+        return fresh_checkout(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def installed_suite(tmp_path_factory) -> Path:
+    """The suite installed from a fresh copy of the checkout, as pip installs it for a user
+    (a wheel: package data only, no top-level fixtures/), into a folder of its own; its
+    dependencies are this environment's."""
+    root = tmp_path_factory.mktemp("installed")
+    source = fresh_checkout(root / "source")
+    target = root / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--disable-pip-version-check", "--target", str(target), str(source)],
+                          capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (target / "bin" / "bench").is_file() and not (target / "fixtures").exists()
+    return target
+
+
+def _environment(installed: Path) -> dict[str, str]:
+    """The installed suite's `bench` first on PATH, then this interpreter's (`python3`); the
+    installed packages importable, the checkout not."""
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = str(checkout)
+    env["PATH"] = os.pathsep.join([str(installed / "bin"), str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = str(installed)
     env.setdefault("MPLBACKEND", "Agg")
     env.pop("WORLD_SIZE", None)
     return env
 
 
-def _run_shell(text: str, checkout: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", text], cwd=checkout, env=_environment(checkout), capture_output=True,
+def _run_shell(text: str, cwd: Path, installed: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", text], cwd=cwd, env=_environment(installed), capture_output=True,
                           text=True, timeout=COMMAND_TIMEOUT_S)
 
 
@@ -204,40 +264,64 @@ _SECTIONS = {section: commands for section, commands in DOC.sections().items()
              if any(not command.parse_only for command in commands)}
 
 
+def test_the_installed_suite_is_not_the_checkout(installed_suite: Path, tmp_path: Path):
+    """What the commands below run: the wheel's bench, which finds its own demo set."""
+    code = "import bench, bench.demo as d; print(bench.__file__); print(d.DEMO_FOLDER)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_environment(installed_suite),
+                          capture_output=True, text=True, timeout=120)
+    package, demo = done.stdout.split()
+    assert Path(package).is_relative_to(installed_suite) and Path(demo).is_relative_to(installed_suite), done.stdout
+    assert (Path(demo) / "HA1.csv").is_file() and (Path(demo) / "pii.json").is_file()
+
+
+def test_the_folder_rule():
+    names = _top_level_names()
+    assert step_needs_checkout(readme.Step("bench score fixtures/demo/images/originals x"), names)
+    assert step_needs_checkout(readme.Step("bench run --method examples.tunable_blend:blend"), names)
+    assert step_needs_checkout(readme.Step("python scripts/gpu_check.py --device cpu"), names)
+    assert not step_needs_checkout(readme.Step("bench run --method mask"), names)
+    assert not step_needs_checkout(readme.Step("bench metrics --json"), names)
+    assert not step_needs_checkout(readme.Step("bench run --out runs/paper --metrics mse,ssim"), names)
+    assert not step_needs_checkout(readme.Step("bench leaderboard --dataset fixtures"), names)
+    assert block_needs_checkout('score_folders("fixtures/demo/images/originals", "b")', names)
+    assert not block_needs_checkout('open("mymodule.py", "w")', names)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("section", list(_SECTIONS))
-def test_readme_section_runs_as_typed(section: str, tmp_path: Path):
-    checkout = fresh_checkout(tmp_path / "clone")
-    for command in _SECTIONS[section]:
-        if command.parse_only:
-            continue
+def test_readme_section_runs_as_typed(section: str, tmp_path: Path, installed_suite: Path):
+    names = _top_level_names()
+    commands = [command for command in _SECTIONS[section] if not command.parse_only]
+    cwd = workspace(tmp_path / "work", any(step_needs_checkout(step, names) for command in commands
+                                           for step in command.steps if not step.setup_reason()))
+    for command in commands:
         steps = command.steps
         run = [step for step in steps if not step.setup_reason()]
         # As typed: the whole line when every step runs, else the steps that do, in order.
         texts = [command.text] if len(run) == len(steps) else [step.text for step in run]
         for text in texts:
-            finished = _run_shell(text, checkout)
+            finished = _run_shell(text, cwd, installed_suite)
             output = finished.stdout + finished.stderr
             assert finished.returncode in command.exit_codes, \
-                f"{command}: exit {finished.returncode}, expected {command.exit_codes}\n{output[-4000:]}"
+                f"{command} (in {cwd}): exit {finished.returncode}, expected {command.exit_codes}\n{output[-4000:]}"
             assert "Traceback" not in output, f"{command}: printed a traceback\n{output[-4000:]}"
         for step in run:
             arguments = step.bench_arguments()
-            missing = [str(path) for path in expected_outputs(arguments) if not (checkout / path).exists()] \
+            missing = [str(path) for path in expected_outputs(arguments) if not (cwd / path).exists()] \
                 if arguments is not None else []
             assert not missing, f"{command}: did not write {', '.join(missing)}"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("block", DOC.python_blocks, ids=lambda block: f"{block.section}: line {block.line}")
-def test_readme_python_block_runs(block: readme.PythonBlock, tmp_path: Path):
+def test_readme_python_block_runs(block: readme.PythonBlock, tmp_path: Path, installed_suite: Path):
     if block.parse_only:
         compile(block.code, f"README.md line {block.line}", "exec")
         return
-    checkout = fresh_checkout(tmp_path / "clone")
+    cwd = workspace(tmp_path / "work", block_needs_checkout(block.code, _top_level_names()))
     script = tmp_path / "readme_block.py"
     script.write_text(block.code, encoding="utf-8")
-    finished = subprocess.run([sys.executable, str(script)], cwd=checkout, env=_environment(checkout),
+    finished = subprocess.run([sys.executable, str(script)], cwd=cwd, env=_environment(installed_suite),
                               capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0 and "Traceback" not in output, \
