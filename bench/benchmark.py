@@ -49,11 +49,12 @@ from tqdm import tqdm
 
 from bench import evaluate, images
 from bench.demo import DEMO_FOLDER
-from bench.dataset import MASK_COLUMN, PairsTable, outside_root
+from bench.dataset import MASK_COLUMN, PairsTable, require_inside
 from bench.errors import ImageError, InputError, printable
 from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
 from bench.leaderboard import build_leaderboard, check_n_boot
 from bench.methods import (
+    ORIGINALS_FOLDER,
     Box,
     FolderMatch,
     Method,
@@ -78,6 +79,7 @@ from bench.setmetrics import (
     score_groups,
 )
 from bench.store import ResultsStore
+from bench.tradeoff import choose_axes
 from metrics.atomic import write_atomic
 from metrics.attacks import PrivacyReport
 from metrics.csvsafe import to_csv_text
@@ -90,7 +92,6 @@ from reports.leaderboard import Leaderboard, write_leaderboard
 FIXTURES = "fixtures"
 FIXTURES_FOLDER = DEMO_FOLDER
 SCOPES = ("global", "local")
-ORIGINALS_PREFIX = "originals/"
 #: Folder of the originals' local crops; method folders never start with "_" (see method_slug).
 ORIGINAL_CROPS = "_originals"
 #: Identity of the originals' crops: changes only if the crop rule does.
@@ -214,20 +215,16 @@ def _original(pii_path: Path, images_dir: Path, masks_dir: Path, key: str, boxes
     if not path.is_file():
         what = "is not a regular file" if path.exists() else "not found"
         raise InputError(f"{pii_path}: original {key!r} {what} at {path}; fix the key or add the image")
-    escaped = None if allow_outside_root else outside_root(path, images_dir)
-    if escaped is not None:
-        raise InputError(f"{pii_path}: original {key!r} resolves to {escaped}, outside the image root "
-                         f"{os.path.realpath(images_dir)} (through a symlink); copy the image into the set, "
-                         "or pass --allow-outside-root")
-    relative = key.removeprefix(ORIGINALS_PREFIX)
+    if not allow_outside_root:
+        require_inside(path, images_dir, what=f"{pii_path}: original {key!r}",
+                       where=f"the image root {os.path.realpath(images_dir)}", fix="copy the image into the set")
+    relative = key.removeprefix(ORIGINALS_FOLDER)
     parts = Path(relative).parts
     mask_candidates = (masks_dir / relative, masks_dir / Path(relative).with_suffix(".png"))
     mask_path = next((candidate for candidate in mask_candidates if candidate.is_file()), None)
-    escaped = None if allow_outside_root or mask_path is None else outside_root(mask_path, masks_dir)
-    if escaped is not None:
-        raise InputError(f"mask {mask_path} resolves to {escaped}, outside the mask root "
-                         f"{os.path.realpath(masks_dir)} (through a symlink); copy the mask into the set, "
-                         "or pass --allow-outside-root")
+    if not allow_outside_root and mask_path is not None:
+        require_inside(mask_path, masks_dir, what=f"mask {mask_path}",
+                       where=f"the mask root {os.path.realpath(masks_dir)}", fix="copy the mask into the set")
     return OriginalImage(key=key, relative=relative, path=path, boxes=boxes, mask_path=mask_path,
                          dataset=parts[0] if len(parts) > 1 else "")
 
@@ -422,7 +419,7 @@ def _job(method: Method, benchmark_set: BenchmarkSet, out_root: Path) -> _Job:
             job.result.failures.append(
                 f"method {method.name!r}: none of the {len(benchmark_set.originals)} originals of "
                 f"{benchmark_set.name} has an anonymized image in {method.folder}; expected the originals' "
-                f"relative paths, e.g. {method.folder / first}.<ext> (or {method.folder / ORIGINALS_PREFIX / first}.<ext>)")
+                f"relative paths, e.g. {method.folder / first}.<ext> (or {method.folder / ORIGINALS_FOLDER / first}.<ext>)")
     return job
 
 
@@ -679,19 +676,6 @@ def metric_names(spec: str | None, metric_options: Mapping[str, Any]) -> list[st
     return evaluate.metric_names(spec or ",".join(DEFAULT_METRICS), dict(metric_options))
 
 
-def _check_tradeoff(spec: str | None, names: Sequence[str]) -> None:
-    """--tradeoff names two metrics of the run: said before anything is computed."""
-    if spec is None:
-        return
-    parts = [part.strip() for part in spec.split(",")]
-    if len(parts) != 2 or not all(parts):
-        raise InputError(f"--tradeoff {spec!r}: give two metrics, PRIVACY_METRIC,UTILITY_METRIC (e.g. mse,background_ssim)")
-    missing = [part for part in parts if part not in names]
-    if missing:
-        raise InputError(f"--tradeoff {spec!r}: {', '.join(missing)} not among the metrics of this run "
-                         f"({', '.join(names)}); add it to --metrics")
-
-
 def _level(name: str) -> str:
     try:
         return metric_class(name).level
@@ -732,7 +716,8 @@ def run_benchmark(
     names = metric_names(metrics, options)
     if sort is not None and sort not in names:
         raise InputError(f"--sort {sort!r} is not among the metrics of this run: {', '.join(names)}")
-    _check_tradeoff(tradeoff, names)
+    # A wrong --tradeoff is one line, before any work.
+    choose_axes(tradeoff, {name: {} for name in names}, among="the metrics of this run")
     benchmark_set = load_benchmark_set(dataset, allow_outside_root=allow_outside_root)
     methods = _methods(method_specs, method_params, allow_outside_root=allow_outside_root)
     # The CLI passes absolute paths; a Python caller's relative ones are made absolute once, here.

@@ -21,8 +21,9 @@ from metrics.errors import MetricError
 
 # --------------------------------------------------------------------------- paths
 # The one place that sees the working directory: every path the user typed is made absolute
-# here, once, and every default output is placed under ./runs here. Nothing below this module
-# reads the working directory, so a run started from one folder resumes from any other.
+# here, once, and every default output is placed under ./runs here. What this module passes
+# down is absolute, so nothing below depends on the working directory and a run started from
+# one folder resumes from any other.
 RUNS = "runs"
 #: Values of --dataset that name a built-in set rather than a folder.
 _NAMED_DATASETS = ("fixtures",)
@@ -178,7 +179,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                         "with --annotations: runs/score-<file stem>)")
     p.add_argument("--store", type=Path, default=None, help="results store (default: <out>/results.sqlite)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the summary's 95%% CIs")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (the summary and every pair's values) on stdout, and nothing else")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -708,8 +709,9 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 def _cmd_dataset(args: argparse.Namespace) -> int:
     from bench.dataset_init import init_dataset
 
-    folder = args.folder.expanduser().resolve()
-    out = (args.out.expanduser() if args.out else folder.with_name(folder.name + "-bench")).resolve()
+    # Paths are absolute already (_resolve_paths); resolving follows a symlinked folder to its target.
+    folder = args.folder.resolve()
+    out = (args.out or folder.with_name(folder.name + "-bench")).resolve()
     result = init_dataset(folder, out, device=args.device)
     print("\n".join(result.summary_lines()))
     return 0

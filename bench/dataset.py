@@ -227,6 +227,16 @@ def outside_root(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> 
     return None if _inside(real, os.path.realpath(root)) else real
 
 
+def require_inside(path: str | os.PathLike[str], root: str | os.PathLike[str], *, what: str, where: str,
+                   fix: str) -> None:
+    """`InputError` when `path` resolves (through a symlink) outside `root`: "WHAT resolves to
+    REAL, outside WHERE (through a symlink); FIX, or pass --allow-outside-root"."""
+    escaped = outside_root(path, root)
+    if escaped is not None:
+        raise InputError(f"{what} resolves to {escaped}, outside {where} (through a symlink); {fix}, "
+                         "or pass --allow-outside-root")
+
+
 def _read(path, root, columns, allow_outside_root, require_scores=True):
     """Read and check the table (no image is opened).
 
@@ -414,7 +424,6 @@ def _read(path, root, columns, allow_outside_root, require_scores=True):
                                                 "fill it in or remove the row"))
 
     # ---- paths
-    real_root = os.path.realpath(root_norm)
     verdict: dict[str, str | None] = {}
 
     def path_problem(value: str) -> str | None:
@@ -431,9 +440,9 @@ def _read(path, root, columns, allow_outside_root, require_scores=True):
                 if not _inside(joined, root_norm):
                     msg = (f"path {value!r} leaves the image root {root_norm} (via '..'); fix the path, "
                            "--root, or pass --allow-outside-root")
-                elif os.path.lexists(joined) and not _inside(os.path.realpath(joined), real_root):
+                elif os.path.lexists(joined) and (escaped := outside_root(joined, root_norm)) is not None:
                     msg = (f"path {value!r} resolves outside the image root {root_norm} through a symlink "
-                           f"(to {os.path.realpath(joined)}); fix the link, --root, or pass --allow-outside-root")
+                           f"(to {escaped}); fix the link, --root, or pass --allow-outside-root")
         verdict[value] = msg
         return msg
 

@@ -87,7 +87,7 @@ class MethodWorker:
             log.flush()
             self._process = subprocess.Popen(
                 [sys.executable, "-c", bootstrap], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                pass_fds=(request_read, reply_write), env=env, cwd=os.getcwd(), start_new_session=True,
+                pass_fds=(request_read, reply_write), env=env, start_new_session=True,
             )
         os.close(request_read)
         os.close(reply_write)
@@ -177,16 +177,6 @@ class MethodWorker:
 
 
 # ---------------------------------------------------------------------------- worker side
-def _load(reference: str) -> Any:
-    import importlib
-
-    module_name, _, attribute = reference.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        target = getattr(target, part)
-    return target
-
-
 def _die_with_parent() -> None:
     """On Linux, have the kernel SIGKILL this worker when the run dies: a run killed by a
     signal must not leave a hung method spinning behind it."""
@@ -205,17 +195,16 @@ def _die_with_parent() -> None:
 
 def worker_main() -> None:
     """The worker's loop: load the method, then anonymize each image the run sends."""
-    from bench.methods import MethodFailure, check_output, describe_exception
+    from bench.methods import MethodFailure, check_output, describe_exception, import_reference
 
     _die_with_parent()
     request_fd, reply_fd = (int(fd) for fd in os.environ["BENCH_WORKER_FDS"].split(","))
     requests, replies = Connection(request_fd, writable=False), Connection(reply_fd, readable=False)
     reference, name = os.environ["BENCH_WORKER_REFERENCE"], os.environ["BENCH_WORKER_NAME"]
-    # The method's module is found the way the run found it: the run's folder last.
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
+    # The method's module is found the way the run found it: the run's sys.path came along
+    # (BENCH_WORKER_PATH), the current folder with it where the CLI added it.
     try:
-        function = _load(reference)
+        _, function = import_reference(reference)
     except Exception as exc:  # the user's module may raise anything on import
         replies.send(("error", describe_exception(exc)))
         return

@@ -385,7 +385,8 @@ def stored_leaderboard(
         if not records:
             raise InputError(f"no benchmark run of {benchmark_set.name} (sha256 {benchmark_set.sha256[:16]}) in "
                              f"{store_path}; run `bench run --method NAME --dataset {dataset}` first")
-        known = list(merge_records(records)["methods"])
+        merged = merge_records(records)
+        known = list(merged["methods"])
         unknown = [name for name in drop if name not in known]
         if unknown:
             raise InputError(f"--drop {unknown[0]}: no such method on the {benchmark_set.name} leaderboard in "
@@ -393,11 +394,12 @@ def stored_leaderboard(
         dropped = list(dict.fromkeys(drop))
         for name in dropped:
             store.drop_benchmark_method(benchmark_set.sha256, name)
-        records = store.benchmark_records(benchmark_set.sha256) if dropped else records
-        if not records:
-            raise InputError(f"every method of the {benchmark_set.name} leaderboard was dropped; "
-                             f"run `bench run --method NAME --dataset {dataset}` to start a new one")
-        merged = merge_records(records)
+        if dropped:
+            records = store.benchmark_records(benchmark_set.sha256)
+            if not records:
+                raise InputError(f"every method of the {benchmark_set.name} leaderboard was dropped; "
+                                 f"run `bench run --method NAME --dataset {dataset}` to start a new one")
+            merged = merge_records(records)
         choose_axes(tradeoff, merged["metrics"])  # a wrong --tradeoff is one line, before any work
         board = build_leaderboard(store, merged, n_boot=n_boot, seed=seed, sort=sort, tradeoff=tradeoff)
     written = write_leaderboard(board, out or Path(leaderboards_dir) / benchmark_set.name)

@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.dataset import outside_root
+from bench.dataset import require_inside
 from bench.errors import InputError
 from metrics.hashing import file_sha256
 
@@ -225,6 +225,8 @@ def identity(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box]) -> n
 #: Reference methods: not anonymizations, run beside the built-ins so that every leaderboard
 #: shows what an unchanged image scores.
 REFERENCE_METHODS: dict[str, MethodFunction] = {"identity": identity}
+#: Every name the suite itself runs: no plugin, module or folder method may take one.
+RESERVED_METHODS: dict[str, MethodFunction] = {**BUILTIN_METHODS, **REFERENCE_METHODS}
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -417,7 +419,7 @@ def resolve_method(spec: str, *, allow_outside_root: bool = False) -> Method:
     name, is_folder, folder = spec.partition("=")
     if is_folder:
         return _folder_method(name.strip(), Path(folder.strip()), allow_outside_root=allow_outside_root)
-    if spec in BUILTIN_METHODS or spec in REFERENCE_METHODS:
+    if spec in RESERVED_METHODS:
         return _builtin(spec)
     plugins = plugin_entry_points()
     if spec in plugins:
@@ -479,21 +481,21 @@ def sweep(method: Method, assignments: Sequence[str]) -> list[Method]:
 
 def builtin_methods() -> list[Method]:
     """The built-ins, then the reference methods: every benchmark run shows them all."""
-    return [_builtin(name) for name in (*BUILTIN_METHODS, *REFERENCE_METHODS)]
+    return [_builtin(name) for name in RESERVED_METHODS]
 
 
 def _builtin(name: str) -> Method:
     from bench import __version__
 
     return Method(name=name, kind="built-in", identity=f"built-in {name}, perceptanon-bench {__version__}",
-                  source=f"bench.methods:{name}", function={**BUILTIN_METHODS, **REFERENCE_METHODS}[name])
+                  source=f"bench.methods:{name}", function=RESERVED_METHODS[name])
 
 
 def plugin_entry_points() -> dict[str, EntryPoint]:
     """Installed plugin methods by name; a name used twice (or a built-in's) is an error."""
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in BUILTIN_METHODS or ep.name in REFERENCE_METHODS:
+        if ep.name in RESERVED_METHODS:
             raise InputError(f"method plugin {ep.name!r} ({ep.value}, from {_distribution(ep)}) reuses a built-in's "
                              "name; rename the entry point in that package's metadata")
         if ep.name in found and found[ep.name].value != ep.value:
@@ -512,7 +514,7 @@ def _plugin(ep: EntryPoint) -> Method:
     try:
         function = ep.load()
     except (Exception, SystemExit) as exc:  # a plugin's import error (even sys.exit) must be one line
-        raise InputError(f"method plugin {ep.name!r}: cannot load {ep.value} ({_describe(exc)}); "
+        raise InputError(f"method plugin {ep.name!r}: cannot load {ep.value} ({describe_exception(exc)}); "
                          f"fix or reinstall {_distribution(ep)}") from exc
     _check_callable(function, f"method plugin {ep.name!r} ({ep.value})")
     origin = _distribution(ep)
@@ -520,17 +522,24 @@ def _plugin(ep: EntryPoint) -> Method:
                   source=f"{ep.value} ({origin})", function=function, reference=ep.value)
 
 
+def import_reference(reference: str) -> tuple[Any, Any]:
+    """(module, target) of "module:attr.attr"; raises whatever the import raises."""
+    module_name, _, attribute = reference.partition(":")
+    module = importlib.import_module(module_name)
+    target = module
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return module, target
+
+
 def _function_method(spec: str) -> Method:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise InputError(f"--method {spec!r}: expected module:function, e.g. mymethod:anonymize")
     try:
-        module = importlib.import_module(module_name)
-        target = module
-        for part in attribute.split("."):
-            target = getattr(target, part)
+        module, target = import_reference(spec)
     except (Exception, SystemExit) as exc:  # the user's module may raise anything on import, even sys.exit
-        raise InputError(f"--method {spec!r}: cannot import it ({_describe(exc)}); check the module is on "
+        raise InputError(f"--method {spec!r}: cannot import it ({describe_exception(exc)}); check the module is on "
                          "PYTHONPATH (or in the current folder) and the function name") from exc
     _check_callable(target, f"--method {spec!r}")
     identity = f"function {spec}, source sha256 {_source_sha256(spec, module, target)}"
@@ -548,7 +557,7 @@ def _source_sha256(spec: str, module: object, function: object) -> str:
     try:
         source = inspect.getsource(function)
     except (OSError, TypeError) as exc:
-        raise InputError(f"--method {spec!r}: cannot read its source to tell when it changes ({_describe(exc)}); "
+        raise InputError(f"--method {spec!r}: cannot read its source to tell when it changes ({describe_exception(exc)}); "
                          "define the function in a .py file") from exc
     return hashlib.sha256(source.encode()).hexdigest()
 
@@ -562,7 +571,7 @@ def _check_callable(target: object, what: str) -> None:
 def _folder_method(name: str, folder: Path, *, allow_outside_root: bool = False) -> Method:
     if not name:
         raise InputError(f"--method ={folder}: give the folder's method a name, e.g. mine={folder}")
-    if name in BUILTIN_METHODS:
+    if name in RESERVED_METHODS:
         raise InputError(f"--method {name}={folder}: {name!r} is a built-in method; choose another name")
     method_slug(name)
     if not folder.is_dir():
@@ -571,10 +580,8 @@ def _folder_method(name: str, folder: Path, *, allow_outside_root: bool = False)
     files = _folder_files(folder)
     if not allow_outside_root:
         for path in files:
-            escaped = outside_root(path, folder)
-            if escaped is not None:
-                raise InputError(f"--method {name}={folder}: {path} resolves to {escaped}, outside that folder "
-                                 "(through a symlink); copy the image into the folder, or pass --allow-outside-root")
+            require_inside(path, folder, what=f"--method {name}={folder}: {path}", where="that folder",
+                           fix="copy the image into the folder")
     for path in files:
         digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
     return Method(name=name, kind="folder", identity=f"folder of {digest.hexdigest()}", source=str(folder),
@@ -650,7 +657,7 @@ def anonymize(method: Method, image: np.ndarray, pii_mask: np.ndarray, boxes: Se
     try:
         output = method.function(image.copy(), pii_mask.copy(), [tuple(box) for box in boxes], **dict(method.params))
     except Exception as exc:  # the user's method may raise anything
-        raise MethodFailure(f"method {method.name!r} failed on {where}: {_describe(exc)}") from exc
+        raise MethodFailure(f"method {method.name!r} failed on {where}: {describe_exception(exc)}") from exc
     check_output(method.name, output, image.shape, where=where)
     return output
 
@@ -676,4 +683,3 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-_describe = describe_exception

@@ -111,9 +111,11 @@ def _axis(name: str, info: Mapping[str, Any], role: str) -> Axis:
                 utility_view=str(info.get("utility_view") or ""))
 
 
-def choose_axes(spec: str | None, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | None:
+def choose_axes(spec: str | None, metrics: Mapping[str, Mapping[str, Any]], *,
+                among: str = "the computed metrics of this leaderboard") -> tuple[str, str] | None:
     """The (privacy, utility) metric names: `spec` ("PRIVACY,UTILITY") checked against the
-    computed `metrics`, or the defaults when both families are present (else None)."""
+    computed `metrics` (`among` says what they are, for the error), or the defaults when both
+    families are present (else None)."""
     computed = {name: info for name, info in metrics.items() if info.get("status", "ok") == "ok"}
     if spec is not None:
         parts = [part.strip() for part in spec.split(",")]
@@ -122,8 +124,8 @@ def choose_axes(spec: str | None, metrics: Mapping[str, Mapping[str, Any]]) -> t
                              "(e.g. mse,background_ssim)")
         unknown = [part for part in parts if part not in computed]
         if unknown:
-            raise InputError(f"--tradeoff {spec!r}: {', '.join(unknown)} not among the computed metrics of this "
-                             f"leaderboard ({', '.join(computed) or 'none'}); add it to --metrics")
+            raise InputError(f"--tradeoff {spec!r}: {', '.join(unknown)} not among {among} "
+                             f"({', '.join(computed) or 'none'}); add it to --metrics")
         if parts[0] == parts[1]:
             raise InputError(f"--tradeoff {spec!r}: the privacy and utility axes must be two different metrics")
         return parts[0], parts[1]

@@ -254,6 +254,8 @@ def test_small_groups_get_a_too_few_note_and_missing_weights_do_not_stop_the_run
         (["--method", "no_such_method"], "unknown anonymization method 'no_such_method'"),
         (["--method", "mine=/no/such/folder"], "no such folder"),
         (["--method", "blur=."], "'blur' is a built-in method"),
+        # The reference method's name too: its folder would otherwise be dropped without a word.
+        (["--method", "identity=."], "'identity' is a built-in method"),
         (["--method", "no_such_module_xyz:f"], "cannot import it"),
         (["--method", "blur", "--dataset", "/no/such/set"], "no such folder"),
         (["--method", "blur", "--sort", "lpips", "--metrics", "mse"], "--sort 'lpips' is not among the metrics"),
