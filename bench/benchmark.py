@@ -54,6 +54,7 @@ from bench.errors import ImageError, InputError, printable
 from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
 from bench.leaderboard import build_leaderboard, check_n_boot
 from bench.methods import (
+    boxes_mask,
     ORIGINALS_FOLDER,
     Box,
     FolderMatch,
@@ -241,10 +242,7 @@ def _check_output_names(pii_path: Path, originals: Sequence[OriginalImage]) -> N
 def _pii_mask(original: OriginalImage, height: int, width: int) -> np.ndarray:
     """The mask file (white = PII) where there is one, else the union of the boxes."""
     if original.mask_path is None:
-        mask = np.zeros((height, width), dtype=bool)
-        for x0, y0, x1, y1 in original.boxes:
-            mask[max(0, y0):y1, max(0, x0):x1] = True
-        return mask
+        return boxes_mask(original.boxes, height, width)
     try:
         with Image.open(original.mask_path) as opened:
             mask = np.asarray(opened.convert("L")) > 127
@@ -744,8 +742,7 @@ def run_benchmark(
     written = write_leaderboard(board, out_root)
     requested = metric_names(metrics, options) if metrics else list(options)
     if attacks is not None:  # the full detail (rank-5, EER, ROC) beside the leaderboard's privacy block
-        from bench.privacy import roc_plot
-        from reports.privacy import write_privacy
+        from reports.privacy import roc_plot, write_privacy
 
         written.update({f"privacy_{kind}": path for kind, path in
                         write_privacy(attacks, out_root, roc_plot(attacks)).items()})
@@ -758,5 +755,5 @@ def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, dev
     from bench import privacy
 
     identities = privacy.load_identities(benchmark_set.folder, [original.key for original in benchmark_set.originals])
-    return privacy.privacy_attacks(privacy.pairs_from_table(table.frame, table.root), identities, device=device,
+    return privacy.privacy_attacks(privacy.pairs_from_table(table), identities, device=device,
                                    cache_path=out_root / privacy.CACHE_FILE)

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from bench import images
 from bench.errors import ImageError, InputError
-from bench.methods import method_slug
+from bench.methods import boxes_mask, method_slug
+from bench.runner import to_device
 from metrics.atomic import write_atomic
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -90,7 +90,7 @@ def init_dataset(folder: Path, out: Path, *, device: str = "cpu") -> InitResult:
             result.unreadable.append(relative)
             continue
         height, width = rgb.shape[:2]
-        tensor = torch.from_numpy(images.to_float(rgb)).permute(2, 0, 1)[None].to(detector.device)
+        tensor = to_device([rgb], detector.device)
         faces = [face for face in detector.detect(tensor)[0] if face[4] >= MIN_CONFIDENCE]
         boxes = [box for box in (_pixel_box(face, width, height) for face in faces) if box is not None]
         if not boxes:
@@ -100,9 +100,7 @@ def init_dataset(folder: Path, out: Path, *, device: str = "cpu") -> InitResult:
             result.several_faces.append(relative)
         key = f"originals/{name}/{relative}"
         write_atomic(out / "images" / key, photo.read_bytes())
-        mask = np.zeros((height, width), dtype=np.uint8)
-        for x0, y0, x1, y1 in boxes:
-            mask[y0:y1, x0:x1] = 255
+        mask = boxes_mask(boxes, height, width).astype(np.uint8) * 255
         mask_path = out / "masks" / name / Path(relative).with_suffix(".png")
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(mask_path, _png(mask))

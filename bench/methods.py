@@ -97,6 +97,14 @@ def local_crop(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
     return image[y0:y1, x0:x1]
 
 
+def boxes_mask(boxes: Sequence[Box], height: int, width: int) -> np.ndarray:
+    """The union of `boxes` (x1, y1 exclusive) as a height x width bool mask, True = PII."""
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[max(0, y0):y1, max(0, x0):x1] = True
+    return mask
+
+
 def local_box(boxes: Sequence[Sequence[int]], height: int, width: int) -> Box | None:
     """The box of an image's local scope: the smallest box holding all its PII boxes, clipped
     to the image; None when no box overlaps the image."""

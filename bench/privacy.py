@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from bench import images
+from bench.dataset import PairsTable
+from bench.runner import to_device
 from bench.errors import InputError
 from metrics.attacks import (
     DetectionExample, PrivacyReport, PrivacyRow, Rate, adaptive_attack, identify, verification_scores, verify,
@@ -100,15 +102,17 @@ class _Cache:
         self.unavailable: dict[str, str] = {}
         self._detector = self._build("detection (MTCNN)", "metrics.detection:MTCNNDetection")
         self._second = self._build("detection (LBP cascade)", "metrics.detection:LBPCascadeDetection")
-        self._reid = self._build("re-identification (dlib)", "metrics.reid:DlibIdentityDistance")
+        # dlib's face box is MTCNN's: the same network, and (see `_compute`) the same detections.
+        self._reid = self._build("re-identification (dlib)", "metrics.reid:DlibIdentityDistance",
+                                 **({"mtcnn": self._detector} if self._detector is not None else {}))
         self._values: dict[str, np.ndarray] = self._load()
         self._loaded = len(self._values)
 
-    def _build(self, attack: str, target: str):
+    def _build(self, attack: str, target: str, **options):
         from metrics.registry import build_metric
 
         try:
-            return build_metric(target, device=self.device)
+            return build_metric(target, device=self.device, **options)
         except MetricError as exc:
             self.unavailable[attack] = str(exc)
             return None
@@ -146,9 +150,24 @@ class _Cache:
     def _features(self, metric, path: Path) -> np.ndarray:
         key = f"{metric.key()}#{file_sha256(path)}"
         if key not in self._values:
-            pixels = torch.from_numpy(images.to_float(images.load_rgb(path))).permute(2, 0, 1)[None]
-            self._values[key] = metric.features(pixels.to(metric.device))[0].numpy()
+            self._compute(path)
         return self._values[key]
+
+    def _compute(self, path: Path) -> None:
+        """Every available model's features of one image, from one decode; dlib embeds the
+        face MTCNN found, with MTCNN run once."""
+        digest = file_sha256(path)
+        pixels = to_device([images.load_rgb(path)], torch.device("cpu"))
+        detections = None
+        for metric in (self._detector, self._second, self._reid):
+            if metric is None:
+                continue
+            key = f"{metric.key()}#{digest}"
+            if key not in self._values:
+                self._values[key] = (self._reid.embedder.embed_images(pixels, detections)[0] if metric is self._reid
+                                     else metric.features(pixels.to(metric.device))[0].numpy())
+            if metric is self._detector:
+                detections = torch.from_numpy(self._values[key])[None]
 
     def detections(self, path: Path, *, second: bool = False) -> torch.Tensor:
         """MTCNN's detections of the image (the LBP cascade's with `second`)."""
@@ -247,36 +266,13 @@ def _replace(row: PrivacyRow, **changes) -> PrivacyRow:
     return replace(row, **changes)
 
 
-def pairs_from_table(frame, root: Path | None = None) -> list[AttackPair]:
-    """AttackPairs from a benchmark pairs table (columns original, anonymized, method, scope, image)."""
-    def path(value: str) -> Path:
-        return Path(value) if root is None else Path(root) / value
-    return [AttackPair(method=r.method, scope=r.scope, image=r.image, original=path(r.original),
-                       anonymized=path(r.anonymized)) for r in frame.itertuples(index=False)]
-
-
-def roc_plot(report: PrivacyReport) -> bytes:
-    """PNG of every group's verification ROC (log FAR axis), the diagonal as chance."""
-    import io
-
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5, 4))
-    axes = figure.add_subplot()
-    for row in report.rows:
-        if row.verification is not None:
-            fpr, tpr = row.verification.fpr, row.verification.tpr
-            axes.step(np.maximum(fpr, 1e-4), tpr, where="post", label=f"{row.method}/{row.scope}")
-    grid = np.logspace(-4, 0, 50)
-    axes.plot(grid, grid, linestyle=":", color="grey", label="chance")
-    axes.set_xscale("log")
-    axes.set_xlabel("false accept rate (impostor pairs accepted)")
-    axes.set_ylabel("true accept rate (genuine pairs accepted)")
-    axes.set_title("Re-identification: verification ROC (dlib)")
-    axes.legend(fontsize=6)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+def pairs_from_table(table: PairsTable) -> list[AttackPair]:
+    """AttackPairs from a benchmark run's pairs table (its method, scope and image columns), with
+    the table's own absolute paths."""
+    frame = table.frame
+    return [AttackPair(method=method, scope=scope, image=image, original=original, anonymized=anonymized)
+            for method, scope, image, original, anonymized in zip(
+                frame["method"], frame["scope"], frame["image"], table.original_paths(), table.anonymized_paths())]
 
 
 # ----------------------------------------------------------------------------- the run record

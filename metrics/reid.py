@@ -56,35 +56,54 @@ def square_box(face: Any) -> tuple[int, int, int, int]:
     return round(cx - half), round(cy - half), round(cx + half), round(cy + half)
 
 
+def import_dlib(who: str = "") -> Any:
+    """The dlib module, or a `WeightsError` saying how to install it (`who`: "name: " prefix)."""
+    try:
+        import dlib
+    except ImportError as exc:
+        raise WeightsError(f"{who}dlib is not importable ({exc}); pip install dlib-bin (version in constraints.txt)"
+                           ) from exc
+    return dlib
+
+
+def load_dlib_model(load: Any, weights_name: str, who: str = "") -> tuple[Any, WeightsRecord]:
+    """(model, its weights record): the pinned file `weights_name` loaded with dlib's `load`."""
+    from metrics import weights
+
+    resolved = weights.resolve(weights_name)
+    try:
+        return load(str(resolved.path)), resolved.record()
+    except RuntimeError as exc:
+        raise WeightsError(f"{who}dlib cannot load {resolved.path} ({exc}); reinstall face_recognition_models"
+                           ) from exc
+
+
+def best_hog_face(detector: Any, pixels: np.ndarray) -> Any:
+    """The most confident face rectangle of dlib's HOG detector on uint8 RGB `pixels`, or None."""
+    rectangles, scores, _ = detector.run(pixels, UPSAMPLE, 0.0)
+    return rectangles[int(np.argmax(scores))] if len(rectangles) else None
+
+
 class DlibEmbedder:
     """Face box (MTCNN or HOG) + 5-point alignment + dlib ResNet embedding, from the pinned files."""
 
-    def __init__(self, detector: str = "auto", device: str | torch.device = "cpu") -> None:
-        from metrics import weights
-
+    def __init__(self, detector: str = "auto", device: str | torch.device = "cpu", mtcnn: Any = None) -> None:
+        """`mtcnn`: an MTCNNDetection to share (the privacy block's), instead of building one."""
         if detector not in DETECTORS:
             raise MetricInputError(f"reid_dlib: detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
-
-        try:
-            import dlib
-        except ImportError as exc:
-            raise WeightsError(f"dlib is not importable ({exc}); pip install dlib-bin (version in constraints.txt)"
-                               ) from exc
-        predictor = weights.resolve("dlib_shape_predictor_5")
-        encoder = weights.resolve("dlib_face_recognition_resnet_v1")
-        self.records = [predictor.record(), encoder.record()]
-        try:
-            self._predictor = dlib.shape_predictor(str(predictor.path))
-            self._encoder = dlib.face_recognition_model_v1(str(encoder.path))
-        except RuntimeError as exc:
-            raise WeightsError(f"dlib cannot load {predictor.path} or {encoder.path} ({exc}); "
-                               "reinstall face_recognition_models") from exc
+        dlib = import_dlib()
+        self._predictor, predictor = load_dlib_model(dlib.shape_predictor, "dlib_shape_predictor_5")
+        self._encoder, encoder = load_dlib_model(dlib.face_recognition_model_v1, "dlib_face_recognition_resnet_v1")
+        self.records = [predictor, encoder]
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         #: MTCNN (a metrics.detection.MTCNNDetection) or None for HOG; why HOG when MTCNN was wanted.
         self.mtcnn = None
         self.fallback_reason = ""
-        if detector != "hog":
+        if detector != "hog" and mtcnn is not None:
+            self.mtcnn = mtcnn
+            self.records += mtcnn.weights()
+        elif detector != "hog":
             from metrics.detection import MTCNNDetection
 
             try:
@@ -100,28 +119,26 @@ class DlibEmbedder:
     def detector(self) -> str:
         return "mtcnn" if self.mtcnn is not None else "hog"
 
-    def faces(self, pixels: np.ndarray) -> list[tuple[Any, float]]:
-        """dlib's HOG rectangles with their detector scores, most confident first."""
-        rectangles, scores, _ = self._detector.run(pixels, UPSAMPLE, 0.0)
-        return sorted(zip(rectangles, scores), key=lambda found: -found[1])
-
-    def boxes(self, images: torch.Tensor) -> list[Any]:
-        """The most confident face of each float [0, 1] image as a dlib rectangle, or None."""
+    def boxes(self, images: torch.Tensor, detections: torch.Tensor | None = None) -> list[Any]:
+        """The most confident face of each float [0, 1] image as a dlib rectangle, or None.
+        `detections`: MTCNN's packed detections of these images (N x K x 5, most confident
+        first, as `MTCNNDetection.features` gives them), when already computed."""
         if self.mtcnn is None:
-            found = [self.faces(np.ascontiguousarray(pixels)) for pixels in to_uint8_hwc(images)]
-            return [faces[0][0] if faces else None for faces in found]
-        detected = [sorted(faces, key=lambda face: -face[4]) for faces in self.mtcnn.detect(images)]
-        return [self._dlib.rectangle(*square_box(faces[0])) if faces else None for faces in detected]
+            return [best_hog_face(self._detector, np.ascontiguousarray(pixels)) for pixels in to_uint8_hwc(images)]
+        if detections is None:
+            detections = self.mtcnn.features(images)
+        return [self._dlib.rectangle(*square_box(faces[0])) if faces[0, 4] > 0 else None
+                for faces in detections.cpu()]
 
     def embed(self, pixels: np.ndarray, rectangle: Any) -> np.ndarray:
         shape = self._predictor(pixels, rectangle)
         return np.array(self._encoder.compute_face_descriptor(pixels, shape, 1), dtype=np.float64)
 
-    def embed_images(self, images: torch.Tensor) -> np.ndarray:
+    def embed_images(self, images: torch.Tensor, detections: torch.Tensor | None = None) -> np.ndarray:
         """float [0, 1] NCHW -> N x 128 embeddings of each image's most confident face; NaN rows
-        where no face is found."""
+        where no face is found (`detections` as in `boxes`)."""
         embeddings = np.full((len(images), EMBEDDING_SIZE), np.nan)
-        for i, (pixels, box) in enumerate(zip(to_uint8_hwc(images), self.boxes(images))):
+        for i, (pixels, box) in enumerate(zip(to_uint8_hwc(images), self.boxes(images, detections))):
             if box is not None:
                 embeddings[i] = self.embed(np.ascontiguousarray(pixels), box)
         return embeddings
@@ -149,10 +166,10 @@ class DlibIdentityDistance(FeaturePairMetric):
                                  "alignment, ResNet v1 128-d embedding (no jitter); distance original <-> "
                                  "anonymized; 0.6 is dlib's same-person threshold")
 
-    def __init__(self, device: str | torch.device = "cpu", detector: str = "auto") -> None:
+    def __init__(self, device: str | torch.device = "cpu", detector: str = "auto", mtcnn: Any = None) -> None:
         # dlib runs on the CPU whatever the device; MTCNN's networks run on the device.
         super().__init__(device)
-        self.embedder = DlibEmbedder(detector, self.device)
+        self.embedder = DlibEmbedder(detector, self.device, mtcnn=mtcnn)
 
     def config(self) -> dict[str, Any]:
         return {"detector": self.embedder.detector}

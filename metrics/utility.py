@@ -225,21 +225,11 @@ class LandmarkDisplacement(PairMetric):
     def __init__(self, device: str | torch.device = "cpu") -> None:
         # dlib runs on the CPU whatever the device; the device only says where inputs arrive.
         super().__init__(device)
-        from metrics import weights
-        from metrics.errors import WeightsError
+        from metrics.reid import import_dlib, load_dlib_model
 
-        try:
-            import dlib
-        except ImportError as exc:
-            raise WeightsError(f"{self.name}: dlib is not importable ({exc}); pip install dlib-bin "
-                               "(version in constraints.txt)") from exc
-        predictor = weights.resolve("dlib_shape_predictor_5")
-        self._records = [predictor.record()]
-        try:
-            self._predictor = dlib.shape_predictor(str(predictor.path))
-        except RuntimeError as exc:
-            raise WeightsError(f"{self.name}: dlib cannot load {predictor.path} ({exc}); "
-                               "reinstall face_recognition_models") from exc
+        dlib = import_dlib(f"{self.name}: ")
+        self._predictor, record = load_dlib_model(dlib.shape_predictor, "dlib_shape_predictor_5", f"{self.name}: ")
+        self._records = [record]
         self._detector = dlib.get_frontal_face_detector()
 
     def weights(self) -> list:
@@ -259,16 +249,15 @@ class LandmarkDisplacement(PairMetric):
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], dtype=np.float64)
 
     def _score(self, original: torch.Tensor, anonymized: torch.Tensor) -> np.ndarray:
-        from metrics.reid import UPSAMPLE
+        from metrics.reid import best_hog_face
 
         values = []
         for original_pixels, anonymized_pixels in zip(to_uint8_hwc(original), to_uint8_hwc(anonymized)):
             original_pixels = np.ascontiguousarray(original_pixels)
-            rectangles, scores, _ = self._detector.run(original_pixels, UPSAMPLE, 0.0)
-            if not len(rectangles):
+            rectangle = best_hog_face(self._detector, original_pixels)
+            if rectangle is None:
                 values.append(float("nan"))
                 continue
-            rectangle = rectangles[int(np.argmax(scores))]
             values.append(landmark_displacement(self._points(original_pixels, rectangle),
                                                 self._points(np.ascontiguousarray(anonymized_pixels), rectangle)))
         return np.asarray(values, dtype=np.float64)

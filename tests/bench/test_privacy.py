@@ -15,7 +15,8 @@ pytest.importorskip("facenet_pytorch", reason="facenet-pytorch not installed")
 pytest.importorskip("dlib", reason="dlib not installed")
 
 from bench.errors import InputError  # noqa: E402
-from bench.privacy import AttackPair, load_identities, privacy_attacks, roc_plot  # noqa: E402
+from bench.privacy import AttackPair, load_identities, privacy_attacks  # noqa: E402
+from reports.privacy import roc_plot  # noqa: E402
 from metrics import weights  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[2] / "fixtures" / "demo"
