@@ -48,8 +48,10 @@ from reports.tables import (
     convention_note,
     dagger_note,
     format_number,
+    json_number,
     markdown_escape,
     not_computed_notes,
+    ties,
     to_latex,
     to_markdown,
 )
@@ -178,7 +180,7 @@ def _decimals(values: Sequence[float]) -> int:
 
 
 def _tied(a: float, b: float) -> bool:
-    return abs(a - b) <= TIE_TOLERANCE * max(abs(a), abs(b))
+    return ties([a], b)[0]
 
 
 def _interval(entry: Entry) -> tuple[float, float] | None:
@@ -261,7 +263,7 @@ def table_notes(board: Leaderboard) -> list[str]:
          "pairs), FID without one."),
         ("Bold: the most anonymous value of each column within a scope, only where its interval overlaps no other "
          "row's (a value without an interval, such as FID, is bold only when alone); values equal within "
-         f"a relative 1e-12 are ties.{sorted_by}"),
+         f"a relative {TIE_TOLERANCE:g} are ties.{sorted_by}"),
         convention_note(board.convention, of="values"),
     ]
     dagger = dagger_note(board.columns)
@@ -411,12 +413,6 @@ def to_csv(board: Leaderboard) -> str:
     return to_csv_text(long_frame(board))
 
 
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def to_json(board: Leaderboard) -> str:
     """The board with every cell, the notes (dagger footnote included), failures and provenance;
     NaN and infinities as null."""
@@ -430,7 +426,7 @@ def to_json(board: Leaderboard) -> str:
         "not_computed": [vars(item) for item in board.not_computed],
         "convention": board.convention,
         "rows": [{"scope": row.scope, "method": row.method, "params": dict(row.params),
-                  "cells": {name: {key: _finite_or_none(value) for key, value in vars(entry).items()}
+                  "cells": {name: {key: json_number(value) for key, value in vars(entry).items()}
                             for name, entry in row.entries.items()}} for row in board.rows],
         "notes": table_notes(board),
         "failures": [{"method": f.method, "message": f.message} for f in board.failures],
@@ -449,7 +445,7 @@ def _privacy_json(board: Leaderboard) -> dict[str, Any] | None:
                      "higher_is_more_anonymous": info.higher_is_more_anonymous} for info in block.columns],
         "not_computed": [vars(item) for item in block.not_computed],
         "rows": [{"scope": row.scope, "method": row.method,
-                  "cells": {name: {key: _finite_or_none(value) for key, value in vars(entry).items()}
+                  "cells": {name: {key: json_number(value) for key, value in vars(entry).items()}
                             for name, entry in row.entries.items()}} for row in block.rows],
         "notes": privacy_notes(board),
     }
@@ -489,7 +485,7 @@ def _example_rows(board: Leaderboard) -> tuple[list[str], list[_ExampleRow]]:
     return methods, rows
 
 
-def _context(board: Leaderboard) -> dict[str, Any]:
+def _context(board: Leaderboard, tradeoff_plots: Sequence[bytes] | None = None) -> dict[str, Any]:
     methods, examples = _example_rows(board)
     return {
         "table": leaderboard_table(board),
@@ -500,7 +496,7 @@ def _context(board: Leaderboard) -> dict[str, Any]:
         "example_methods": methods,
         "examples": examples,
         "provenance": [(key, str(value)) for key, value in board.provenance.items()],
-        "tradeoff": tradeoff.html_section(board.tradeoffs) if board.tradeoffs else "",
+        "tradeoff": tradeoff.html_section(board.tradeoffs, tradeoff_plots) if board.tradeoffs else "",
     }
 
 
@@ -515,9 +511,10 @@ def html_section(board: Leaderboard) -> Markup:
     return _section(_context(board))
 
 
-def to_html(board: Leaderboard) -> str:
-    """A self-contained page: inline CSS, images as data URIs, no script."""
-    context = _context(board)
+def to_html(board: Leaderboard, tradeoff_plots: Sequence[bytes] | None = None) -> str:
+    """A self-contained page: inline CSS, images as data URIs, no script (`tradeoff_plots`: the
+    trade-off views' PNGs, when already drawn)."""
+    context = _context(board, tradeoff_plots)
     return environment().get_template("leaderboard.html.j2").render(
         title=board.title, section=_section(context), provenance=context["provenance"])
 
@@ -526,7 +523,9 @@ def to_html(board: Leaderboard) -> str:
 def write_leaderboard(board: Leaderboard, out_dir: Path) -> dict[str, Path]:
     """Write every format (see `FILE_NAMES`) into `out_dir`, each atomically."""
     out_dir = Path(out_dir)
+    # Each trade-off plot is drawn once, for the HTML page and for its own PNG file.
+    plots = [tradeoff.plot_png(view) for view in board.tradeoffs]
     renderers = {"markdown": to_markdown_document, "latex": to_latex_table, "csv": to_csv, "json": to_json,
-                 "html": to_html}
+                 "html": lambda board: to_html(board, plots)}
     written = {kind: write_atomic(out_dir / FILE_NAMES[kind], render(board)) for kind, render in renderers.items()}
-    return {**written, **tradeoff.write_tradeoffs(board.tradeoffs, out_dir)}
+    return {**written, **tradeoff.write_tradeoffs(board.tradeoffs, out_dir, plots)}

@@ -8,14 +8,13 @@ Rendered once into Markdown and JSON from `metrics.attacks.PrivacyReport`.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from metrics.atomic import write_atomic
 from metrics.attacks import ATTACK_COLUMNS, FARS, PrivacyReport, PrivacyRow, Rate
 from reports.html import Thumbnail, data_uri, environment, thumbnail
-from reports.tables import markdown_escape
+from reports.tables import json_number, markdown_escape
 
 FILE_NAMES = {"markdown": "privacy.md", "json": "privacy.json", "roc": "privacy_roc.png", "html": "privacy.html"}
 BOXED_SIZE = (160, 160)
@@ -102,13 +101,7 @@ def to_markdown(report: PrivacyReport) -> str:
 def _rate_json(rate: Rate | None) -> dict[str, Any] | None:
     if rate is None:
         return None
-    return {key: (value if not isinstance(value, float) or math.isfinite(value) else None)
-            for key, value in vars(rate).items()}
-
-
-def _finite(value: float) -> float | None:
-    """NaN (e.g. the chance level of a gallery with no face found) as JSON null."""
-    return value if math.isfinite(value) else None
+    return {key: json_number(value) for key, value in vars(rate).items()}
 
 
 def to_json(report: PrivacyReport) -> str:
@@ -120,13 +113,13 @@ def to_json(report: PrivacyReport) -> str:
             "detection_rate": _rate_json(row.detection), "originals_without_face": row.originals_without_face,
             "detection_rate_lbp": _rate_json(row.second_detection),
             "rank1": _rate_json(row.rank1), "rank5": _rate_json(row.rank5),
-            "chance_rank1": _finite(ident.chance(1)) if ident else None,
-            "chance_rank5": _finite(ident.chance(5)) if ident else None,
+            "chance_rank1": json_number(ident.chance(1)) if ident else None,
+            "chance_rank5": json_number(ident.chance(5)) if ident else None,
             "faces_not_found": ident.not_found if ident else None,
             "tar_at_far": {f"{far:g}": value for far, value in verification.tar_at_far.items()} if verification else None,
             "eer": verification.eer if verification else None,
             "adaptive_rank1": _rate_json(adaptive.rank1) if adaptive else None,
-            "adaptive_chance": adaptive.chance if adaptive and math.isfinite(adaptive.chance) else None,
+            "adaptive_chance": json_number(adaptive.chance) if adaptive else None,
             "adaptive_reason": adaptive.reason if adaptive else None,
         })
     document = {"higher_is_more_anonymous": {"detection_rate": False, "detection_rate_lbp": False, "rank1": False, "rank5": False,

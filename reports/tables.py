@@ -204,6 +204,12 @@ def rows_note(rows: str = "test") -> str:
     raise ValueError(f"rows must be 'test' or 'all', got {rows!r}")
 
 
+def json_number(value: Any) -> Any:
+    """A value for the reports' JSON: a non-finite float (NaN, an undefined or infinite
+    aggregate) as null, anything else as it is."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def ties(values: Sequence[float], best: float, *, tolerance: float = TIE_TOLERANCE) -> list[bool]:
     """Which values tie with `best` within a relative `tolerance` (MSE and PSNR, monotone
     transforms of each other, must not be told apart by float rounding)."""
@@ -505,7 +511,7 @@ def correlation_table(
         notes.append("Each correlation divided by the noise ceiling of its split (1 = as good as the annotators).")
     if flagged:
         notes.append(FEW_CLUSTERS_NOTE)
-    notes.append("Bold: best metric in the row (values equal within a relative 1e-12 are ties). Each metric is "
+    notes.append(f"Bold: best metric in the row (values equal within a relative {TIE_TOLERANCE:g} are ties). Each metric is "
                  "ranked on the pairs where it has a value; a footnote names any metric with fewer pairs than n. "
                  "* p < .05, ** p < .01: worse than the best (paired test against the best metric on the pairs "
                  "both have, Holm-adjusted).")

@@ -27,7 +27,7 @@ from markupsafe import Markup
 from metrics.atomic import write_atomic
 from metrics.csvsafe import to_csv_text
 from reports.html import data_uri, environment
-from reports.tables import Cell, Column, Row, Table, format_number, to_latex, to_markdown
+from reports.tables import Cell, Column, Row, Table, format_number, json_number, to_latex, to_markdown
 
 #: Output files of the trade-off views, by format; "{scope}" is each view's scope.
 FILE_NAMES = {"markdown": "tradeoff.md", "latex": "tradeoff.tex", "csv": "tradeoff.csv", "json": "tradeoff.json",
@@ -150,7 +150,6 @@ def trade_off_table(view: Tradeoff) -> Table:
     the curve's area and whether it is dominated."""
     x_decimals = _decimals([p.x for p in view.points])
     y_decimals = _decimals([p.y for p in view.points])
-    curves = {curve.base: curve for curve in view.curves}
     rows = []
     for curve in view.curves:
         for method in curve.methods:
@@ -162,7 +161,7 @@ def trade_off_table(view: Tradeoff) -> Table:
                 Cell(text="yes" if point.on_front else "no", best=point.on_front),
                 Cell(text=", ".join(point.dominated_by[:3]) + (" …" if len(point.dominated_by) > 3 else "") or "—"),
                 Cell(text=area if method == curve.methods[0] else ""),
-                Cell(text=("yes" if curves[curve.base].dominated else "no") if method == curve.methods[0] else ""),
+                Cell(text=("yes" if curve.dominated else "no") if method == curve.methods[0] else ""),
                 Cell(text=point.anchor),
             )))
     columns = (Column(view.privacy.header, view.privacy.direction), Column(view.utility.header, view.utility.direction),
@@ -203,15 +202,11 @@ def to_csv(views: Sequence[Tradeoff]) -> str:
     return to_csv_text(long_frame(views))
 
 
-def _json_number(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 def to_json(views: Sequence[Tradeoff]) -> str:
     document = [{
         "dataset": view.dataset, "scope": view.scope,
         "privacy": vars(view.privacy), "utility": vars(view.utility),
-        "points": [{key: (_json_number(value) if not isinstance(value, tuple) else
+        "points": [{key: (json_number(value) if not isinstance(value, tuple) else
                           (dict(value) if key == "params" else list(value)))
                     for key, value in vars(point).items()} for point in view.points],
         "curves": [{**vars(curve), "methods": list(curve.methods)} for curve in view.curves],
@@ -228,7 +223,7 @@ def plot_png(view: Tradeoff) -> bytes:
     """The view as a PNG (see the module docstring)."""
     from matplotlib.figure import Figure
 
-    from reports.plots import DPI, MARKERS, PALETTE, _STYLE
+    from reports.plots import DPI, _STYLE, _colour, _marker
 
     import matplotlib
 
@@ -241,7 +236,7 @@ def plot_png(view: Tradeoff) -> bytes:
                       solid_capstyle="round", zorder=1, label="Pareto front")
         for index, curve in enumerate(c for c in view.curves if not c.anchor):
             points = [view.point(method) for method in curve.methods]
-            colour, marker = PALETTE[index % len(PALETTE)], MARKERS[index % len(MARKERS)]
+            colour, marker = _colour(index), _marker(index)
             axes.errorbar([p.x for p in points], [p.y for p in points],
                           xerr=_errors([(p.x, p.x_low, p.x_high) for p in points]),
                           yerr=_errors([(p.y, p.y_low, p.y_high) for p in points]),
@@ -286,8 +281,9 @@ def html_section(views: Sequence[Tradeoff], plots: Sequence[bytes] | None = None
 
 
 # --------------------------------------------------------------------------- files
-def write_tradeoffs(views: Sequence[Tradeoff], out_dir: Path) -> dict[str, Path]:
-    """Every format into `out_dir` (atomically): tradeoff.md/.tex/.csv/.json and one PNG per scope."""
+def write_tradeoffs(views: Sequence[Tradeoff], out_dir: Path, plots: Sequence[bytes] | None = None) -> dict[str, Path]:
+    """Every format into `out_dir` (atomically): tradeoff.md/.tex/.csv/.json and one PNG per scope
+    (`plots`: those PNGs, when already drawn)."""
     if not views:
         return {}
     out_dir = Path(out_dir)
@@ -297,7 +293,8 @@ def write_tradeoffs(views: Sequence[Tradeoff], out_dir: Path) -> dict[str, Path]
         "tradeoff_csv": write_atomic(out_dir / FILE_NAMES["csv"], to_csv(views)),
         "tradeoff_json": write_atomic(out_dir / FILE_NAMES["json"], to_json(views)),
     }
-    for view in views:
+    plots = list(plots) if plots is not None else [plot_png(view) for view in views]
+    for view, png in zip(views, plots):
         written[f"tradeoff_plot_{view.scope}"] = write_atomic(out_dir / FILE_NAMES["plot"].format(scope=view.scope),
-                                                              plot_png(view))
+                                                              png)
     return written
