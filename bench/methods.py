@@ -531,9 +531,15 @@ def _plugin(ep: EntryPoint) -> Method:
 
 
 def import_reference(reference: str) -> tuple[Any, Any]:
-    """(module, target) of "module:attr.attr"; raises whatever the import raises."""
+    """(module, target) of "module:attr.attr"; raises whatever the import raises.
+
+    No bytecode is cached beside the user's module: a benchmark writes only under its output folder."""
     module_name, _, attribute = reference.partition(":")
-    module = importlib.import_module(module_name)
+    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        module = importlib.import_module(module_name)
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
     target = module
     for part in attribute.split("."):
         target = getattr(target, part)
