@@ -3,7 +3,7 @@
 A user's method (a plugin or ``module:function``) is code we did not write: it may call
 ``sys.exit`` or ``os._exit``, raise ``KeyboardInterrupt``, hang, segfault, or print megabytes.
 None of that may end, hang or pollute the benchmark run, so each user method gets one
-persistent worker (a fresh interpreter, ``python -m bench.isolation``) that:
+persistent worker (a fresh interpreter running `bench.worker.worker_main`) that:
 
 - imports the method itself, by its ``module:attribute`` reference;
 - has its stdout and stderr redirected to a log file in the run folder (the method's own
@@ -17,6 +17,10 @@ reported as one line for that image -- "exited with code 0", "timed out after 12
 A method that raises an ordinary exception, or returns something off the contract, keeps its
 worker: the failure is the same one line as for an in-process call (`bench.methods.anonymize`).
 
+Before any of that, the run learns what it needs about the method (that it imports, is
+callable, its parameters, the source hash behind its identity) from a throwaway process
+(`probe`): the run never imports the user's module itself.
+
 Why a persistent worker and not one process per image: starting an interpreter that imports
 numpy (and often torch) costs seconds, more than most methods take per image.
 """
@@ -28,6 +32,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -42,6 +47,17 @@ DEFAULT_TIMEOUT_S = 120.0
 _START_TIMEOUT_S = 300.0
 # How long a finished worker gets to exit after being told to.
 _STOP_GRACE_S = 5.0
+
+
+def _bootstrap(entry: str) -> str:
+    """The child's program: the run's sys.path first (so the method's module is found the way
+    the run found it, the current folder with it where the CLI added it), then `entry`."""
+    return ("import sys, json, os; sys.path[:0] = json.loads(os.environ['BENCH_WORKER_PATH']); "
+            f"from bench.worker import {entry}; {entry}()")
+
+
+def _child_environment(**extra: str) -> dict[str, str]:
+    return dict(os.environ, BENCH_WORKER_PATH=json.dumps([p for p in sys.path if p]), **extra)
 
 
 class WorkerDied(Exception):
@@ -78,15 +94,13 @@ class MethodWorker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
-        bootstrap = ("import sys, json, os; sys.path[:0] = json.loads(os.environ['BENCH_WORKER_PATH']); "
-                     "from bench.isolation import worker_main; worker_main()")
-        env = dict(os.environ, BENCH_WORKER_PATH=json.dumps([p for p in sys.path if p]),
-                   BENCH_WORKER_FDS=f"{request_read},{reply_write}", BENCH_WORKER_REFERENCE=self.reference, BENCH_WORKER_NAME=self.name)
+        env = _child_environment(BENCH_WORKER_FDS=f"{request_read},{reply_write}", BENCH_WORKER_REFERENCE=self.reference,
+                                 BENCH_WORKER_NAME=self.name)
         with open(self.log_path, "ab") as log:
             log.write(f"--- worker for method {self.name!r} ({self.reference}) started {time.ctime()}\n".encode())
             log.flush()
             self._process = subprocess.Popen(
-                [sys.executable, "-c", bootstrap], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                [sys.executable, "-c", _bootstrap("worker_main")], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 pass_fds=(request_read, reply_write), env=env, start_new_session=True,
             )
         os.close(request_read)
@@ -176,60 +190,32 @@ class MethodWorker:
         return WorkerDied(f"{prefix}{describe_exit(returncode)}")
 
 
-# ---------------------------------------------------------------------------- worker side
-def _die_with_parent() -> None:
-    """On Linux, have the kernel SIGKILL this worker when the run dies: a run killed by a
-    signal must not leave a hung method spinning behind it."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
+# ---------------------------------------------------------------------------- probing
+def probe(reference: str, what: str, *, timeout_s: float = _START_TIMEOUT_S) -> dict[str, Any]:
+    """The facts `bench.worker.probe_main` finds about a user's `reference` (a JSON dict),
+    learned in a throwaway process: importing the user's module may exit, hang or crash, and
+    the run must not (so the run itself never imports it). `what` names the method in the
+    child's own one-line refusals. Raises `WorkerDied` with the one-line reason otherwise."""
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as folder:
+        result = Path(folder) / "facts.json"
+        env = _child_environment(BENCH_PROBE_REFERENCE=reference, BENCH_PROBE_WHAT=what, BENCH_PROBE_RESULT=str(result))
+        process = subprocess.Popen([sys.executable, "-c", _bootstrap("probe_main")], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        try:
+            returncode = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            raise WorkerDied(f"importing it did not finish within {timeout_s:g} s") from None
+        _kill_group(process)  # whatever the import left running
+        try:
+            return json.loads(result.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise WorkerDied(f"importing it {describe_exit(returncode)}") from None
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
         pass
-    if os.getppid() == 1:  # the run died before the line above took effect
-        os._exit(0)
-
-
-def worker_main() -> None:
-    """The worker's loop: load the method, then anonymize each image the run sends."""
-    from bench.methods import MethodFailure, check_output, describe_exception, import_reference
-
-    _die_with_parent()
-    request_fd, reply_fd = (int(fd) for fd in os.environ["BENCH_WORKER_FDS"].split(","))
-    requests, replies = Connection(request_fd, writable=False), Connection(reply_fd, readable=False)
-    reference, name = os.environ["BENCH_WORKER_REFERENCE"], os.environ["BENCH_WORKER_NAME"]
-    # The method's module is found the way the run found it: the run's sys.path came along
-    # (BENCH_WORKER_PATH), the current folder with it where the CLI added it.
-    try:
-        _, function = import_reference(reference)
-    except Exception as exc:  # the user's module may raise anything on import
-        replies.send(("error", describe_exception(exc)))
-        return
-    replies.send(("ready", None))
-    while True:
-        try:
-            request = requests.recv()
-        except EOFError:  # the run ended (or was killed) without saying goodbye
-            return
-        if request is None:
-            return
-        image, pii_mask, boxes, where, params = request
-        try:
-            output = function(image, pii_mask, boxes, **params)
-            check_output(name, output, image.shape, where=where)
-        except MethodFailure as exc:
-            replies.send(("failed", str(exc)))
-            continue
-        except SystemExit:
-            raise  # reported by the run as "exited with code N"
-        except BaseException as exc:  # KeyboardInterrupt, GeneratorExit, ...: still only this image
-            replies.send(("failed", f"method {name!r} failed on {where}: {describe_exception(exc)}"))
-            continue
-        replies.send(("ok", np.ascontiguousarray(output)))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    worker_main()
+    process.wait()

@@ -57,7 +57,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ import numpy as np
 
 from bench.dataset import require_inside
 from bench.errors import InputError
+from bench.isolation import WorkerDied, probe
 from metrics.hashing import file_sha256
 
 Box = tuple[int, int, int, int]
@@ -383,6 +384,9 @@ class Method:
     #: ``module:attribute`` by which a worker process imports a user's function (plugins and
     #: module:function; see `bench.isolation`); None for built-ins and folders.
     reference: str | None = None
+    #: A user's function's parameters, as its probe process found them (the run never imports
+    #: the function itself); None for built-ins, whose `function` is at hand.
+    declared: tuple[Parameter, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def isolated(self) -> bool:
@@ -400,7 +404,7 @@ class Method:
     @property
     def parameters(self) -> tuple[Parameter, ...]:
         """What ``--param`` may set on this method."""
-        return method_parameters(self.function)
+        return self.declared if self.declared is not None else method_parameters(self.function)
 
     @property
     def slug(self) -> str:
@@ -452,8 +456,8 @@ def sweep(method: Method, assignments: Sequence[str]) -> list[Method]:
     what = f"--param for method {method.name!r}"
     if method.params:
         raise InputError(f"{what}: it is already a setting; give --param to the base method {method.base_name!r}")
-    if method.function is None or not declared:
-        reason = "is a folder of images" if method.function is None else "declares no parameters"
+    if method.kind == "folder" or not declared:
+        reason = "is a folder of images" if method.kind == "folder" else "declares no parameters"
         raise InputError(f"{what}: it {reason}, so it takes no --param (its parameters: none)")
     axes: dict[str, list[Any]] = {}
     for assignment in assignments:
@@ -519,15 +523,11 @@ def _distribution(ep: EntryPoint) -> str:
 
 
 def _plugin(ep: EntryPoint) -> Method:
-    try:
-        function = ep.load()
-    except (Exception, SystemExit) as exc:  # a plugin's import error (even sys.exit) must be one line
-        raise InputError(f"method plugin {ep.name!r}: cannot load {ep.value} ({describe_exception(exc)}); "
-                         f"fix or reinstall {_distribution(ep)}") from exc
-    _check_callable(function, f"method plugin {ep.name!r} ({ep.value})")
     origin = _distribution(ep)
+    facts = _probe(ep.value, f"method plugin {ep.name!r} ({ep.value})", lambda reason: (
+        f"method plugin {ep.name!r}: cannot load {ep.value} ({reason}); fix or reinstall {origin}"))
     return Method(name=ep.name, kind="plugin", identity=f"plugin {ep.value} from {origin}",
-                  source=f"{ep.value} ({origin})", function=function, reference=ep.value)
+                  source=f"{ep.value} ({origin})", reference=ep.value, declared=_parameters_from_json(facts["parameters"]))
 
 
 def import_reference(reference: str) -> tuple[Any, Any]:
@@ -541,7 +541,7 @@ def import_reference(reference: str) -> tuple[Any, Any]:
     finally:
         sys.dont_write_bytecode = writes_bytecode
     target = module
-    for part in attribute.split("."):
+    for part in filter(None, attribute.split(".")):
         target = getattr(target, part)
     return module, target
 
@@ -550,14 +550,48 @@ def _function_method(spec: str) -> Method:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise InputError(f"--method {spec!r}: expected module:function, e.g. mymethod:anonymize")
+    facts = _probe(spec, f"--method {spec!r}", lambda reason: (
+        f"--method {spec!r}: cannot import it ({reason}); check the module is on PYTHONPATH (or in the current "
+        "folder) and the function name"))
+    identity = f"function {spec}, source sha256 {facts['source_sha256']}"
+    return Method(name=spec, kind="function", identity=identity, source=spec, reference=spec,
+                  declared=_parameters_from_json(facts["parameters"]))
+
+
+def user_function_facts(reference: str, what: str) -> dict[str, Any]:
+    """What the run needs to know about a user's function (run in a probe process, see
+    `bench.isolation.probe`): {"import_error": line}, {"refused": line}, or its source sha256
+    and declared parameters."""
     try:
-        module, target = import_reference(spec)
+        module, target = import_reference(reference)
     except (Exception, SystemExit) as exc:  # the user's module may raise anything on import, even sys.exit
-        raise InputError(f"--method {spec!r}: cannot import it ({describe_exception(exc)}); check the module is on "
-                         "PYTHONPATH (or in the current folder) and the function name") from exc
-    _check_callable(target, f"--method {spec!r}")
-    identity = f"function {spec}, source sha256 {_source_sha256(spec, module, target)}"
-    return Method(name=spec, kind="function", identity=identity, source=spec, function=target, reference=spec)
+        return {"import_error": describe_exception(exc)}
+    try:
+        _check_callable(target, what)
+        return {"source_sha256": _source_sha256(what, module, target),
+                "parameters": [asdict(parameter) for parameter in method_parameters(target)]}
+    except InputError as exc:
+        return {"refused": str(exc)}
+
+
+def _probe(reference: str, what: str, cannot_import: Callable[[str], str]) -> dict[str, Any]:
+    try:
+        facts = probe(reference, what)
+    except WorkerDied as exc:
+        raise InputError(cannot_import(str(exc))) from None
+    if "import_error" in facts:
+        raise InputError(cannot_import(facts["import_error"]))
+    if "refused" in facts:
+        raise InputError(facts["refused"])
+    return facts
+
+
+def _parameters_from_json(records: Sequence[dict[str, Any]]) -> tuple[Parameter, ...]:
+    parameters = []
+    for record in records:
+        default = record["default"]
+        parameters.append(Parameter(**{**record, "default": tuple(default) if isinstance(default, list) else default}))
+    return tuple(parameters)
 
 
 def _source_sha256(spec: str, module: object, function: object) -> str:
@@ -667,7 +701,8 @@ def anonymize(method: Method, image: np.ndarray, pii_mask: np.ndarray, boxes: Se
     when it raises, or returns anything but an array of the image's shape and dtype uint8.
     """
     if method.function is None:
-        raise TypeError(f"method {method.name!r} is a folder of images, not a function")
+        raise TypeError(f"method {method.name!r} is not a function of this process (a folder, or a user's "
+                        "function, which runs in its worker)")
     try:
         output = method.function(image.copy(), pii_mask.copy(), [tuple(box) for box in boxes], **dict(method.params))
     except Exception as exc:  # the user's method may raise anything

@@ -279,6 +279,12 @@ def _importing_exits(cwd: Path) -> list[str]:
     return run_method("--method", "exits_on_import:anonymize")
 
 
+def _importing_ends_the_process(cwd: Path) -> list[str]:
+    # os._exit cannot be caught: only importing in another process keeps the run alive.
+    (cwd / "ends_on_import.py").write_text("import os\nos._exit(3)\n")
+    return run_method("--method", "ends_on_import:anonymize")
+
+
 def _store_case(make: Callable[[Path], str]) -> Callable[[Path], list[str]]:
     def setup(cwd: Path) -> list[str]:
         return score(annotations(cwd), "--store", make(cwd))
@@ -428,6 +434,8 @@ CASES: dict[str, Case] = {
     "method named pairs.csv": Case(_method_folder(lambda cwd: None, "pairs.csv"), ("'pairs.csv'",)),
     "method name with a newline": Case(_method_folder(lambda cwd: None, "mi\nne"), ("'mi\\nne'", "control character")),
     "method exits on import": Case(_importing_exits, ("exits_on_import:anonymize", "cannot import it", "SystemExit")),
+    "method ends the process on import": Case(_importing_ends_the_process,
+                                              ("ends_on_import:anonymize", "cannot import it", "exited with code 3")),
     # --- results stores
     "store of random bytes": Case(_store_case(_garbage_store), ("garbage.sqlite", "damaged", "mv ")),
     "store with garbage pages": Case(_store_case(_damaged_store), ("damaged.sqlite", "damaged")),
