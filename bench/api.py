@@ -43,7 +43,7 @@ from metrics.base import SetMetric
 from metrics.errors import MetricError
 from metrics.catalog import metric_facts
 from bench.setmetrics import spread_of as _spread_of
-from metrics.registry import PAPER_METRICS, build_metric, parse_metric_list
+from metrics.registry import DEFAULT_METRICS, PAPER_METRICS, build_metric, parse_metric_list
 
 PathLike = str | os.PathLike[str]
 
@@ -96,7 +96,7 @@ def score_folders(
     `metrics` defaults to mse, psnr, ssim, lpips, inception_dist, fid, kid. The result also
     names the unpaired files (``result["folders"]["unpaired_originals"]`` / ``..._anonymized``).
     """
-    names = _names(metrics, folders.DEFAULT_FOLDER_METRICS)
+    names = _names(metrics, DEFAULT_METRICS)
     originals_path, anonymized_path = _resolved(originals), _resolved(anonymized)
     with _out_folder(out) as out_path:
         report = folders.score_folders(originals_path, anonymized_path, names, out=out_path,

@@ -21,12 +21,7 @@ The flow, for a benchmark set (originals + PII regions) and a list of methods:
    metric keys, failures) goes into the results store; the leaderboard is built from it
    (`bench.leaderboard`) and written as Markdown, LaTeX, CSV, JSON and HTML.
 
-A benchmark set is a folder with ``images/`` (originals under ``images/originals/``),
-``pii.json`` (an original's path relative to ``images/`` -> its ``[x0, y0, x1, y1]`` PII
-boxes, x1/y1 exclusive) and optionally ``masks/`` (``masks/<path under originals/>``, white =
-PII; an original without a mask file uses the union of its boxes). ``fixtures`` names the
-demo set in fixtures/demo. Its identity is the sha256 of pii.json, every original and every
-mask.
+The benchmark set itself (its folder, originals and identity) is `bench.benchmark_set`.
 """
 
 from __future__ import annotations
@@ -48,15 +43,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench import evaluate, images
-from bench.demo import DEMO_FOLDER
-from bench.dataset import MASK_COLUMN, PairsTable, require_inside
+from bench.benchmark_set import BenchmarkPair, BenchmarkSet, OriginalImage, load_benchmark_set
+from bench.dataset import MASK_COLUMN, PairsTable
+from bench.demo import DEMO_DATASET
 from bench.errors import ImageError, InputError, printable
 from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
 from bench.leaderboard import build_leaderboard, check_n_boot
 from bench.methods import (
     boxes_mask,
     ORIGINALS_FOLDER,
-    Box,
     FolderMatch,
     Method,
     MethodFailure,
@@ -67,7 +62,6 @@ from bench.methods import (
     local_crop,
     match_folder,
     format_value,
-    method_slug,
     resolve_method,
     sweep,
 )
@@ -86,12 +80,10 @@ from metrics.attacks import PrivacyReport
 from metrics.csvsafe import to_csv_text
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256, remember_sha256
-from metrics.registry import metric_class
+from metrics.registry import DEFAULT_METRICS, metric_class
 from reports.leaderboard import FILE_NAMES as LEADERBOARD_FILES
 from reports.leaderboard import Leaderboard, write_leaderboard
 
-FIXTURES = "fixtures"
-FIXTURES_FOLDER = DEMO_FOLDER
 SCOPES = ("global", "local")
 #: Folder of the originals' local crops; method folders never start with "_" (see method_slug).
 ORIGINAL_CROPS = "_originals"
@@ -103,8 +95,6 @@ MASK_SCOPE = "pii_mask"
 MANIFEST = "manifest.json"
 #: Folder of the user methods' own stdout/stderr, one log per method.
 METHOD_LOGS = "_logs"
-#: Every metric the suite has, pair and set; PerceptAnon joins when a checkpoint is given.
-DEFAULT_METRICS = ("mse", "psnr", "ssim", "lpips", "inception_dist", "fid", "kid")
 #: First note of a run's own leaderboard: other runs' methods are only in `bench leaderboard`.
 RUN_BOARD_NOTE = ("This leaderboard holds this run's methods only; `bench leaderboard` (with the same --dataset "
                   "and --store) shows every method ever benchmarked on {dataset}.")
@@ -115,130 +105,6 @@ _LISTED_FAILURES = 20
 
 
 # ----------------------------------------------------------------------------- benchmark set
-@dataclass(frozen=True)
-class OriginalImage:
-    #: Its pii.json key: the path relative to images/ ("originals/coco/a.png").
-    key: str
-    #: The path under originals/ ("coco/a.png"), by which outputs and folders are matched.
-    relative: str
-    path: Path
-    boxes: tuple[Box, ...]
-    mask_path: Path | None
-    #: The folder under originals/ ("coco"), "" for an original directly in it.
-    dataset: str
-
-    @property
-    def output_name(self) -> str:
-        return Path(self.relative).with_suffix(".png").as_posix()
-
-
-@dataclass(frozen=True)
-class BenchmarkSet:
-    name: str
-    folder: Path
-    originals: tuple[OriginalImage, ...]
-    sha256: str
-
-
-def load_benchmark_set(spec: str | os.PathLike[str], *, allow_outside_root: bool = False) -> BenchmarkSet:
-    """The benchmark set in folder `spec` (``fixtures``: the demo set); one-line `InputError`
-    on anything missing or malformed. Images are not decoded here. Every original must
-    really lie under ``images/`` and every mask under ``masks/`` (symlinks resolved), unless
-    `allow_outside_root`: a link out of the set would put a foreign image into its outputs."""
-    folder = FIXTURES_FOLDER if str(spec) == FIXTURES else Path(os.path.abspath(spec))
-    pii_path, images_dir, masks_dir = folder / "pii.json", folder / "images", folder / "masks"
-    if not folder.is_dir():
-        if folder == FIXTURES_FOLDER:
-            raise InputError(f"--dataset fixtures: the demo set is not at {folder}: this installation lacks it; "
-                             "reinstall the suite (pip install . from a clone), or pass --dataset FOLDER")
-        raise InputError(f"--dataset {spec}: no such folder; give 'fixtures' or a folder with images/ and pii.json")
-    for needed in (pii_path, images_dir):
-        if not needed.exists():
-            raise InputError(f"--dataset {spec}: {needed} is missing; a benchmark set has images/ and pii.json")
-    raw = _read_bytes(pii_path)
-    entries = _parse_pii(pii_path, raw)
-    originals = tuple(_original(pii_path, images_dir, masks_dir, key, boxes, allow_outside_root)
-                      for key, boxes in entries.items())
-    _check_output_names(pii_path, originals)
-    digest = hashlib.sha256(raw)
-    for original in originals:
-        digest.update(f"\n{original.key}\0{file_sha256(original.path)}".encode())
-        if original.mask_path is not None:
-            digest.update(f"\0mask {file_sha256(original.mask_path)}".encode())
-    name = "demo" if folder == FIXTURES_FOLDER else folder.resolve().name
-    return BenchmarkSet(name=method_slug(name), folder=folder, originals=originals, sha256=digest.hexdigest())
-
-
-def _read_bytes(path: Path) -> bytes:
-    kind = images.not_a_regular_file(path)
-    if kind is not None:  # a FIFO would block the read forever
-        raise InputError(f"cannot read {path}: it is {kind}, not a file; a benchmark set has a pii.json file")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _parse_pii(path: Path, raw: bytes) -> dict[str, tuple[Box, ...]]:
-    shape = "an object mapping each original's path (relative to images/) to a list of [x0, y0, x1, y1] boxes"
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({' '.join(str(exc).split())}); it must be {shape}") from None
-    if not isinstance(data, dict) or not data:
-        raise InputError(f"{path}: expected {shape}")
-    return {str(key): _boxes(path, key, value) for key, value in data.items()}
-
-
-def _boxes(path: Path, key: str, value: Any) -> tuple[Box, ...]:
-    def integer(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if not isinstance(value, list) or not value:
-        raise InputError(f"{path}: {key!r} needs a non-empty list of [x0, y0, x1, y1] boxes, got {value!r}")
-    boxes = []
-    for box in value:
-        if not (isinstance(box, list) and len(box) == 4 and all(integer(v) for v in box)):
-            raise InputError(f"{path}: {key!r} has box {box!r}; a box is four integers [x0, y0, x1, y1]")
-        x0, y0, x1, y1 = box
-        if x1 <= x0 or y1 <= y0:
-            raise InputError(f"{path}: {key!r} has the empty box {box!r}; x1 > x0 and y1 > y0 (x1, y1 exclusive)")
-        boxes.append((x0, y0, x1, y1))
-    return tuple(boxes)
-
-
-def _original(pii_path: Path, images_dir: Path, masks_dir: Path, key: str, boxes: tuple[Box, ...],
-              allow_outside_root: bool = False) -> OriginalImage:
-    relative_path = Path(key)
-    if relative_path.is_absolute() or ".." in relative_path.parts:
-        raise InputError(f"{pii_path}: {key!r} must be a path relative to {images_dir} without '..'")
-    path = images_dir / relative_path
-    if not path.is_file():
-        what = "is not a regular file" if path.exists() else "not found"
-        raise InputError(f"{pii_path}: original {key!r} {what} at {path}; fix the key or add the image")
-    if not allow_outside_root:
-        require_inside(path, images_dir, what=f"{pii_path}: original {key!r}",
-                       where=f"the image root {os.path.realpath(images_dir)}", fix="copy the image into the set")
-    relative = key.removeprefix(ORIGINALS_FOLDER)
-    parts = Path(relative).parts
-    mask_candidates = (masks_dir / relative, masks_dir / Path(relative).with_suffix(".png"))
-    mask_path = next((candidate for candidate in mask_candidates if candidate.is_file()), None)
-    if not allow_outside_root and mask_path is not None:
-        require_inside(mask_path, masks_dir, what=f"mask {mask_path}",
-                       where=f"the mask root {os.path.realpath(masks_dir)}", fix="copy the mask into the set")
-    return OriginalImage(key=key, relative=relative, path=path, boxes=boxes, mask_path=mask_path,
-                         dataset=parts[0] if len(parts) > 1 else "")
-
-
-def _check_output_names(pii_path: Path, originals: Sequence[OriginalImage]) -> None:
-    seen: dict[str, str] = {}
-    for original in originals:
-        other = seen.setdefault(original.output_name, original.key)
-        if other != original.key:
-            raise InputError(f"{pii_path}: {other!r} and {original.key!r} differ only in their extension; "
-                             "their outputs would share a file name, rename one")
-
-
 def _pii_mask(original: OriginalImage, height: int, width: int) -> np.ndarray:
     """The mask file (white = PII) where there is one, else the union of the boxes."""
     if original.mask_path is None:
@@ -576,9 +442,10 @@ def _record(benchmark_set: BenchmarkSet, outputs: Sequence[MethodOutputs], table
             "params": {name: format_value(value) for name, value in result.method.params},
             "source": result.method.source,
             "n_images": len(benchmark_set.originals),
-            # In the order of bench.leaderboard's IMAGE, SCOPE, ORIGINAL_SHA, ... positions.
-            "pairs": [[frame["image"].iat[i], frame["scope"].iat[i], *keys[i], frame["original"].iat[i],
-                       frame["anonymized"].iat[i]] for i in rows],
+            "pairs": [BenchmarkPair(image=frame["image"].iat[i], scope=frame["scope"].iat[i],
+                                    original_sha256=keys[i][0], anonymized_sha256=keys[i][1],
+                                    original_path=frame["original"].iat[i],
+                                    anonymized_path=frame["anonymized"].iat[i]).stored() for i in rows],
             # The pairs' paths are relative to this folder (see `relative_to`).
             "run_folder": str(table.root),
             "failures": result.failures + pair_failures.get(result.method.name, []),
@@ -670,7 +537,7 @@ def _methods(specs: Sequence[str], params: Sequence[Sequence[str]] | None = None
 
 
 def metric_names(spec: str | None, metric_options: Mapping[str, Any]) -> list[str]:
-    """--metrics (default: every metric, `DEFAULT_METRICS`), plus PerceptAnon for each checkpoint."""
+    """--metrics (default: `metrics.registry.DEFAULT_METRICS`), plus PerceptAnon for each checkpoint."""
     return evaluate.metric_names(spec or ",".join(DEFAULT_METRICS), dict(metric_options))
 
 
@@ -685,7 +552,7 @@ def run_benchmark(
     method_specs: Sequence[str],
     *,
     method_params: Sequence[Sequence[str]] | None = None,
-    dataset: str | os.PathLike[str] = FIXTURES,
+    dataset: str | os.PathLike[str] = DEMO_DATASET,
     metrics: str | None = None,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
     out: str | os.PathLike[str],

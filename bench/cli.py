@@ -15,6 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench.demo import DEMO_DATASET
 from bench.errors import BenchError, printable
 from metrics.errors import MetricError
 
@@ -26,7 +27,7 @@ from metrics.errors import MetricError
 # one folder resumes from any other.
 RUNS = "runs"
 #: Values of --dataset that name a built-in set rather than a folder.
-_NAMED_DATASETS = ("fixtures",)
+_NAMED_DATASETS = (DEMO_DATASET,)
 
 
 def _absolute(path: str | os.PathLike[str]) -> Path:
@@ -191,7 +192,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     import json
 
     from bench import dataset, folders
-    from metrics.registry import parse_metric_list
+    from metrics.registry import DEFAULT_METRICS, parse_metric_list
 
     folder_args = [path for path in (args.originals, args.anonymized) if path is not None]
     if args.annotations is not None and folder_args:
@@ -210,7 +211,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
                              "leave them out with two folders")
         originals, anonymized = folder_args
         out = args.out or _runs_dir() / folders.default_out_name(originals, anonymized)
-        metric_names = parse_metric_list(args.metrics, folders.DEFAULT_FOLDER_METRICS)
+        metric_names = parse_metric_list(args.metrics, DEFAULT_METRICS)
         report = folders.score_folders(originals, anonymized, metric_names, out=out, store_path=store, **options)
     else:
         annotations = args.annotations
@@ -316,7 +317,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--utility", default=None, metavar="MODULE:FUNCTION",
                    help="with --method: score your task function fn(image) -> float (higher = more useful) on "
                         "every anonymized image, as the utility metric 'task'")
-    p.add_argument("--dataset", default="fixtures",
+    p.add_argument("--dataset", default=DEMO_DATASET,
                    help="benchmark set for --method: 'fixtures' (the demo set) or a folder with images/ and pii.json")
     p.add_argument("--annotations", type=Path, action="append", default=None,
                    help="annotated pairs to evaluate (repeatable; default: the demo set's HA1.csv and HA2.csv)")
@@ -512,7 +513,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leaderboard",
                        help="the leaderboard of every method ever benchmarked on a dataset, from the results store")
-    p.add_argument("--dataset", default="fixtures",
+    p.add_argument("--dataset", default=DEMO_DATASET,
                    help="benchmark set: 'fixtures' (the demo set) or a folder with images/ and pii.json")
     p.add_argument("--store", type=Path, default=None, help="results store (default: runs/results.sqlite)")
     p.add_argument("--out", type=Path, default=None,
@@ -777,6 +778,38 @@ def _call(args: argparse.Namespace) -> int:
     return dist.run_command(lambda: int(args.func(args) or 0), name=args.command,
                             mode=getattr(args, "distributed", None), device=getattr(args, "device", "auto"),
                             backend=getattr(args, "backend", None), timeout_s=getattr(args, "dist_timeout", None))
+
+
+# --------------------------------------------------------------------------- python -m bench.startup
+def startup_main(argv: list[str] | None = None) -> int:
+    """`python -m bench.startup`: its own command line, parsed here like every other."""
+    import json
+    import tempfile
+
+    from bench import startup
+
+    parser = argparse.ArgumentParser(prog="python -m bench.startup", description=startup.__doc__.splitlines()[0])
+    parser.add_argument("--metrics", default=",".join(startup.MEASURED_METRICS), help="comma-separated pair metrics")
+    parser.add_argument("--repeat", type=int, default=startup.DEFAULT_REPEAT,
+                        help="fresh runs (the first fills the cache)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args(argv)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-startup-") as work:
+            report = startup.measure_startup(Path(work), [m for m in args.metrics.split(",") if m],
+                                             repeat=args.repeat, device=args.device, threads=args.threads)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print("\n".join(report.lines()))
+    if args.json:
+        from metrics.atomic import write_atomic
+
+        write_atomic(_absolute(args.json), json.dumps(report.to_json(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

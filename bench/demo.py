@@ -24,6 +24,8 @@ def _locate() -> Path:
     return INSTALLED_DEMO  # neither: errors name where an installation should have put it
 
 
+#: What `--dataset` (and `bench.benchmark_set.load_benchmark_set`) takes for the demo set.
+DEMO_DATASET = "fixtures"
 #: The demo set's folder: HA1.csv, HA2.csv, pii.json, identities.json, images/, masks/.
 DEMO_FOLDER = _locate()
 #: The folder the demo's annotation paths are relative to.

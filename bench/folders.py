@@ -46,10 +46,8 @@ from bench.store import DEFAULT_STORE_NAME, ResultsStore
 from metrics.atomic import write_atomic
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256
-from metrics.registry import PAPER_METRICS, metric_class
+from metrics.registry import DEFAULT_METRICS, metric_class
 
-#: `bench score A B` without --metrics: the paper's per-pair metrics plus FID and KID.
-DEFAULT_FOLDER_METRICS = (*PAPER_METRICS, "fid", "kid")
 #: The one group that set metrics see when two folders are compared.
 FOLDERS_GROUP = "folders"
 #: Unpaired or skipped files named one per line before the rest are counted.
@@ -509,7 +507,7 @@ def score_table(
 def score_folders(
     originals: Path,
     anonymized: Path,
-    metric_names: Sequence[str] = DEFAULT_FOLDER_METRICS,
+    metric_names: Sequence[str] = DEFAULT_METRICS,
     *,
     out: Path,
     **options: Any,

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench import stats
+from bench.benchmark_set import BenchmarkPair, load_benchmark_set
 from bench.errors import InputError
 from bench.evaluate import metric_label
 from bench.methods import REFERENCE_METHODS
@@ -52,8 +53,6 @@ from reports.tables import MetricInfo, NotComputed
 #: The default sort metric: the first of these with a column.
 SORT_PREFERENCE = ("perceptanon_ha2", "perceptanon_ha1", "lpips", "inception_dist", "ssim")
 EXAMPLES = 4
-#: Position of each field in a record's pair list.
-IMAGE, SCOPE, ORIGINAL_SHA, ANONYMIZED_SHA, ORIGINAL_PATH, ANONYMIZED_PATH = range(6)
 
 
 # ----------------------------------------------------------------------------- records
@@ -124,12 +123,17 @@ def _infinite_means(name: str) -> str:
         return MetricInfo.infinite_means
 
 
-def _pair_entries(store: ResultsStore, metric: Mapping[str, Any], pairs: Sequence[Sequence[Any]], *,
+def _pairs(entry: Mapping[str, Any]) -> list[BenchmarkPair]:
+    """A method entry's pairs: the one place a record's stored lists become records."""
+    return [BenchmarkPair.from_stored(pair) for pair in entry["pairs"]]
+
+
+def _pair_entries(store: ResultsStore, metric: Mapping[str, Any], pairs: Sequence[BenchmarkPair], *,
                   n_boot: int, seed: int) -> Entry:
-    keys = [(pair[ORIGINAL_SHA], pair[ANONYMIZED_SHA]) for pair in pairs]
+    keys = [pair.key for pair in pairs]
     stored = store.lookup(metric["key"], keys, allow_resized=False)
     values = [stored[key] for key in keys if key in stored]
-    clusters = [pair[IMAGE] for pair, key in zip(pairs, keys) if key in stored]
+    clusters = [pair.image for pair, key in zip(pairs, keys) if key in stored]
     if not values:
         return Entry(note="no stored values for this metric version (re-run `bench run --method` for this method)")
     entry = summarize(values, clusters, n_boot=n_boot, seed=seed)
@@ -140,8 +144,8 @@ def _pair_entries(store: ResultsStore, metric: Mapping[str, Any], pairs: Sequenc
 
 
 def _set_entry(store: ResultsStore, metric: Mapping[str, Any], dataset: str, method: str, scope: str,
-               pairs: Sequence[Sequence[Any]]) -> Entry:
-    members = [(pair[ORIGINAL_SHA], pair[ANONYMIZED_SHA]) for pair in pairs]
+               pairs: Sequence[BenchmarkPair]) -> Entry:
+    members = [pair.key for pair in pairs]
     if len(members) < int(metric.get("min_samples", 0)):
         return Entry(n=len(members), note=too_few_note(len(members), int(metric["min_samples"])), level="set")
     value = store.lookup_set_score(metric["key"], group_key(dataset, method, scope), members)
@@ -182,7 +186,7 @@ def build_leaderboard(
     rows = []
     for method, entry in record["methods"].items():
         for scope in ("global", "local"):
-            pairs = [pair for pair in entry["pairs"] if pair[SCOPE] == scope]
+            pairs = [pair for pair in _pairs(entry) if pair.scope == scope]
             rows.append(BoardRow(method=method, scope=scope,
                                  params=tuple((str(k), str(v)) for k, v in (entry.get("params") or {}).items()),
                                  entries=_row_entries(store, metrics, dataset, method, scope, pairs, entry,
@@ -268,7 +272,7 @@ def _rate_entry(cell: Mapping[str, Any]) -> Entry:
 
 
 def _row_entries(store: ResultsStore, metrics: Mapping[str, Any], dataset: str, method: str, scope: str,
-                 pairs: list[Sequence[Any]], entry: Mapping[str, Any], *, n_boot: int, seed: int) -> dict[str, Entry]:
+                 pairs: list[BenchmarkPair], entry: Mapping[str, Any], *, n_boot: int, seed: int) -> dict[str, Entry]:
     if not pairs:
         reason = (f"no anonymized images: the method failed on all {entry.get('n_images', 0)} (see the failures)"
                   if entry.get("failures") else "no pairs")
@@ -314,10 +318,10 @@ def _examples(record: Mapping[str, Any], rows: Sequence[BoardRow], count: int) -
     results: dict[str, dict[str, str]] = {}
     for method, entry in record["methods"].items():
         base = entry.get("run_folder")  # absent in records of older versions, which kept full paths
-        for pair in entry["pairs"]:
-            if pair[SCOPE] == "global":
-                originals.setdefault(pair[IMAGE], _pair_path(base, pair[ORIGINAL_PATH]))
-                results.setdefault(pair[IMAGE], {})[method] = _pair_path(base, pair[ANONYMIZED_PATH])
+        for pair in _pairs(entry):
+            if pair.scope == "global":
+                originals.setdefault(pair.image, _pair_path(base, pair.original_path))
+                results.setdefault(pair.image, {})[method] = _pair_path(base, pair.anonymized_path)
     shared = record.get("privacy")
     original_faces = shared.get("original_faces", {}) if shared else {}
     method_faces = {method: (entry.get("privacy") or {}).get("faces", {})
@@ -375,8 +379,6 @@ def stored_leaderboard(
     written to `out` (default ``<leaderboards_dir>/<dataset name>``). Methods in `drop` are
     first removed from the stored records for good. Returns the board, the files written
     and the methods dropped."""
-    from bench.benchmark import load_benchmark_set
-
     benchmark_set = load_benchmark_set(dataset, allow_outside_root=allow_outside_root)
     if not Path(store_path).is_file():
         raise InputError(f"no results store at {store_path}; run `bench run --method NAME` first or pass --store")

@@ -218,7 +218,7 @@ def _stand_in_state(name: str) -> dict[str, Any]:
     import torch
     import torchvision
 
-    from metrics.fid import InceptionPool3
+    from metrics.inception import InceptionPool3
 
     torch.manual_seed(_SEED)
     if name == "alexnet":
@@ -524,6 +524,10 @@ def _preload_modules(metric_names: Sequence[str]) -> None:
             importlib.import_module(package)
 
 
+#: Names the job file of a measurement subprocess (`python -m bench.perf`).
+CHILD_JOB_VARIABLE = "BENCH_PERF_JOB"
+
+
 def _child_main(job_path: str) -> int:
     """Entry of a measurement subprocess: run one phase, write its result JSON."""
     import torch
@@ -555,7 +559,8 @@ def _run_child(job: dict[str, Any], work: Path, weights_dir: Path) -> dict[str, 
     project = Path(__file__).resolve().parents[1]
     env = {**os.environ, "BENCH_WEIGHTS_DIR": str(weights_dir),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")]))}
-    completed = subprocess.run([sys.executable, "-m", "bench.perf", str(job_path)], env=env,
+    # The job's path travels in the environment: only bench.cli parses a command line.
+    completed = subprocess.run([sys.executable, "-m", "bench.perf"], env={**env, CHILD_JOB_VARIABLE: str(job_path)},
                                capture_output=True, text=True, check=False)
     result_path = Path(job["result"])
     if completed.returncode != 0 or not result_path.is_file():
@@ -932,4 +937,4 @@ def work_folder(out: Path | None) -> Iterator[Path]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_child_main(sys.argv[1]))
+    raise SystemExit(_child_main(os.environ[CHILD_JOB_VARIABLE]))

@@ -9,17 +9,16 @@ stand-ins (as `bench perf` makes them: timings do not depend on weight values).
 The first run finds the sha256 cache empty (it hashes the weight files, as a first run on a
 machine does); the rest reuse it, as every later run does. A fresh results store each run, so
 every run computes its scores. The fastest warm run counts: a shared machine's load only
-ever slows one down. Usage: ``python -m bench.startup --metrics lpips,inception_dist``.
+ever slows one down. Usage: ``python -m bench.startup --metrics lpips,inception_dist``
+(its options are parsed by `bench.cli.startup_main`, as every command line is).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Any
 
 from bench.errors import BenchError, InputError
 
-DEFAULT_METRICS = ("lpips", "inception_dist")
+#: What is measured without --metrics: the two metrics whose networks dominate start-up.
+MEASURED_METRICS = ("lpips", "inception_dist")
 DEFAULT_REPEAT = 5
 
 _CHILD = """
@@ -36,7 +36,7 @@ start_wall, start_cpu = time.perf_counter(), time.process_time()
 import torch, torchvision
 imported_wall, imported_cpu = time.perf_counter(), time.process_time()
 from bench.cli import main
-code = main(json.loads(sys.argv[1]))
+code = main(json.load(sys.stdin))
 end_wall, end_cpu = time.perf_counter(), time.process_time()
 print(json.dumps({"exit": code, "import_s": imported_wall - start_wall, "import_cpu_s": imported_cpu - start_cpu,
                   "beyond_s": end_wall - imported_wall, "beyond_cpu_s": end_cpu - imported_cpu}))
@@ -101,7 +101,7 @@ class StartupReport:
                 f"  load average before/after: {self.load_average_before[0]:.1f} / {self.load_average_after[0]:.1f}"]
 
 
-def measure_startup(work: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, *, repeat: int = DEFAULT_REPEAT,
+def measure_startup(work: Path, metrics: list[str] | tuple[str, ...] = MEASURED_METRICS, *, repeat: int = DEFAULT_REPEAT,
                     device: str = "cpu", threads: int | None = None) -> StartupReport:
     """`repeat` fresh `bench score` runs of one pair in `work` (data, weights, hash cache, outputs)."""
     from bench import perf
@@ -127,8 +127,9 @@ def measure_startup(work: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_M
         out = work / f"run{index + 1}"
         argv = ["score", "--annotations", str(csv_path), "--metrics", ",".join(metrics), "--device", device,
                 "--out", str(out), "--no-progress"]
-        completed = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(argv)], env=env, capture_output=True,
-                                   text=True, check=False, cwd=work)
+        # The child reads its `bench` arguments from stdin: only bench.cli parses a command line.
+        completed = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(argv), env=env,
+                                   capture_output=True, text=True, check=False, cwd=work)
         try:
             result = json.loads(completed.stdout.strip().splitlines()[-1])
         except (IndexError, ValueError):
@@ -141,29 +142,7 @@ def measure_startup(work: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_M
     return StartupReport(metrics, device, runs, setup.described, load_before, list(os.getloadavg()), threads)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__.splitlines()[0])
-    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated pair metrics")
-    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="fresh runs (the first fills the cache)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
-    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    args = parser.parse_args(argv)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-startup-") as work:
-            report = measure_startup(Path(work), [m for m in args.metrics.split(",") if m], repeat=args.repeat,
-                                     device=args.device, threads=args.threads)
-    except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print("\n".join(report.lines()))
-    if args.json:
-        from metrics.atomic import write_atomic
-
-        write_atomic(args.json.resolve(), json.dumps(report.to_json(), indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench.cli import startup_main
+
+    raise SystemExit(startup_main())

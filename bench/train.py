@@ -174,9 +174,11 @@ class TrainConfig:
 
     @property
     def out_dir(self) -> Path:
-        if self.out is not None:
-            return Path(self.out)
-        return Path("runs") / "train" / self.run_name
+        # The default folder depends on the working folder, which only the CLI sees.
+        if self.out is None:
+            raise InputError("TrainConfig.out is not set: give the run folder (the CLI's default is "
+                             f"runs/train/{self.run_name})")
+        return Path(self.out)
 
     @property
     def init_kind(self) -> str:

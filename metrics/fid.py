@@ -11,8 +11,8 @@
   FID's partial state is its `FeatureMoments` (sums of features and of their outer products,
   whose sum over the parts is that of the whole group), KID's the features themselves.
 
-Images go through the network as pytorch_fid.inception.InceptionV3([3]) feeds them:
-bilinear resize to 299x299 (align_corners=False, no antialias), then [0, 1] -> [-1, 1].
+The network itself (and how images go through it) is `metrics.inception`; this module adds
+the weights it is built with (`metrics.weights`) and the statistics on its features.
 """
 
 from __future__ import annotations
@@ -25,68 +25,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from metrics import functional
 from metrics.base import FeaturePairMetric, SetMetric, WeightsRecord, check_inputs
 from metrics.errors import MetricInputError, WeightsError
+from metrics.inception import NETWORK_CONVENTIONS, WEIGHTS_NAME, build_pool3
 from metrics.weights import as_float32, resolve
-
-WEIGHTS_NAME = "fid_inception"
-FEATURE_DIMENSIONS = 2048
-INPUT_SIZE = 299
-
-
-class InceptionPool3(nn.Module):
-    """pytorch-fid's FID Inception up to pool3, with its module names (so its state dicts
-    load strictly) and without the 1008-way classifier, which pool3 features never use.
-
-    Built like pytorch_fid.inception.fid_inception_v3, minus the download: torchvision's
-    Inception v3 with the TF-specific blocks swapped in. Modules are registered in
-    pytorch-fid's order; the offline weights converter relies on it.
-    """
-
-    _TORCHVISION_BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3")
-    _STAGES = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
-               "Mixed_7a", "Mixed_7b", "Mixed_7c")
-
-    def __init__(self) -> None:
-        super().__init__()
-        import torchvision
-        from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
-
-        trunk = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False)
-        fid_blocks = {
-            "Mixed_5b": FIDInceptionA(192, pool_features=32),
-            "Mixed_5c": FIDInceptionA(256, pool_features=64),
-            "Mixed_5d": FIDInceptionA(288, pool_features=64),
-            "Mixed_6b": FIDInceptionC(768, channels_7x7=128),
-            "Mixed_6c": FIDInceptionC(768, channels_7x7=160),
-            "Mixed_6d": FIDInceptionC(768, channels_7x7=160),
-            "Mixed_6e": FIDInceptionC(768, channels_7x7=192),
-            "Mixed_7b": FIDInceptionE_1(1280),
-            "Mixed_7c": FIDInceptionE_2(2048),
-        }
-        for name in self._TORCHVISION_BLOCKS + self._STAGES:
-            self.add_module(name, fid_blocks[name] if name in fid_blocks else getattr(trunk, name))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images of any size -> (N, 2048) pool3 features."""
-        x = F.interpolate(images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        x = 2 * x - 1
-        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
-        x = F.max_pool2d(x, kernel_size=3, stride=2)
-        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
-        x = F.max_pool2d(x, kernel_size=3, stride=2)
-        for name in self._STAGES:
-            x = getattr(self, name)(x)
-        return F.adaptive_avg_pool2d(x, output_size=1).flatten(1)
-
-
-def pool3_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """pytorch-fid's published file also holds the classifier (fc.*); pool3 does not use it."""
-    return {key: value for key, value in state_dict.items() if not key.startswith("fc.")}
 
 
 class InceptionExtractor:
@@ -97,21 +41,15 @@ class InceptionExtractor:
 
     def __init__(self, device: torch.device) -> None:
         self.resolved = resolve(WEIGHTS_NAME)
-        # Built on the meta device and given the loaded tensors (assign=True): initialising 22M
-        # random weights only to overwrite them was half of this constructor's time.
-        with torch.device("meta"):
-            network = InceptionPool3()
         try:
-            network.load_state_dict(as_float32(pool3_state_dict(self.resolved.state_dict())), strict=True, assign=True)
+            self.network = build_pool3(as_float32(self.resolved.state_dict()), device)
         except RuntimeError as exc:
             raise WeightsError(f"{self.resolved.path} does not fit pytorch-fid's Inception "
                                f"({str(exc).splitlines()[0]}); run `bench weights verify {WEIGHTS_NAME}`") from exc
-        # NHWC ("channels_last") convolutions and pools are faster, on CPUs (oneDNN) too: 35% less
-        # time per image on a 2-core EPYC; features differ from NCHW's by float32 rounding (~5e-6).
-        self.network = network.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
         self.device = device
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        # Channels-last input for the channels-last network (see `build_pool3`).
         return self.network(images.to(self.device).contiguous(memory_format=torch.channels_last))
 
     def record(self) -> WeightsRecord:
@@ -119,10 +57,7 @@ class InceptionExtractor:
 
     def conventions(self) -> dict[str, Any]:
         return {
-            "network": "pytorch-fid TF-Inception (2015-12-05) port",
-            "feature_layer": f"pool3, {FEATURE_DIMENSIONS}-d",
-            "resize": f"bilinear to {INPUT_SIZE}x{INPUT_SIZE}, align_corners=False, no antialias",
-            "network_input": "[0, 1] mapped to [-1, 1] (2x - 1)",
+            **NETWORK_CONVENTIONS,
             "weights_file": self.resolved.path.name,
             "weights_sha256": self.resolved.sha256,
             "weights_status": self.resolved.status,

