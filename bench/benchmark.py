@@ -263,13 +263,25 @@ def anonymize_all(
             for original in benchmark_set.originals:
                 _anonymize_original(original, jobs, crops, local_originals)
                 bar.update(1)
-    finally:
-        for job in jobs:
-            if job.worker is not None:
-                job.worker.close()
-        for folder in [job.folder for job in jobs] + [crops]:
-            folder.save()
+    except BaseException:
+        _finish_jobs(jobs, crops, failing=True)
+        raise
+    _finish_jobs(jobs, crops, failing=False)
     return [job.result for job in jobs], local_originals
+
+
+def _finish_jobs(jobs: Sequence[_Job], crops: _OutputFolder, *, failing: bool) -> None:
+    """Stop the workers and record what was written. When the run is already failing (a full
+    disk, say), a manifest that cannot be written either must not hide the first error."""
+    for job in jobs:
+        if job.worker is not None:
+            job.worker.close()
+    for folder in [job.folder for job in jobs] + [crops]:
+        try:
+            folder.save()
+        except OSError:
+            if not failing:
+                raise
 
 
 def _job(method: Method, benchmark_set: BenchmarkSet, out_root: Path) -> _Job:
