@@ -188,10 +188,9 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    import json
-
     from bench import dataset, folders
     from metrics.registry import parse_metric_list
+    from metrics.schema import to_json_text
 
     folder_args = [path for path in (args.originals, args.anonymized) if path is not None]
     if args.annotations is not None and folder_args:
@@ -230,7 +229,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(str(path) for path in report.files.values())}; results store "
           f"{report.result.store_path}", file=human)
     if args.json:
-        print(json.dumps(report.to_json(), allow_nan=False, default=str))
+        print(to_json_text(report.to_json()), end="")
     shortfalls = report.shortfalls(parse_metric_list(args.metrics) if args.metrics else ())
     if shortfalls:
         print(f"exit status 1: {'; '.join(shortfalls)}", file=human)
@@ -246,13 +245,12 @@ def _add_metrics(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
-    import json
-
     from metrics import catalog
+    from metrics.schema import to_json_text
 
     facts = catalog.all_metric_facts()
     if args.json:
-        print(json.dumps([fact.to_json() for fact in facts], indent=2))
+        print(to_json_text([fact.to_json() for fact in facts], indent=2), end="")
     else:
         print("\n".join(catalog.table_lines(facts)))
     return 0
