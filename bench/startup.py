@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report.lines()))
     if args.json:
         from metrics.atomic import write_atomic
+        from metrics.schema import to_json_text
 
-        write_atomic(args.json.resolve(), json.dumps(report.to_json(), indent=2) + "\n")
+        write_atomic(args.json.resolve(), to_json_text(report.to_json(), indent=2))
         print(f"wrote {args.json}")
     return 0
 

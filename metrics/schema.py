@@ -209,8 +209,9 @@ def from_json_number(value: Any) -> float:
 
 
 def decode_infinities(frame: Any) -> Any:
-    """A DataFrame read from records written under the rule, with "inf"/"-inf" as floats."""
-    return frame.replace(_INFINITIES)
+    """A DataFrame read from records written under the rule, with "inf"/"-inf" as floats (a
+    column that held them is numeric again, its nulls NaN)."""
+    return frame.replace(_INFINITIES).infer_objects()
 
 
 def to_json_value(value: Any) -> Any:
