@@ -146,8 +146,7 @@ def evaluate(
     samples = sample_pairs(pairs, table.root)
     gradcam = gradcam_overlays(options or {}, samples, out_dir, device=device)
     report = _save_and_render(out_dir, table, correlation, [info.to_json() for info in infos], provenance, pairs,
-                              gradcam,
-                              missing=not_computed(scored.metrics))
+                              gradcam, missing=not_computed(scored.metrics))
     return Evaluation(
         name=table.source.stem, out_dir=out_dir, report=report,
         score_summary=scored.summary_lines(), skipped_splits=list(correlation.skipped),

@@ -321,7 +321,8 @@ class ResultsStore:
             self._db.execute(
                 "INSERT OR IGNORE INTO metrics (metric_key, name, version, weights_status, card, registered_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (key, metric.name, metric.version, weights_status(metric).value, json.dumps(card, sort_keys=True), _now()),
+                (key, metric.name, metric.version, weights_status(metric).value, json.dumps(card, sort_keys=True),
+                 _now()),
             )
         return key
 

@@ -420,7 +420,8 @@ def to_json(board: Leaderboard) -> str:
         "sort_metric": board.sort_metric,
         "metrics": [{"name": info.name, "label": info.label, "header": info.header,
                      "higher_is_more_anonymous": info.higher_is_more_anonymous, "verified": info.verified,
-                     "weights_status": info.weights_status, "weights_note": info.weights_note} for info in board.columns],
+                     "weights_status": info.weights_status, "weights_note": info.weights_note}
+                    for info in board.columns],
         "not_computed": [vars(item) for item in board.not_computed],
         "convention": board.convention,
         "rows": [{"scope": row.scope, "method": row.method, "params": dict(row.params),
