@@ -37,13 +37,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import dataset, folders, runner
+from bench import dataset, folders
 from bench.store import weights_status
 from metrics.base import SetMetric
 from metrics.errors import MetricError
 from metrics.catalog import metric_facts
 from bench.setmetrics import spread_of as _spread_of
 from metrics.registry import DEFAULT_METRICS, PAPER_METRICS, build_metric, parse_metric_list
+from metrics.schema import json_number
 
 PathLike = str | os.PathLike[str]
 
@@ -190,7 +191,7 @@ def score_tensors(
         mean, median, low, high, n, n_infinite = folders.summarize_values(values, n_boot=n_boot, seed=seed)
         pair_summaries.append(folders.PairMetricSummary(**common, mean=mean, median=median, ci_low=low, ci_high=high,
                                                         n=n, n_infinite=n_infinite))
-    encode = runner._json_value
+    encode = json_number
     return {
         "pairs": count,
         "ci": folders.ci_statement(n_boot, seed),

@@ -408,7 +408,7 @@ def _groups(dataset: str, table: PairsTable, keys: Sequence[tuple[str, str]]) ->
 # ----------------------------------------------------------------------------- record
 def _metric_entry(outcome: MetricOutcome | SetMetricOutcome, level: str, min_samples: int = 0) -> dict[str, Any]:
     entry = {"level": level, "status": outcome.status, "key": outcome.key, "reason": outcome.reason,
-             "weights_status": outcome.weights_status, "label": outcome.label or outcome.name,
+             "weights_status": outcome.weights_status.value, "label": outcome.label or outcome.name,
              "higher_is_more_anonymous": outcome.higher_is_more_anonymous, "min_samples": min_samples}
     return {**entry, **_metric_facts(outcome.name)}
 

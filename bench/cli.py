@@ -189,10 +189,9 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    import json
-
     from bench import dataset, folders
     from metrics.registry import DEFAULT_METRICS, parse_metric_list
+    from metrics.schema import to_json_text
 
     folder_args = [path for path in (args.originals, args.anonymized) if path is not None]
     if args.annotations is not None and folder_args:
@@ -231,7 +230,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(str(path) for path in report.files.values())}; results store "
           f"{report.result.store_path}", file=human)
     if args.json:
-        print(json.dumps(report.to_json(), allow_nan=False, default=str))
+        print(to_json_text(report.to_json()), end="")
     shortfalls = report.shortfalls(parse_metric_list(args.metrics) if args.metrics else ())
     if shortfalls:
         print(f"exit status 1: {'; '.join(shortfalls)}", file=human)
@@ -247,13 +246,12 @@ def _add_metrics(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
-    import json
-
     from metrics import catalog
+    from metrics.schema import to_json_text
 
     facts = catalog.all_metric_facts()
     if args.json:
-        print(json.dumps([fact.to_json() for fact in facts], indent=2))
+        print(to_json_text([fact.to_json() for fact in facts], indent=2), end="")
     else:
         print("\n".join(catalog.table_lines(facts)))
     return 0
@@ -783,7 +781,6 @@ def _call(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- python -m bench.startup
 def startup_main(argv: list[str] | None = None) -> int:
     """`python -m bench.startup`: its own command line, parsed here like every other."""
-    import json
     import tempfile
 
     from bench import startup
@@ -806,8 +803,9 @@ def startup_main(argv: list[str] | None = None) -> int:
     print("\n".join(report.lines()))
     if args.json:
         from metrics.atomic import write_atomic
+        from metrics.schema import to_json_text
 
-        write_atomic(_absolute(args.json), json.dumps(report.to_json(), indent=2) + "\n")
+        write_atomic(_absolute(args.json), to_json_text(report.to_json(), indent=2))
         print(f"wrote {args.json}")
     return 0
 

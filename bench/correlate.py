@@ -39,7 +39,7 @@ cannot be stratified) are NaN with the reason, never 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ from scipy import stats as scipy_stats
 
 from bench import protocol, stats
 from bench.errors import InputError, SplitError
+from metrics.schema import MetricInfo, metric_infos
 
 FORMS: tuple[str, ...] = ("regression", "classification")
 DEFAULT_STATISTICS: tuple[str, ...] = ("spearman", "kendall")
@@ -124,24 +125,24 @@ def _numeric(pairs: pd.DataFrame, column: str, what: str) -> np.ndarray:
         raise InputError(f"{what} column '{column}' has non-numeric values; fix or remove them") from None
 
 
-def _oriented_metrics(pairs: pd.DataFrame, metrics: list[dict[str, Any]]) -> list[_Metric]:
-    names = []
-    for info in metrics:
-        if "name" not in info or "higher_is_more_anonymous" not in info:
-            raise InputError(f"metric info {info!r} needs 'name' and 'higher_is_more_anonymous'")
-        names.append(str(info["name"]))
+def _oriented_metrics(pairs: pd.DataFrame, metrics: Sequence[MetricInfo | Mapping[str, Any]]) -> list[_Metric]:
+    try:
+        infos = metric_infos(metrics)
+    except ValueError as exc:
+        raise InputError(f"{exc}; each metric needs 'name' and 'higher_is_more_anonymous'") from None
+    names = [info.name for info in infos]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise InputError(f"metric(s) {', '.join(duplicated)} listed more than once; list each metric once")
     _require_columns(pairs, names, "metric")
     oriented = []
-    for name, info in zip(names, metrics):
-        values = _numeric(pairs, name, "metric")
-        up = bool(info["higher_is_more_anonymous"])
+    for info in infos:
+        values = _numeric(pairs, info.name, "metric")
+        up = info.higher_is_more_anonymous
         # The paper's sign: the raw value's, and -1 more where the released output itself runs
         # the other way (a PerceptAnon checkpoint trained on the released binary labels).
-        raw_sign = (1.0 if up else -1.0) * float(info.get("released_sign", 1))
-        oriented.append(_Metric(name, values if up else -values, raw_sign))
+        raw_sign = (1.0 if up else -1.0) * float(info.released_sign)
+        oriented.append(_Metric(info.name, values if up else -values, raw_sign))
     return oriented
 
 
@@ -383,7 +384,7 @@ def _undefined_split_tables(
 
 def correlate(
     pairs: pd.DataFrame,
-    metrics: list[dict[str, Any]],
+    metrics: Sequence[MetricInfo | Mapping[str, Any]],
     *,
     annotators: list[str],
     splits: Iterable[str] | None = None,
@@ -401,7 +402,7 @@ def correlate(
 
     `pairs` has the columns of SCHEMA.md's pairs table (original, dataset, method,
     score_mean, the annotator columns and one column per metric); `metrics` are MetricInfo
-    dicts (name, higher_is_more_anonymous, ...). Returns the long correlation table, the
+    records or their stored dicts (name, higher_is_more_anonymous, ...). Returns the long correlation table, the
     noise-ceiling table and one line per split that could not be made (`skipped`).
     `convention` is "default" (oriented) or "paper" (the released signs; module docstring)."""
     (convention,) = _checked_choices([convention], CONVENTIONS, "convention")

@@ -26,7 +26,6 @@ released eval.py). The convention is recorded in results.json (top level and pro
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +43,7 @@ from metrics.atomic import write_atomic
 from metrics.csvsafe import restore_frame, to_csv_text
 from metrics.errors import MetricError
 from metrics.registry import PAPER_METRICS, available_metrics, metric_class, parse_metric_list
+from metrics.schema import MetricInfo, WeightsStatus, decode_infinities, to_json_text
 from reports.tables import TIE_TOLERANCE, NotComputed
 
 DEMO_DIR, DEMO_ROOT = DEMO_FOLDER, DEMO_IMAGES
@@ -137,7 +137,7 @@ def evaluate(
     runner.write_outputs(scored, out_dir)
     ok = [outcome for outcome in scored.metrics if outcome.status == "ok"]
     pairs = pairs_with_scores(table, scored, ok)
-    infos = [metric_info(outcome) for outcome in ok]
+    infos = [outcome.info for outcome in ok]
     correlation = correlate(
         pairs, infos, annotators=table.annotators, splits=splits, n_boot=n_boot, seed=seed,
         source=table.source.name, convention=convention,
@@ -145,15 +145,15 @@ def evaluate(
     provenance = report_provenance(scored, ok, table=table, seed=seed, simulated=simulated, command=command)
     samples = sample_pairs(pairs, table.root)
     gradcam = gradcam_overlays(options or {}, samples, out_dir, device=device)
-    report = _save_and_render(out_dir, table, correlation, infos, provenance, pairs, gradcam,
-                              missing=not_computed(scored.metrics))
+    report = _save_and_render(out_dir, table, correlation, [info.to_json() for info in infos], provenance, pairs,
+                              gradcam, missing=not_computed(scored.metrics))
     return Evaluation(
         name=table.source.stem, out_dir=out_dir, report=report,
         score_summary=scored.summary_lines(), skipped_splits=list(correlation.skipped),
     )
 
 
-def _save_and_render(out_dir: Path, table: dataset.PairsTable, correlation, infos: list[dict[str, Any]],
+def _save_and_render(out_dir: Path, table: dataset.PairsTable, correlation, infos: Sequence[dict[str, Any]],
                      provenance: dict[str, Any], pairs: pd.DataFrame, gradcam: list[dict[str, Any]],
                      missing: Sequence[dict[str, Any]] = ()) -> Path:
     provenance = {**provenance, "convention": correlation.convention}
@@ -162,7 +162,7 @@ def _save_and_render(out_dir: Path, table: dataset.PairsTable, correlation, info
         "convention": correlation.convention,
         "correlations": correlation.correlations,
         "ceiling": correlation.ceiling,
-        "metrics": infos,
+        "metrics": list(infos),
         "not_computed": list(missing),
         "provenance": provenance,
         "skipped": correlation.skipped,
@@ -247,14 +247,16 @@ def pairs_with_columns(table: dataset.PairsTable, columns: Sequence[MetricColumn
     return pairs.rename(columns={"row": "pair"})
 
 
-def column_info(column: MetricColumn, source: Path) -> dict[str, Any]:
-    return {
-        "name": column.name, "label": column.name, "higher_is_more_anonymous": column.higher_is_more_anonymous,
-        # No weights of ours are involved: the values are the file's own.
-        "verified": True, "weights_note": "", "weights_status": "precomputed",
-        "key": f"column:{column.name}", "source": f"column {column.name} of {source.name}",
-        "direction_from": column.direction_from,
-    }
+def column_info(column: MetricColumn) -> MetricInfo:
+    # No weights of ours are involved: the values are the file's own.
+    return MetricInfo(name=column.name, label=column.name, higher_is_more_anonymous=column.higher_is_more_anonymous,
+                      weights_status=WeightsStatus.PRECOMPUTED, key=f"column:{column.name}")
+
+
+def column_entry(column: MetricColumn, source: Path) -> dict[str, Any]:
+    """A column's results.json entry: its MetricInfo and where its values and direction came from."""
+    return {**column_info(column).to_json(), "source": f"column {column.name} of {source.name}",
+            "direction_from": column.direction_from}
 
 
 def evaluate_columns(
@@ -277,7 +279,7 @@ def evaluate_columns(
     table = dataset.load_pairs(annotations, root=root)
     table.annotators = [a for a in table.annotators if a not in {c.name for c in resolved}]
     pairs = pairs_with_columns(table, resolved)
-    infos = [column_info(column, table.source) for column in resolved]
+    infos = [column_info(column) for column in resolved]
     correlation = correlate(
         pairs, infos, annotators=table.annotators, splits=splits, n_boot=n_boot, seed=seed,
         source=table.source.name, convention=convention,
@@ -297,7 +299,8 @@ def evaluate_columns(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
     }
-    report = _save_and_render(out_dir, table, correlation, infos, provenance, pairs, [])
+    report = _save_and_render(out_dir, table, correlation, [column_entry(c, table.source) for c in resolved],
+                              provenance, pairs, [])
     summary = [f"  {c.name}: read from the file, {'higher' if c.higher_is_more_anonymous else 'lower'} = more "
                f"anonymous ({c.direction_from}), {int(pairs[c.name].notna().sum())} values" for c in resolved]
     return Evaluation(name=table.source.stem, out_dir=out_dir, report=report, score_summary=summary,
@@ -349,22 +352,6 @@ def metric_label(name: str, given: str = "") -> str:
         return name
 
 
-def metric_info(outcome: runner.MetricOutcome) -> dict[str, Any]:
-    notes = {"stand-in": "stand-in weights (not the published network)",
-             "unverified": "weights whose sha256 is not the published one"}
-    return {
-        "name": outcome.name,
-        "label": outcome.label or outcome.name,
-        "higher_is_more_anonymous": bool(outcome.higher_is_more_anonymous),
-        "verified": outcome.weights_status in ("verified", "none"),
-        "weights_note": notes.get(outcome.weights_status, ""),
-        "weights_status": outcome.weights_status,
-        "key": outcome.key,
-        # -1 where the released model's raw output runs the other way (PerceptAnon, released binary labels).
-        "released_sign": int(((outcome.card or {}).get("details") or {}).get("released_sign", 1)),
-    }
-
-
 def report_provenance(scored: runner.ScoreResult, ok, *, table: dataset.PairsTable, seed: int,
                       simulated: bool, command: str) -> dict[str, Any]:
     run = scored.provenance
@@ -390,23 +377,12 @@ def report_provenance(scored: runner.ScoreResult, ok, *, table: dataset.PairsTab
 
 
 # ------------------------------------------------------------------------- the bundle
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    def clean(value: Any) -> Any:
-        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
-            return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-        if isinstance(value, np.generic):
-            return value.item()
-        return value
-
-    return [{key: clean(value) for key, value in row.items()} for row in frame.to_dict(orient="records")]
-
-
 def save_bundle(out_dir: Path, bundle: dict[str, Any], pairs: pd.DataFrame) -> None:
     payload = dict(bundle)
-    payload["correlations"] = _records(bundle["correlations"])
-    payload["ceiling"] = _records(bundle["ceiling"])
+    payload["correlations"] = bundle["correlations"].to_dict(orient="records")
+    payload["ceiling"] = bundle["ceiling"].to_dict(orient="records")
     write_atomic(out_dir / PAIRS_FILE, to_csv_text(pairs))
-    write_atomic(out_dir / RESULTS_FILE, json.dumps(payload, indent=1, allow_nan=False, default=str) + "\n")
+    write_atomic(out_dir / RESULTS_FILE, to_json_text(payload, indent=1))
 
 
 def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -420,7 +396,7 @@ def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable results ({exc}); re-run `bench correlate`") from exc
     for key in ("correlations", "ceiling"):
-        bundle[key] = pd.DataFrame.from_records(bundle[key]).replace({"inf": math.inf, "-inf": -math.inf})
+        bundle[key] = decode_infinities(pd.DataFrame.from_records(bundle[key]))
     return bundle, pairs
 
 

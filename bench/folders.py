@@ -25,7 +25,6 @@ images counted apart, never averaged).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -47,6 +46,7 @@ from metrics.atomic import write_atomic
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256
 from metrics.registry import DEFAULT_METRICS, metric_class
+from metrics.schema import WeightsStatus, to_json_text, to_json_value
 
 #: The one group that set metrics see when two folders are compared.
 FOLDERS_GROUP = "folders"
@@ -205,7 +205,7 @@ class PairMetricSummary:
     higher_is_more_anonymous: bool | None
     status: str
     reason: str = ""
-    weights_status: str = "none"
+    weights_status: WeightsStatus = WeightsStatus.NONE
     mean: float = math.nan
     median: float = math.nan
     ci_low: float = math.nan
@@ -227,7 +227,7 @@ class SetMetricSummary:
     higher_is_more_anonymous: bool | None
     status: str
     reason: str = ""
-    weights_status: str = "none"
+    weights_status: WeightsStatus = WeightsStatus.NONE
     value: float = math.nan
     #: How uncertain the value is, where the metric measures it: KID's "std" over subsets.
     spread: Mapping[str, float] = field(default_factory=dict)
@@ -306,12 +306,8 @@ def two_sample_options(options: Mapping[str, Mapping[str, Any]]) -> dict[str, di
 
 
 def summary_json(summary: PairMetricSummary | SetMetricSummary) -> dict[str, Any]:
-    """A summary as JSON-ready values (+inf/-inf as "inf"/"-inf", NaN as None: one rule, the runner's)."""
-    encoded = {key: runner._json_value(value) for key, value in vars(summary).items()}
-    if isinstance(summary, SetMetricSummary):
-        encoded["spread"] = {key: runner._json_value(value) for key, value in summary.spread.items()}
-        encoded["config"] = dict(summary.config)
-    return encoded
+    """A summary as JSON-ready values, under the one JSON rule (metrics.schema.json_number)."""
+    return to_json_value(vars(summary))
 
 
 def ci_statement(n_boot: int, seed: int) -> str:
@@ -363,7 +359,7 @@ class ScoreReport:
         return lines
 
     def to_json(self) -> dict[str, Any]:
-        """One JSON-ready object (+inf/-inf as "inf"/"-inf", NaN as null, as in scores.json)."""
+        """One JSON-ready object (the one JSON rule, as in scores.json)."""
         scored = self.result.to_json()
         return {
             "folders": self.pairing.to_json() if self.pairing else None,
@@ -400,7 +396,7 @@ class ScoreReport:
                 continue
             notes = [f"{s.n_infinite} pair(s) +inf/-inf, not averaged"] if s.n_infinite else []
             notes += [f"{s.n_missing} pair(s) without a value"] if s.n_missing else []
-            notes += [f"{s.weights_status} weights"] if s.weights_status in runner.MARKED_WEIGHTS else []
+            notes += [s.weights_status.note] if s.weights_status.marked else []
             rows.append((s.name, _direction(s.higher_is_more_anonymous), _number(s.mean), _number(s.median),
                          f"[{_number(s.ci_low)}, {_number(s.ci_high)}]", str(s.n), "; ".join(notes)))
         for s in self.set_summaries:
@@ -500,7 +496,7 @@ def score_table(
     if pairing:
         report.files["pairs.csv"] = table.source
     report.files["summary.json"] = out / "summary.json"
-    write_atomic(out / "summary.json", json.dumps(report.to_json(), indent=2, allow_nan=False, default=str) + "\n")
+    write_atomic(out / "summary.json", to_json_text(report.to_json(), indent=2))
     return report
 
 

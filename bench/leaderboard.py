@@ -48,7 +48,8 @@ from reports.leaderboard import (
     sort_rows,
     write_leaderboard,
 )
-from reports.tables import MetricInfo, NotComputed
+from metrics.schema import MetricInfo, WeightsStatus
+from reports.tables import NotComputed
 
 #: The default sort metric: the first of these with a column.
 SORT_PREFERENCE = ("perceptanon_ha2", "perceptanon_ha1", "lpips", "inception_dist", "ssim")
@@ -104,12 +105,8 @@ def summarize(values: Sequence[float], clusters: Sequence[str], *, n_boot: int, 
 
 
 def _metric_info(name: str, info: Mapping[str, Any]) -> MetricInfo:
-    status = info.get("weights_status", "none")
-    marked = status in ("unverified", "stand-in")
-    return MetricInfo(name=name, label=info.get("label") or name,
-                      higher_is_more_anonymous=bool(info["higher_is_more_anonymous"]), verified=not marked,
-                      weights_note=f"{status} weights" if marked else "", weights_status=status,
-                      infinite_means=_infinite_means(name))
+    """A record's metric entry as its column, with its class's meaning of an infinite value."""
+    return replace(MetricInfo.from_json(info, name=name), infinite_means=_infinite_means(name))
 
 
 def _infinite_means(name: str) -> str:
@@ -247,8 +244,8 @@ def _privacy_block(record: Mapping[str, Any], rows: Sequence[BoardRow]) -> Priva
     kept = [column for column in ATTACK_COLUMNS
             if any(block_rows[i].entries[column.name].note != "not run" for i in ran)]
     columns = tuple(MetricInfo(name=column.name, label=column.label,
-                               higher_is_more_anonymous=column.higher_is_more_anonymous, verified=True,
-                               weights_status="verified") for column in kept)
+                               higher_is_more_anonymous=column.higher_is_more_anonymous,
+                               weights_status=WeightsStatus.VERIFIED) for column in kept)
     notes = [*shared.get("notes", []), DETAIL_NOTE]
     for method, entry in record["methods"].items():
         notes += (entry.get("privacy") or {}).get("notes", [])

@@ -912,8 +912,9 @@ def machine_info(device: Any, threads: int | None) -> dict[str, Any]:
 def write_report(report: PerfReport, json_path: Path | None, out: Path | None) -> list[Path]:
     """The JSON at `json_path` and, with `out`, perf.json and perf.txt there; returns the paths."""
     from metrics.atomic import write_atomic
+    from metrics.schema import to_json_text
 
-    text = json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n"
+    text = to_json_text(report.to_json(), indent=2)
     written = []
     targets = [(json_path, text)] if json_path else []
     if out:

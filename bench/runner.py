@@ -33,8 +33,6 @@ scores) in one transaction. The values are those of one process: batching never 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -52,16 +50,14 @@ from tqdm import tqdm
 from bench import dist, images
 from bench.dataset import PairsTable
 from bench.errors import ImageError, InputError, printable
-from bench.store import PairKey, ResultsStore, ScoreRow, run_provenance, weights_status
+from bench.store import PairKey, ResultsStore, ScoreRow, run_provenance
 from metrics.atomic import write_atomic
 from metrics.csvsafe import to_csv_text
 from metrics.base import FeaturePairMetric, PairMetric
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256
 from metrics.registry import build_metric, metric_class
-
-#: Weight statuses whose results every table must mark.
-MARKED_WEIGHTS = ("unverified", "stand-in")
+from metrics.schema import VALUE_ENCODING, MetricInfo, WeightsStatus, json_number, to_json_text
 
 # Bound on decoded pairs waiting for a batch of their size, in batches: images of many
 # different sizes must not pile up in memory.
@@ -76,20 +72,15 @@ _LISTED_FAILURES = 10
 # ----------------------------------------------------------------------------- results
 @dataclass
 class MetricOutcome:
-    """What happened to one requested metric in a run."""
+    """What happened to one requested metric in a run; `info` describes the metric itself."""
 
     name: str
     #: "ok", "unavailable" (could not be built) or "failed" (raised while scoring).
     status: str
-    #: Column title for tables (e.g. "LPIPS", "PerceptAnon HA1 (best.pt)").
-    label: str = ""
-    #: The metric's declared direction; None when it could not even be built.
-    higher_is_more_anonymous: bool | None = None
-    key: str | None = None
+    #: The metric's column description; None when it could not even be built.
+    info: MetricInfo | None = None
     #: The one-line reason (with what to do) when unavailable or failed.
     reason: str = ""
-    #: Weakest status of its weight files: verified / unverified / stand-in / none.
-    weights_status: str = "none"
     computed: int = 0
     reused: int = 0
     #: Pairs that have no value for this metric after the run.
@@ -97,14 +88,31 @@ class MetricOutcome:
     card: dict[str, Any] | None = None
 
     @property
+    def label(self) -> str:
+        """Column title for tables (e.g. "LPIPS", "PerceptAnon HA1 (best.pt)"); "" when not built."""
+        return self.info.label if self.info else ""
+
+    @property
+    def higher_is_more_anonymous(self) -> bool | None:
+        return self.info.higher_is_more_anonymous if self.info else None
+
+    @property
+    def key(self) -> str | None:
+        return self.info.key if self.info else None
+
+    @property
+    def weights_status(self) -> WeightsStatus:
+        return self.info.weights_status if self.info else WeightsStatus.NONE
+
+    @property
     def marked(self) -> bool:
         """True when its values come from unverified or stand-in weights."""
-        return self.weights_status in MARKED_WEIGHTS
+        return self.weights_status.marked
 
     @property
     def column(self) -> str:
         """Its column name in per-pair tables; carries the weights mark where needed."""
-        return f"{self.name} [{self.weights_status} weights]" if self.marked else self.name
+        return f"{self.name} [{self.weights_status.note}]" if self.marked else self.name
 
 
 @dataclass(frozen=True)
@@ -190,7 +198,7 @@ class ScoreResult:
             "run_id": self.run_id,
             "store": str(self.store_path),
             "provenance": self.provenance,
-            "value_encoding": 'JSON numbers; +inf and -inf as the strings "inf" and "-inf"; NaN and missing as null',
+            "value_encoding": VALUE_ENCODING,
             "metrics": {
                 m.name: {
                     "column": m.column,
@@ -207,23 +215,10 @@ class ScoreResult:
             },
             "notes": self.notes,
             "pairs": [
-                {column: _json_value(value) for column, value in record.items()}
+                {column: json_number(value) for column, value in record.items()}
                 for record in self.wide().to_dict(orient="records")
             ],
         }
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def write_outputs(result: ScoreResult, out_dir: Path) -> tuple[Path, Path]:
@@ -231,7 +226,7 @@ def write_outputs(result: ScoreResult, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "scores.csv", out_dir / "scores.json"
     write_atomic(csv_path, to_csv_text(result.wide()))
-    write_atomic(json_path, json.dumps(result.to_json(), indent=2, allow_nan=False, default=str) + "\n")
+    write_atomic(json_path, to_json_text(result.to_json(), indent=2))
     return csv_path, json_path
 
 
@@ -533,10 +528,7 @@ def _build_metrics(
         outcome = MetricOutcome(
             name=name,
             status="ok",
-            label=metric.display_label,
-            higher_is_more_anonymous=metric.higher_is_more_anonymous,
-            key=metric.key(),
-            weights_status=weights_status(metric),
+            info=MetricInfo.from_metric(metric),
             card=metric.card().to_dict(),
         )
         outcomes.append(outcome)

@@ -37,10 +37,11 @@ from tqdm import tqdm
 from bench import dist, images
 from bench.errors import ImageError
 from bench.runner import MetricOutcome, to_device
-from bench.store import PairKey, ResultsStore, weights_status
+from bench.store import PairKey, ResultsStore
 from metrics.base import SetMetric
 from metrics.errors import MetricError
 from metrics.registry import build_metric
+from metrics.schema import MetricInfo
 
 
 @dataclass(frozen=True)
@@ -179,10 +180,8 @@ def _build(names: Sequence[str], device: torch.device,
         except MetricError as exc:
             built.append(_Active(SetMetricOutcome(name=name, status="unavailable", reason=str(exc)), None))
             continue
-        outcome = SetMetricOutcome(name=name, status="ok", label=metric.display_label,
-                                   higher_is_more_anonymous=metric.higher_is_more_anonymous, key=metric.key(),
-                                   weights_status=weights_status(metric), min_samples=metric.min_samples,
-                                   config=metric.config())
+        outcome = SetMetricOutcome(name=name, status="ok", info=MetricInfo.from_metric(metric),
+                                   min_samples=metric.min_samples, config=metric.config())
         built.append(_Active(outcome, metric))
     return built
 

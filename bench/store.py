@@ -41,6 +41,7 @@ from typing import Any
 
 from bench.errors import BenchError, InputError
 from metrics.base import Metric
+from metrics.schema import WeightsStatus
 
 #: Bumped whenever a table changes shape; a store of another version is refused, never migrated
 #: silently.
@@ -320,7 +321,8 @@ class ResultsStore:
             self._db.execute(
                 "INSERT OR IGNORE INTO metrics (metric_key, name, version, weights_status, card, registered_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (key, metric.name, metric.version, weights_status(metric), json.dumps(card, sort_keys=True), _now()),
+                (key, metric.name, metric.version, weights_status(metric).value, json.dumps(card, sort_keys=True),
+                 _now()),
             )
         return key
 
@@ -555,16 +557,9 @@ def members_digest(members: Iterable[PairKey]) -> str:
     return digest.hexdigest()
 
 
-def weights_status(metric: Metric) -> str:
-    """The weakest status of a metric's weight files: "stand-in" < "unverified" < "verified".
-
-    "none" for metrics without weights (pixel metrics).
-    """
-    statuses = {record.status for record in metric.weights()}
-    for status in ("stand-in", "unverified"):
-        if status in statuses:
-            return status
-    return "verified" if statuses else "none"
+def weights_status(metric: Metric) -> WeightsStatus:
+    """The weakest status of a metric's weight files (NONE for metrics without weights)."""
+    return WeightsStatus.weakest(record.status for record in metric.weights())
 
 
 def run_provenance(

@@ -51,7 +51,6 @@ states, which equal its own (the ranks draw alike). Rank 0 alone validates, writ
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -77,6 +76,7 @@ from bench.store import run_provenance
 from metrics import weights
 from metrics.base import WeightsRecord, library_versions
 from metrics.errors import WeightsError, checkpoint_load_reason
+from metrics.schema import to_json_text
 from metrics.perceptanon import (
     BACKBONES,
     HA_MODES,
@@ -646,20 +646,16 @@ def summarise(raw: torch.Tensor, targets: torch.Tensor, score_mean: np.ndarray, 
     return Evaluation(rows=rows, scores=scores, numbers=numbers, notes=notes)
 
 
-def _json_number(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def write_evaluation(evaluation: Evaluation, path: Path, **context: Any) -> None:
     document = {
         **context,
         "n_test": len(evaluation.rows),
-        "metrics": {name: _json_number(value) for name, value in evaluation.numbers.items()},
+        "metrics": evaluation.numbers,
         "undefined": evaluation.notes,
         "correlations": _CORRELATED[context.get("convention", "default")],
     }
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    temporary.write_text(to_json_text(document, indent=2), encoding="utf-8")
     os.replace(temporary, path)
 
 
@@ -771,7 +767,8 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] | None = print) ->
     evaluation = evaluate_checkpoint(evaluated, config, parts.test, score_mean[split.test], criterion, device)
     eval_path = out / "eval.json"
     write_evaluation(evaluation, eval_path, checkpoint=str(evaluated), epoch=progress.best_epoch or None,
-                     val_loss=_json_number(progress.best_val_loss), ha=config.ha, backbone=config.backbone,
+                     val_loss=progress.best_val_loss if progress.best_epoch else None, ha=config.ha,
+                     backbone=config.backbone,
                      label=config.label, classification=config.classification, split=config.split,
                      convention=config.convention,
                      score=config.mapping.describe(), weights_status=state.initial.status,

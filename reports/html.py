@@ -24,17 +24,16 @@ from markupsafe import Markup
 from PIL import Image, ImageOps
 
 from reports.plots import Plot, all_plots
+from metrics.schema import MetricInfo, MetricInfos, metric_infos
 from reports.tables import (
     DEFAULT_STATISTICS,
     SIMULATED_NOTE,
-    MetricInfo,
     NotComputed,
     Results,
     convention_note,
     convention_of,
     dagger_note,
     is_simulated,
-    metric_infos,
     not_computed_records,
     tables_by_view,
     write_atomic,
@@ -190,7 +189,7 @@ def render_html(
     correlations: pd.DataFrame,
     ceiling: pd.DataFrame,
     pairs: pd.DataFrame | None,
-    metrics: Any,
+    metrics: MetricInfos,
     provenance: Mapping[str, Any],
     sample_pairs: Iterable[SamplePair] | Callable[[], Iterable[SamplePair]] | None = None,
     title: str = DEFAULT_TITLE,
@@ -231,7 +230,7 @@ def render_report(
     correlations: pd.DataFrame,
     ceiling: pd.DataFrame,
     pairs: pd.DataFrame | None,
-    metrics: Any,
+    metrics: MetricInfos,
     provenance: Mapping[str, Any],
     sample_pairs: Iterable[SamplePair] | Callable[[], Iterable[SamplePair]] | None = None,
     title: str = DEFAULT_TITLE,

@@ -21,7 +21,6 @@ the JSON; the HTML examples draw the face detector's boxes when the attacks ran.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -36,11 +35,11 @@ from metrics.atomic import write_atomic
 from metrics.csvsafe import to_csv_text
 from reports import tradeoff
 from reports.html import Thumbnail, environment, thumbnail
+from metrics.schema import MetricInfo, to_json_text
 from reports.tables import (
     Cell,
     Column,
     Footnotes,
-    MetricInfo,
     TIE_TOLERANCE,
     NotComputed,
     Row,
@@ -48,7 +47,6 @@ from reports.tables import (
     convention_note,
     dagger_note,
     format_number,
-    json_number,
     markdown_escape,
     not_computed_notes,
     ties,
@@ -393,7 +391,7 @@ def _long_record(row: BoardRow, info: MetricInfo, entry: Entry) -> dict[str, Any
     return {
         "scope": row.scope, "method": row.method, "metric": info.name, "metric_label": info.header,
         "higher_is_more_anonymous": info.higher_is_more_anonymous, "weights_verified": info.verified,
-        "weights_status": info.weights, "level": entry.level,
+        "weights_status": info.weights_status, "level": entry.level,
         "value": entry.value, "ci_low": entry.ci_low, "ci_high": entry.ci_high, "n": entry.n,
         "n_infinite": entry.n_infinite, "note": note,
     }
@@ -414,26 +412,27 @@ def to_csv(board: Leaderboard) -> str:
 
 
 def to_json(board: Leaderboard) -> str:
-    """The board with every cell, the notes (dagger footnote included), failures and provenance;
-    NaN and infinities as null."""
+    """The board with every cell, the notes (dagger footnote included), failures and provenance,
+    under the one JSON rule (metrics.schema.json_number)."""
     document = {
         "title": board.title,
         "dataset": board.dataset,
         "sort_metric": board.sort_metric,
         "metrics": [{"name": info.name, "label": info.label, "header": info.header,
                      "higher_is_more_anonymous": info.higher_is_more_anonymous, "verified": info.verified,
-                     "weights_status": info.weights, "weights_note": info.weights_note} for info in board.columns],
+                     "weights_status": info.weights_status, "weights_note": info.weights_note}
+                    for info in board.columns],
         "not_computed": [vars(item) for item in board.not_computed],
         "convention": board.convention,
         "rows": [{"scope": row.scope, "method": row.method, "params": dict(row.params),
-                  "cells": {name: {key: json_number(value) for key, value in vars(entry).items()}
+                  "cells": {name: vars(entry)
                             for name, entry in row.entries.items()}} for row in board.rows],
         "notes": table_notes(board),
         "failures": [{"method": f.method, "message": f.message} for f in board.failures],
         "provenance": dict(board.provenance),
         "privacy": _privacy_json(board),
     }
-    return json.dumps(document, ensure_ascii=False, indent=1, allow_nan=False, default=str) + "\n"
+    return to_json_text(document, indent=1, ensure_ascii=False)
 
 
 def _privacy_json(board: Leaderboard) -> dict[str, Any] | None:
@@ -445,7 +444,7 @@ def _privacy_json(board: Leaderboard) -> dict[str, Any] | None:
                      "higher_is_more_anonymous": info.higher_is_more_anonymous} for info in block.columns],
         "not_computed": [vars(item) for item in block.not_computed],
         "rows": [{"scope": row.scope, "method": row.method,
-                  "cells": {name: {key: json_number(value) for key, value in vars(entry).items()}
+                  "cells": {name: vars(entry)
                             for name, entry in row.entries.items()}} for row in block.rows],
         "notes": privacy_notes(board),
     }

@@ -26,13 +26,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from metrics.schema import MetricInfo, MetricInfos, metric_infos
 from reports.tables import (
     CORRELATION_COLUMNS,
     NO_INTERVAL_CLUSTERS,
     STATISTIC_SYMBOLS,
-    MetricInfo,
     is_simulated,
-    metric_infos,
     require_columns,
     unique_in_order,
     views,
@@ -180,7 +179,7 @@ def _group_column(pairs: pd.DataFrame, column: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- (a) rank plot
-def rank_plot(pairs: pd.DataFrame, metrics: Any, *, simulated: bool = False) -> Plot:
+def rank_plot(pairs: pd.DataFrame, metrics: MetricInfos, *, simulated: bool = False) -> Plot:
     """Pairs ranked by mean human score; each metric normalised, oriented and smoothed over them."""
     pairs = _human_scores(pairs)
     infos, skipped = _drawable(pairs, metric_infos(metrics))
@@ -244,7 +243,7 @@ def drawn_spearman(metric: np.ndarray, human: np.ndarray, higher_is_more_anonymo
     return float(np.corrcoef(x, y)[0, 1]), n
 
 
-def metric_scatter(pairs: pd.DataFrame, metrics: Any, *, simulated: bool = False) -> Plot:
+def metric_scatter(pairs: pd.DataFrame, metrics: MetricInfos, *, simulated: bool = False) -> Plot:
     """Metric value (x) against mean human score (y), one panel per metric, coloured by method;
     each panel's ρ is computed on the points it shows."""
     pairs = _human_scores(pairs)
@@ -287,7 +286,7 @@ def metric_scatter(pairs: pd.DataFrame, metrics: Any, *, simulated: bool = False
 
 
 # --------------------------------------------------------------------------- (c) bars
-def correlation_bars(correlations: pd.DataFrame, metrics: Any, *, granularity: str | None = None,
+def correlation_bars(correlations: pd.DataFrame, metrics: MetricInfos, *, granularity: str | None = None,
                      form: str | None = None, statistics: Sequence[str] | None = None,
                      simulated: bool = False) -> Plot:
     """Grouped bars (one per metric) per split with 95% CI error bars, one panel per statistic."""
@@ -351,7 +350,7 @@ def _bar_series(axes: Any, rows: Sequence[Mapping[str, Any]], index: int, width:
 
 
 # --------------------------------------------------------------------------- (d) distributions
-def score_distributions(pairs: pd.DataFrame, metrics: Any, *, simulated: bool = False) -> Plot:
+def score_distributions(pairs: pd.DataFrame, metrics: MetricInfos, *, simulated: bool = False) -> Plot:
     """Box plots of the human score and every metric, by method (x) and scope (colour)."""
     pairs = _human_scores(pairs)
     infos, skipped = _drawable(pairs, metric_infos(metrics))
@@ -395,7 +394,7 @@ def score_distributions(pairs: pd.DataFrame, metrics: Any, *, simulated: bool = 
 
 
 # --------------------------------------------------------------------------- all together
-def all_plots(*, correlations: pd.DataFrame, metrics: Any, provenance: Mapping[str, Any] | None,
+def all_plots(*, correlations: pd.DataFrame, metrics: MetricInfos, provenance: Mapping[str, Any] | None,
               pairs: pd.DataFrame | None = None) -> list[Plot]:
     """Every figure the data allows: the per-pair figures need `pairs`."""
     simulated = is_simulated(provenance)

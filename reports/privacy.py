@@ -7,14 +7,14 @@ Rendered once into Markdown and JSON from `metrics.attacks.PrivacyReport`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from metrics.atomic import write_atomic
 from metrics.attacks import ATTACK_COLUMNS, FARS, PrivacyReport, PrivacyRow, Rate
 from reports.html import Thumbnail, data_uri, environment, thumbnail
-from reports.tables import json_number, markdown_escape
+from metrics.schema import to_json_text
+from reports.tables import markdown_escape
 
 FILE_NAMES = {"markdown": "privacy.md", "json": "privacy.json", "roc": "privacy_roc.png", "html": "privacy.html"}
 BOXED_SIZE = (160, 160)
@@ -101,7 +101,7 @@ def to_markdown(report: PrivacyReport) -> str:
 def _rate_json(rate: Rate | None) -> dict[str, Any] | None:
     if rate is None:
         return None
-    return {key: json_number(value) for key, value in vars(rate).items()}
+    return dict(vars(rate))
 
 
 def to_json(report: PrivacyReport) -> str:
@@ -113,20 +113,20 @@ def to_json(report: PrivacyReport) -> str:
             "detection_rate": _rate_json(row.detection), "originals_without_face": row.originals_without_face,
             "detection_rate_lbp": _rate_json(row.second_detection),
             "rank1": _rate_json(row.rank1), "rank5": _rate_json(row.rank5),
-            "chance_rank1": json_number(ident.chance(1)) if ident else None,
-            "chance_rank5": json_number(ident.chance(5)) if ident else None,
+            "chance_rank1": ident.chance(1) if ident else None,
+            "chance_rank5": ident.chance(5) if ident else None,
             "faces_not_found": ident.not_found if ident else None,
             "tar_at_far": {f"{far:g}": value for far, value in verification.tar_at_far.items()} if verification else None,
             "eer": verification.eer if verification else None,
             "adaptive_rank1": _rate_json(adaptive.rank1) if adaptive else None,
-            "adaptive_chance": json_number(adaptive.chance) if adaptive else None,
+            "adaptive_chance": adaptive.chance if adaptive else None,
             "adaptive_reason": adaptive.reason if adaptive else None,
         })
     document = {"higher_is_more_anonymous": {"detection_rate": False, "detection_rate_lbp": False, "rank1": False, "rank5": False,
                                              "adaptive_rank1": False, "tar_at_far": False, "eer": True},
                 "rows": rows, "notes": _notes(report), "unavailable": report.unavailable,
                 "conventions": report.conventions}
-    return json.dumps(document, indent=1, allow_nan=False) + "\n"
+    return to_json_text(document, indent=1)
 
 
 def boxed_thumbnail(path: str | Path, faces: Any, colour: str) -> Thumbnail:

@@ -7,29 +7,27 @@ syntax. The HTML report renders the same model through its template.
 
 Every rendering carries the two warnings a reader must not miss: the human scores are SIMULATED
 (provenance["simulated_scores"]) and a metric computed with unverified or stand-in weights (its
-MetricInfo "verified" is False) has a dagger on its header and a footnote.
+MetricInfo's weights_status is marked) has a dagger on its header and a footnote.
 
-This module also holds what all report modules share: metric metadata, the result bundle and
-the atomic file writer.
+This module also holds what all report modules share: the result bundle and the atomic file
+writer; metric metadata (MetricInfo) is metrics.schema's.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from metrics.atomic import write_atomic  # noqa: F401  (re-exported: plots and html write through it)
 from metrics.csvsafe import to_csv_text
+from metrics.schema import MetricInfo, MetricInfos, metric_infos, to_json_text
 
 SIMULATED_NOTE = "SIMULATED annotator scores — not human judgments."
-DAGGER = "†"
 DAGGER_NOTE = "† computed with unverified or stand-in weights"
 STATISTIC_SYMBOLS = {"spearman": "ρ", "kendall": "τ", "pearson": "r"}
 DEFAULT_STATISTICS = ("spearman", "kendall")
@@ -68,62 +66,6 @@ _CEILING_MEASURES = (
 
 
 # --------------------------------------------------------------------------- shared inputs
-@dataclass(frozen=True)
-class MetricInfo:
-    """What a report needs to know about one metric column."""
-
-    name: str
-    label: str
-    higher_is_more_anonymous: bool
-    verified: bool
-    weights_note: str = ""
-    #: "verified", "unverified", "stand-in" or "none" (no weights); "" = only `verified` known.
-    weights_status: str = ""
-    #: What an infinite value means (the metric class's `infinite_means`), for the footnote.
-    infinite_means: str = "infinite value"
-
-    @property
-    def weights(self) -> str:
-        """The weights state for CSV columns: the recorded status, else what `verified` implies."""
-        return self.weights_status or ("verified" if self.verified else "unverified")
-
-    @property
-    def arrow(self) -> str:
-        return "↑" if self.higher_is_more_anonymous else "↓"
-
-    @property
-    def header(self) -> str:
-        """Label, direction arrow, and the dagger when the weights are not verified."""
-        return f"{self.label}{'' if self.verified else DAGGER} {self.arrow}"
-
-
-def metric_infos(metrics: Iterable[Mapping[str, Any] | MetricInfo] | Mapping[str, Mapping[str, Any]]) -> list[MetricInfo]:
-    """MetricInfo dicts (a list, or a mapping name -> dict) as MetricInfo, in the given order.
-
-    A dict without "verified" counts as unverified: a missing flag must not hide stand-in weights."""
-    if isinstance(metrics, Mapping):
-        metrics = [{"name": name, **info} for name, info in metrics.items()]
-    infos = []
-    for info in metrics:
-        if isinstance(info, MetricInfo):
-            infos.append(info)
-            continue
-        missing = [key for key in ("name", "higher_is_more_anonymous") if key not in info]
-        if missing:
-            raise ValueError(f"metric info {dict(info)!r} lacks {', '.join(missing)}")
-        infos.append(
-            MetricInfo(
-                name=str(info["name"]),
-                label=str(info.get("label") or info["name"]),
-                higher_is_more_anonymous=bool(info["higher_is_more_anonymous"]),
-                verified=bool(info.get("verified", False)),
-                weights_note=str(info.get("weights_note") or ""),
-                weights_status=str(info.get("weights_status") or ""),
-            )
-        )
-    return infos
-
-
 @dataclass(frozen=True)
 class NotComputed:
     """A requested or default metric that produced no values, and the one line saying why and
@@ -204,12 +146,6 @@ def rows_note(rows: str = "test") -> str:
     raise ValueError(f"rows must be 'test' or 'all', got {rows!r}")
 
 
-def json_number(value: Any) -> Any:
-    """A value for the reports' JSON: a non-finite float (NaN, an undefined or infinite
-    aggregate) as null, anything else as it is."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 def ties(values: Sequence[float], best: float, *, tolerance: float = TIE_TOLERANCE) -> list[bool]:
     """Which values tie with `best` within a relative `tolerance` (MSE and PSNR, monotone
     transforms of each other, must not be told apart by float rounding)."""
@@ -238,7 +174,7 @@ class Results:
 
     correlations: pd.DataFrame
     ceiling: pd.DataFrame
-    metrics: Sequence[Mapping[str, Any]]
+    metrics: Sequence[MetricInfo]
     provenance: Mapping[str, Any]
     pairs: pd.DataFrame | None = None
     #: Metrics requested (or default) that did not run, each with its reason and fix.
@@ -253,6 +189,7 @@ class Results:
         missing = [key for key, value in fields.items() if value is None]
         if missing:
             raise ValueError(f"results lack {', '.join(missing)}")
+        fields["metrics"] = tuple(metric_infos(fields["metrics"]))
         return cls(**fields, pairs=get("pairs"), not_computed=tuple(not_computed_records(get("not_computed"))))
 
 
@@ -450,7 +387,7 @@ def _metric_columns(view: pd.DataFrame, infos: list[MetricInfo]) -> list[MetricI
 
 def correlation_table(
     correlations: pd.DataFrame,
-    metrics: Any,
+    metrics: MetricInfos,
     provenance: Mapping[str, Any] | None,
     granularity: str,
     form: str,
@@ -696,7 +633,8 @@ def to_latex(table: Table) -> str:
 
 
 # --------------------------------------------------------------------------- CSV / JSON
-def long_table(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None, metrics: Any = None) -> pd.DataFrame:
+def long_table(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None,
+               metrics: MetricInfos | None = None) -> pd.DataFrame:
     """The long table with the caveats as columns, so that every row carries them: the metric's
     label and whether its weights are verified, and whether the human scores are simulated."""
     out = frame.copy()
@@ -704,33 +642,23 @@ def long_table(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None, met
         infos = {info.name: info for info in metric_infos(metrics)}
         out["metric_label"] = [infos[name].label if name in infos else str(name) for name in out["metric"]]
         out["weights_verified"] = [bool(infos[name].verified) if name in infos else False for name in out["metric"]]
-        out["weights_status"] = [infos[name].weights if name in infos else "unknown" for name in out["metric"]]
+        out["weights_status"] = [infos[name].weights_status.value if name in infos else "unknown"
+                                 for name in out["metric"]]
     out["human_scores"] = "SIMULATED (not human judgments)" if is_simulated(provenance) else "human"
     return out
 
 
-def to_csv(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None, metrics: Any = None) -> str:
+def to_csv(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None,
+           metrics: MetricInfos | None = None) -> str:
     return to_csv_text(long_table(frame, provenance=provenance, metrics=metrics))
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def to_json(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None, metrics: Any = None) -> str:
-    """Records (one object per row), NaN and infinities as null."""
+def to_json(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None,
+            metrics: MetricInfos | None = None) -> str:
+    """Records (one object per row) under the one JSON rule (metrics.schema.json_number)."""
     table = long_table(frame, provenance=provenance, metrics=metrics)
-    records = [{str(key): _json_value(value) for key, value in record.items()}
-               for record in table.to_dict(orient="records")]
-    return json.dumps(records, ensure_ascii=False, indent=1, allow_nan=False) + "\n"
+    records = [{str(key): value for key, value in record.items()} for record in table.to_dict(orient="records")]
+    return to_json_text(records, indent=1, ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------- all files

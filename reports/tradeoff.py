@@ -14,12 +14,10 @@ step line under them, the anchor rows (no anonymization, full mask) as large sta
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from markupsafe import Markup
@@ -27,7 +25,8 @@ from markupsafe import Markup
 from metrics.atomic import write_atomic
 from metrics.csvsafe import to_csv_text
 from reports.html import data_uri, environment
-from reports.tables import Cell, Column, Row, Table, format_number, json_number, to_latex, to_markdown
+from metrics.schema import to_json_text
+from reports.tables import Cell, Column, Row, Table, format_number, to_latex, to_markdown
 
 #: Output files of the trade-off views, by format; "{scope}" is each view's scope.
 FILE_NAMES = {"markdown": "tradeoff.md", "latex": "tradeoff.tex", "csv": "tradeoff.csv", "json": "tradeoff.json",
@@ -206,8 +205,7 @@ def to_json(views: Sequence[Tradeoff]) -> str:
     document = [{
         "dataset": view.dataset, "scope": view.scope,
         "privacy": vars(view.privacy), "utility": vars(view.utility),
-        "points": [{key: (json_number(value) if not isinstance(value, tuple) else
-                          (dict(value) if key == "params" else list(value)))
+        "points": [{key: (dict(value) if key == "params" and isinstance(value, tuple) else value)
                     for key, value in vars(point).items()} for point in view.points],
         "curves": [{**vars(curve), "methods": list(curve.methods)} for curve in view.curves],
         "front": list(view.front),
@@ -215,7 +213,7 @@ def to_json(views: Sequence[Tradeoff]) -> str:
         "excluded": [{"method": method, "reason": reason} for method, reason in view.excluded],
         "notes": view.notes(),
     } for view in views]
-    return json.dumps(document, indent=2, allow_nan=False) + "\n"
+    return to_json_text(document, indent=2)
 
 
 # --------------------------------------------------------------------------- plot

@@ -14,17 +14,18 @@ import pytest
 from PIL import Image
 
 from reports import leaderboard as lb
-from reports.tables import MetricInfo, NotComputed
+from metrics.schema import MetricInfo
+from reports.tables import NotComputed
 
 ODD = r"mine & co 50% $x$ #1 my_method {a} ~b ^c \d"
 ODD_LATEX = (r"mine \& co 50\% \$x\$ \#1 my\_method \{a\} \textasciitilde{}b \textasciicircum{}c "
              r"\textbackslash{}d")
 SCRIPT = "<script>alert(1)</script>"
 COLUMNS = (
-    MetricInfo("mse", "MSE", True, True),
-    MetricInfo("psnr", "PSNR", False, True),
-    MetricInfo("lpips", "LPIPS", True, False, "stand-in weights"),
-    MetricInfo("fid", "FID", True, True),
+    MetricInfo("mse", "MSE", True, "verified"),
+    MetricInfo("psnr", "PSNR", False, "verified"),
+    MetricInfo("lpips", "LPIPS", True, "unverified", "stand-in weights"),
+    MetricInfo("fid", "FID", True, "verified"),
 )
 
 

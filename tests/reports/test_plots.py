@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from metrics.schema import metric_infos
 from reports import plots
 from tests.reports.factory import make_results
 
@@ -136,4 +137,4 @@ def test_legends_and_captions_explain_the_dagger_and_hatching(results, rendered)
         assert "† after a name: computed with unverified or stand-in weights (LPIPS)" in rendered[name].caption
     verified = [dict(info, verified=True) for info in results.metrics]
     assert "†" not in plots.metric_scatter(results.pairs, verified).caption
-    assert plots._dagger_labels(plots.metric_infos(results.metrics), hatched=True) == [plots.HATCH_LEGEND]
+    assert plots._dagger_labels(metric_infos(results.metrics), hatched=True) == [plots.HATCH_LEGEND]

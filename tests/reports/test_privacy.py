@@ -60,16 +60,17 @@ def test_html_escapes_names_and_shows_boxes(tmp_path):
 # ----------------------------------------------------------------------------- in the leaderboard
 def _board(tmp_path, *, faces: bool):
     from reports import leaderboard as lb
-    from reports.tables import MetricInfo, NotComputed
+    from metrics.schema import MetricInfo
+    from reports.tables import NotComputed
 
     image = tmp_path / "face.png"
     Image.new("RGB", (64, 64), (255, 255, 255)).save(image)
-    columns = (MetricInfo("reid_dlib", "dlib identity distance", True, True,
+    columns = (MetricInfo("reid_dlib", "dlib identity distance", True, "verified",
                           infinite_means="no face found on the anonymized image: not re-identified"),)
     rows = (lb.BoardRow("<i>m</i>", "global", {"reid_dlib": lb.Entry(0.5, 0.4, 0.6, n=3, n_infinite=1)}),)
     found = Rate.of(3, 4)
     block = lb.PrivacyBlock(
-        columns=(MetricInfo("detection_mtcnn", "MTCNN detection rate", False, True),),
+        columns=(MetricInfo("detection_mtcnn", "MTCNN detection rate", False, "verified"),),
         rows=(lb.BoardRow("<i>m</i>", "global", {"detection_mtcnn": lb.Entry(
             found.value, found.ci_low, found.ci_high, n=found.n, level="privacy")}),),
         notes=("Chance level: rank-1 0.33",),
