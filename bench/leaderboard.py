@@ -289,8 +289,9 @@ def _sort_metric(requested: str | None, columns: Sequence[MetricInfo]) -> str:
                              f"{', '.join(names) or 'none (no metric was computed)'}")
         return requested
     # The default: the column whose metric has the lowest `sort_priority`, else the first.
-    ranked = sorted((priority, index) for index, priority in enumerate(map(_sort_priority, names)) if priority is not None)
-    return names[ranked[0][1]] if ranked else names[0] if names else ""
+    priorities = {name: _sort_priority(name) for name in names}
+    preferred = [name for name in names if priorities[name] is not None]
+    return min(preferred, key=priorities.__getitem__) if preferred else names[0] if names else ""
 
 
 def _sort_priority(name: str) -> int | None:
