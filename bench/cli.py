@@ -683,7 +683,7 @@ def _cmd_perf(args: argparse.Namespace) -> int:
             baseline_pairs=perf.DEFAULT_BASELINE_PAIRS if args.baseline_pairs is None else args.baseline_pairs,
             phases=perf.parse_phases(args.phases),
             precision=args.precision,
-            checkpoints={"perceptanon_ha1": args.checkpoint_ha1, "perceptanon_ha2": args.checkpoint_ha2},
+            checkpoints={"checkpoint_ha1": args.checkpoint_ha1, "checkpoint_ha2": args.checkpoint_ha2},
             repeat=args.repeat,
             command=_command_line(args),
         )

@@ -42,7 +42,7 @@ from bench.store import DEFAULT_STORE_NAME, ResultsStore, run_provenance
 from metrics.atomic import write_atomic
 from metrics.csvsafe import restore_frame, to_csv_text
 from metrics.errors import MetricError
-from metrics.registry import PAPER_METRICS, available_metrics, metric_class, parse_metric_list
+from metrics.registry import PAPER_METRICS, available_metrics, checkpoint_metric, metric_class, parse_metric_list
 from metrics.schema import MetricInfo, WeightsStatus, decode_infinities, to_json_text
 from reports.tables import TIE_TOLERANCE, NotComputed
 
@@ -51,9 +51,6 @@ RESULTS_FILE = "results.json"
 PAIRS_FILE = "pairs.csv"
 # Pairs shown with thumbnails in the report, spread over the human-score range.
 SAMPLE_PAIRS = 8
-CHECKPOINT_METRICS = {"ha1": "perceptanon_ha1", "ha2": "perceptanon_ha2"}
-#: Under the paper convention a metric scored from images is replaced by the released variant.
-PAPER_VARIANTS = {"ssim": "ssim_paper_compat"}
 DIRECTIONS = {"up": True, "down": False}
 
 
@@ -91,19 +88,26 @@ def check_convention(convention: str) -> str:
 
 def metric_options(checkpoint_ha1: Path | None, checkpoint_ha2: Path | None,
                    convention: str = "default") -> dict[str, dict[str, Any]]:
-    """Options of the PerceptAnon metrics; under the paper convention their classifiers are
-    scored by the arg-max class, as the released eval.py does."""
-    given = {"ha1": checkpoint_ha1, "ha2": checkpoint_ha2}
-    rule = {"class_rule": "argmax"} if check_convention(convention) == "paper" else {}
-    return {CHECKPOINT_METRICS[ha]: {"checkpoint": str(path), **rule} for ha, path in given.items() if path is not None}
+    """Options of the metrics fed by the checkpoint options given (`Metric.checkpoint_option`);
+    under the paper convention with their `paper_options` too (PerceptAnon classifiers scored
+    by the arg-max class, as the released eval.py does)."""
+    paper = check_convention(convention) == "paper"
+    given = {"checkpoint_ha1": checkpoint_ha1, "checkpoint_ha2": checkpoint_ha2}
+    options = {}
+    for option, path in given.items():
+        if path is not None:
+            name = checkpoint_metric(option)
+            options[name] = {"checkpoint": str(path), **(metric_class(name).paper_options if paper else {})}
+    return options
 
 
 def metric_names(spec: str | None, options: dict[str, dict[str, Any]], convention: str = "default") -> list[str]:
     """The paper's five metrics by default, plus PerceptAnon for each checkpoint given; under
-    the paper convention SSIM is the released variant (`PAPER_VARIANTS`)."""
+    the paper convention each metric with a released variant is that variant (`Metric.paper_variant`:
+    SSIM is ssim_paper_compat)."""
     names = parse_metric_list(spec, default=PAPER_METRICS)
     if check_convention(convention) == "paper":
-        names = list(dict.fromkeys(PAPER_VARIANTS.get(name, name) for name in names))
+        names = list(dict.fromkeys(metric_class(name).paper_variant or name for name in names))
     return names + [name for name in options if name not in names]
 
 
@@ -464,7 +468,7 @@ def gradcam_overlays(options: dict[str, dict[str, Any]], samples: list[tuple[Pat
 
     records = []
     for name, option in options.items():
-        ha = "HA2" if name == CHECKPOINT_METRICS["ha2"] else "HA1"
+        ha = metric_class(name).ha
         pairs = [(original if ha == "HA2" else None, anonymized) for original, anonymized, _ in samples]
         explained = explain_pairs(Path(option["checkpoint"]), pairs, out_dir / "gradcam" / name, ha=ha, device=device)
         for item, (_, _, row) in zip(explained, samples):

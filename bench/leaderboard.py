@@ -38,6 +38,8 @@ from bench.methods import REFERENCE_METHODS
 from bench.setmetrics import group_key, lookup_spread, too_few_note
 from bench.store import ResultsStore
 from bench.tradeoff import build_tradeoffs, choose_axes
+from metrics.errors import MetricError
+from metrics.registry import metric_class
 from reports.leaderboard import (
     BoardRow,
     Entry,
@@ -51,8 +53,6 @@ from reports.leaderboard import (
 from metrics.schema import MetricInfo, WeightsStatus
 from reports.tables import NotComputed
 
-#: The default sort metric: the first of these with a column.
-SORT_PREFERENCE = ("perceptanon_ha2", "perceptanon_ha1", "lpips", "inception_dist", "ssim")
 EXAMPLES = 4
 
 
@@ -289,7 +289,17 @@ def _sort_metric(requested: str | None, columns: Sequence[MetricInfo]) -> str:
             raise InputError(f"--sort {requested!r} is not a leaderboard column; choose from: "
                              f"{', '.join(names) or 'none (no metric was computed)'}")
         return requested
-    return next((name for name in SORT_PREFERENCE if name in names), names[0] if names else "")
+    # The default: the column whose metric has the lowest `sort_priority`, else the first.
+    priorities = {name: _sort_priority(name) for name in names}
+    preferred = [name for name in names if priorities[name] is not None]
+    return min(preferred, key=priorities.__getitem__) if preferred else names[0] if names else ""
+
+
+def _sort_priority(name: str) -> int | None:
+    try:
+        return metric_class(name).sort_priority
+    except MetricError:  # a plugin of an older run that is not installed now: never preferred
+        return None
 
 
 def _not_computed(record: Mapping[str, Any]) -> list[NotComputed]:

@@ -58,7 +58,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ from bench.dataset import require_inside
 from bench.errors import InputError
 from bench.isolation import WorkerDied, probe
 from metrics.hashing import file_sha256
+from metrics.registry import Registry, distribution_of
 
 Box = tuple[int, int, int, int]
 MethodFunction = Callable[[np.ndarray, np.ndarray, Sequence[Box]], np.ndarray]
@@ -236,6 +237,10 @@ def identity(image: np.ndarray, pii_mask: np.ndarray, boxes: Sequence[Box]) -> n
 REFERENCE_METHODS: dict[str, MethodFunction] = {"identity": identity}
 #: Every name the suite itself runs: no plugin, module or folder method may take one.
 RESERVED_METHODS: dict[str, MethodFunction] = {**BUILTIN_METHODS, **REFERENCE_METHODS}
+#: Methods by name: the suite's own, then the `bench.methods` entry points of installed packages.
+METHODS = Registry("anonymization method", {name: f"bench.methods:{function.__name__}"
+                                            for name, function in RESERVED_METHODS.items()},
+                   ENTRY_POINT_GROUP, error=InputError)
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -358,7 +363,8 @@ def get_method(name: str) -> MethodFunction:
         return BUILTIN_METHODS[name]
     except (KeyError, TypeError):
         allowed = ", ".join(BUILTIN_METHODS)
-        raise InputError(f"unknown anonymization method {name!r}; allowed: {allowed}") from None
+        hint = METHODS.suggestion(str(name), BUILTIN_METHODS)
+        raise InputError(f"unknown anonymization method {name!r}; {hint + ' ' if hint else ''}allowed: {allowed}") from None
 
 
 # ----------------------------------------------------------------------------- resolution
@@ -439,8 +445,10 @@ def resolve_method(spec: str, *, allow_outside_root: bool = False) -> Method:
     if ":" in spec:
         return _function_method(spec)
     installed = ", ".join(sorted(plugins)) or "none installed"
+    hint = METHODS.suggestion(spec, [*BUILTIN_METHODS, *plugins])
     raise InputError(
-        f"unknown anonymization method {spec!r}; use a built-in ({', '.join(BUILTIN_METHODS)}), "
+        f"unknown anonymization method {spec!r}; {hint + ' ' if hint else ''}use a built-in "
+        f"({', '.join(BUILTIN_METHODS)}), "
         f"an installed plugin ({installed}), module:function, or NAME=DIR for a folder of anonymized images"
     )
 
@@ -505,25 +513,11 @@ def _builtin(name: str) -> Method:
 
 def plugin_entry_points() -> dict[str, EntryPoint]:
     """Installed plugin methods by name; a name used twice (or a built-in's) is an error."""
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in RESERVED_METHODS:
-            raise InputError(f"method plugin {ep.name!r} ({ep.value}, from {_distribution(ep)}) reuses a built-in's "
-                             "name; rename the entry point in that package's metadata")
-        if ep.name in found and found[ep.name].value != ep.value:
-            raise InputError(f"two installed packages offer the method {ep.name!r}: {found[ep.name].value} "
-                             f"({_distribution(found[ep.name])}) and {ep.value} ({_distribution(ep)}); uninstall one")
-        found[ep.name] = ep
-    return found
-
-
-def _distribution(ep: EntryPoint) -> str:
-    dist = ep.dist
-    return f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+    return METHODS.entry_points()
 
 
 def _plugin(ep: EntryPoint) -> Method:
-    origin = _distribution(ep)
+    origin = distribution_of(ep)
     facts = _probe(ep.value, f"method plugin {ep.name!r} ({ep.value})", lambda reason: (
         f"method plugin {ep.name!r}: cannot load {ep.value} ({reason}); fix or reinstall {origin}"))
     return Method(name=ep.name, kind="plugin", identity=f"plugin {ep.value} from {origin}",

@@ -74,9 +74,6 @@ DEFAULT_BASELINE_PAIRS = 20
 FLOOR_BATCH_SIZES = (2, 4, 8, 16, 32, 64)
 #: Precisions `--precision` accepts; anything but float32 runs under torch.autocast.
 PRECISIONS = ("float32", "bfloat16", "float16")
-#: Backbone of the stand-in PerceptAnon checkpoints (the paper's default).
-STAND_IN_BACKBONE = "resnet50"
-_PERCEPTANON_HA = {"perceptanon_ha1": "HA1", "perceptanon_ha2": "HA2"}
 _SYNTHETIC_METHODS = ("mask", "blur", "pixelate", "noise")
 _SYNTHETIC_DATASETS = ("coco", "voc", "lfw", "celeba")
 _SEED = 0
@@ -205,70 +202,46 @@ class WeightsSetup:
         return [name for name, text in self.described.items() if text.startswith("stand-in")]
 
 
-def _weights_needed(metric_names: Sequence[str]) -> list[str]:
-    """Weight-spec names the metrics load through the weights manager."""
-    from metrics import fid, lpips
-
-    needed = {"lpips": lpips.TRUNK_WEIGHTS_NAME, "inception_dist": fid.WEIGHTS_NAME}
-    return list(dict.fromkeys(needed[name] for name in metric_names if name in needed))
-
-
-def _stand_in_state(name: str) -> dict[str, Any]:
-    """Randomly initialised tensors in the layout of weights `name` (seeded)."""
-    import torch
-    import torchvision
-
-    from metrics.inception import InceptionPool3
-
-    torch.manual_seed(_SEED)
-    if name == "alexnet":
-        return torchvision.models.alexnet().state_dict()
-    return InceptionPool3().state_dict()
-
-
 def prepare_weights(metric_names: Sequence[str], folder: Path,
                     checkpoints: Mapping[str, Path | None] | None = None) -> WeightsSetup:
     """A weights folder for the run: the user's files where `metrics.weights.resolve` finds
     them (the FID Inception is converted offline if needed: real weights), linked in;
-    stand-ins for the rest. PerceptAnon metrics get the given checkpoint, else a stand-in."""
+    stand-ins (`Metric.stand_in_state`) for the rest. A metric fed by a checkpoint option
+    (`checkpoints`: option keyword -> path) gets the given file, else `stand_in_checkpoint`."""
+    import torch
+
     from metrics import weights
     from metrics.errors import WeightsError
+    from metrics.registry import metric_class
 
     folder.mkdir(parents=True, exist_ok=True)
     setup = WeightsSetup(folder)
-    for name in _weights_needed(metric_names):
-        try:
-            found = weights.resolve(name)
-        except WeightsError:
-            written = weights.write_stand_in(name, _stand_in_state(name), folder)
-            setup.described[name] = f"stand-in (written by bench perf to {written.path}; not pretrained)"
-            continue
-        for source in (found.path, found.path.with_name(found.path.name + weights.MANIFEST_SUFFIX)):
-            if source.is_file():
-                _link_or_copy(source, folder / source.name)
-        setup.described[name] = f"{found.status} ({found.path})"
-    for metric, ha in _PERCEPTANON_HA.items():
-        if metric not in metric_names:
-            continue
-        given = (checkpoints or {}).get(metric)
-        path = Path(given) if given else _stand_in_checkpoint(ha, folder)
-        setup.metric_options[metric] = {"checkpoint": str(path)}
-        setup.described[metric] = (f"given checkpoint {path}" if given else
-                                   f"stand-in {ha} {STAND_IN_BACKBONE} checkpoint {path}; not trained")
+    for metric in metric_names:
+        cls = metric_class(metric)
+        for name in cls.weights_needed:
+            if name in setup.described:
+                continue
+            try:
+                found = weights.resolve(name)
+            except WeightsError:
+                torch.manual_seed(_SEED)
+                state = cls.stand_in_state(name)
+                if state is None:
+                    continue  # no recipe: the metric says what it lacks when it is built
+                written = weights.write_stand_in(name, state, folder)
+                setup.described[name] = f"stand-in (written by bench perf to {written.path}; not pretrained)"
+                continue
+            for source in (found.path, found.path.with_name(found.path.name + weights.MANIFEST_SUFFIX)):
+                if source.is_file():
+                    _link_or_copy(source, folder / source.name)
+            setup.described[name] = f"{found.status} ({found.path})"
+        if cls.checkpoint_option:
+            given = (checkpoints or {}).get(cls.checkpoint_option)
+            torch.manual_seed(_SEED)
+            path = Path(given) if given else cls.stand_in_checkpoint(folder)
+            setup.metric_options[metric] = {"checkpoint": str(path)}
+            setup.described[metric] = f"given checkpoint {path}" if given else f"stand-in checkpoint {path}; not trained"
     return setup
-
-
-def _stand_in_checkpoint(ha: str, folder: Path) -> Path:
-    import torch
-
-    from metrics.perceptanon import build_ha1, build_ha2, save_checkpoint
-
-    torch.manual_seed(_SEED)
-    model = (build_ha1 if ha == "HA1" else build_ha2)(STAND_IN_BACKBONE, 1)
-    path = folder / f"perceptanon_{ha.lower()}_{STAND_IN_BACKBONE}_stand-in.pth.tar"
-    save_checkpoint(model, path, ha=ha, backbone=STAND_IN_BACKBONE, label="mean", classification=False,
-                    weights_status="stand-in")
-    return path
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -361,10 +334,10 @@ def _phase_naive(job: Mapping[str, Any], device: Any) -> dict[str, Any]:
     originals, anonymized_paths = table.paths("original"), table.paths("anonymized")
     # Looked up before the timers: the released code had no registry.
     classes = {name: metric_class(name) for name in job["metrics"]}
-    # PerceptAnon adapters, built once (untimed) for their preprocessing and output mapping;
-    # their network is rebuilt for every pair as the released code built it.
-    shells = {name: build_metric(name, device=job["device"], **job["metric_options"][name])
-              for name in job["metrics"] if name in _PERCEPTANON_HA}
+    # Adapters that rebuild only their network (PerceptAnon), built once (untimed) for their
+    # preprocessing and output mapping; the network is rebuilt for every pair as the released code did.
+    shells = {name: build_metric(name, device=job["device"], **job["metric_options"].get(name, {}))
+              for name in job["metrics"] if classes[name].naive_rebuild == "network"}
     seconds = {name: 0.0 for name in job["metrics"]}
     values: dict[str, list[float]] = {name: [] for name in job["metrics"]}
     decode_seconds = 0.0
@@ -381,7 +354,7 @@ def _phase_naive(job: Mapping[str, Any], device: Any) -> dict[str, Any]:
                 else:
                     if name in shells:
                         metric = shells[name]
-                        metric.model = _released_style_perceptanon(metric)
+                        metric.rebuild_network()
                     else:
                         metric = classes[name](device=job["device"], **job["metric_options"].get(name, {}))
                     value = float(metric.score(original, anonymized)[0])
@@ -389,19 +362,6 @@ def _phase_naive(job: Mapping[str, Any], device: Any) -> dict[str, Any]:
                 values[name].append(value)
     return {"pairs": count, "decode_seconds": decode_seconds, "metric_seconds": seconds, "values": values,
             "seconds": decode_seconds + sum(seconds.values())}
-
-
-def _released_style_perceptanon(metric: Any) -> Any:
-    """A PerceptAnon network built as the released code built it: torchvision's constructor
-    (which initialises every weight; the released default also loaded ImageNet weights first,
-    which this leaves out), then the checkpoint loaded into it."""
-    from metrics.perceptanon import _read_checkpoint, build_ha1, build_ha2
-
-    info = metric.checkpoint
-    model = (build_ha1 if info.ha == "HA1" else build_ha2)(info.backbone, info.num_outputs)
-    state, _ = _read_checkpoint(info.path)
-    model.load_state_dict(state, strict=True)
-    return model.eval().requires_grad_(False).to(metric.device, memory_format=metric.memory_format)
 
 
 def _skimage_ssim(original: np.ndarray, anonymized: np.ndarray, k1: float, k2: float, data_range: float,
@@ -502,23 +462,14 @@ def _phase_floor(job: Mapping[str, Any], device: Any) -> dict[str, Any]:
 
 _PHASE_FUNCTIONS = {"runner": _phase_runner, "naive": _phase_naive, "floor": _phase_floor}
 
-#: Packages the adapters import on first construction, by adapter module (and scikit-image,
-#: which the naive SSIM uses): imported before any timer starts, because imports are a
-#: process's start-up cost, the same for every pipeline.
-_LAZY_IMPORTS = {"metrics.lpips": ("lpips",), "metrics.fid": ("torchvision", "pytorch_fid.inception"),
-                 "metrics.ssim": ("scipy.ndimage", "skimage.metrics"),
-                 "metrics.detection": ("facenet_pytorch.models.mtcnn", "facenet_pytorch.models.utils.detect_face",
-                                       "skimage.feature"),
-                 "metrics.reid": ("dlib",)}
-
-
 def _preload_modules(metric_names: Sequence[str]) -> None:
+    """What the adapters import on first construction (`Metric.preload_modules`), imported
+    before any timer starts: imports are a process's start-up cost, the same for every pipeline."""
     import importlib
 
     from metrics.registry import metric_class
 
-    packages = ["bench.runner"] + [package for name in metric_names
-                                   for package in _LAZY_IMPORTS.get(metric_class(name).__module__, ())]
+    packages = ["bench.runner"] + [package for name in metric_names for package in metric_class(name).preload_modules]
     for package in packages:
         with contextlib.suppress(ImportError):  # an optional package: its metric says so when built
             importlib.import_module(package)

@@ -291,7 +291,7 @@ class _GroupsJob:
 
 def _mergeable(metric: SetMetric) -> bool:
     """Whether a set metric can merge several processes' partial states (FID and KID can)."""
-    return callable(getattr(metric, "partial_state", None)) and callable(getattr(metric, "merge_partial_states", None))
+    return metric.merges_across_ranks
 
 
 def _groups_job(groups: Mapping[str, Sequence[GroupMember]], pending: dict[str, list[_Active]],

@@ -109,8 +109,11 @@ def measure_startup(work: Path, metrics: list[str] | tuple[str, ...] = MEASURED_
     if repeat < 2:
         raise InputError(f"--repeat must be at least 2 (the first run fills the hash cache), got {repeat}")
     metrics = list(metrics)
-    if any(name.startswith("perceptanon") for name in metrics):
-        raise InputError("bench.startup measures metrics that need no checkpoint; drop the perceptanon_* metrics")
+    from metrics.registry import metric_class
+
+    fed = [name for name in metrics if metric_class(name).checkpoint_option]
+    if fed:
+        raise InputError(f"bench.startup measures metrics that need no checkpoint; drop {', '.join(fed)}")
     load_before = list(os.getloadavg())
     csv_path = perf.write_synthetic_pairs(work / "data", 1, (256, 256))
     setup = perf.prepare_weights(metrics, work / "weights")

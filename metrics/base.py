@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -151,6 +153,41 @@ class Metric:
     weights_needed: ClassVar[tuple[str, ...]] = ()
     user_weights: ClassVar[str] = ""
     convention: ClassVar[str] = ""
+    # The keyword of the CLI option that gives this metric its `checkpoint` option
+    # ("checkpoint_ha1" for --checkpoint-ha1); "" for none. A given option adds the metric.
+    checkpoint_option: ClassVar[str] = ""
+    # Options the paper's released code implied, applied under --convention paper.
+    paper_options: ClassVar[dict[str, Any]] = {}
+    # The registered name of the released code's variant of this metric, scored instead of
+    # it under --convention paper ("" for none).
+    paper_variant: ClassVar[str] = ""
+    # Preference as the leaderboard's default sort column: the lowest number present sorts
+    # the table; None is never preferred (then the first column sorts).
+    sort_priority: ClassVar[int | None] = None
+    # Modules the adapter imports on first construction: `bench perf` imports them before its
+    # timers start, since imports are a process's start-up cost, the same for every pipeline.
+    preload_modules: ClassVar[tuple[str, ...]] = ()
+    # How `bench perf`'s naive baseline (the released pipeline's cost structure) rebuilds the
+    # metric for every pair: "construct" (a new adapter, whose constructor loads its weights)
+    # or "network" (one adapter whose `rebuild_network` builds its network anew).
+    naive_rebuild: ClassVar[str] = "construct"
+
+    @classmethod
+    def stand_in_state(cls, weights_name: str) -> dict[str, torch.Tensor] | None:
+        """Randomly initialised tensors in the layout of weight file `weights_name` (one of
+        `weights_needed`), for `bench perf` where the real file is absent (timings do not depend
+        on weight values; the caller seeds torch). None: no recipe, the real file is needed."""
+        return None
+
+    @classmethod
+    def stand_in_checkpoint(cls, folder: Path) -> Path:
+        """A checkpoint of made-up weights written into `folder`, for a metric with a
+        `checkpoint_option` that `bench perf` measures without the user's checkpoint."""
+        raise NotImplementedError(f"{cls.__name__} has no stand-in checkpoint")
+
+    def rebuild_network(self) -> None:
+        """Build the network anew as the released code did (for `naive_rebuild = "network"`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not rebuild its network")
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = resolve_device(device)
@@ -272,6 +309,9 @@ class SetMetric(Metric):
     level: ClassVar[str] = "set"
     # Fewer samples than this give a meaningless value; compute() refuses them.
     min_samples: ClassVar[int] = 2
+    # Whether several processes' partial states merge into one (`partial_state` on each rank,
+    # `merge_partial_states` on rank 0): under torchrun such a metric is computed in shards.
+    merges_across_ranks: ClassVar[bool] = False
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)
@@ -284,6 +324,14 @@ class SetMetric(Metric):
         raise NotImplementedError
 
     def compute(self) -> float:
+        raise NotImplementedError
+
+    def partial_state(self) -> Any:
+        """This process's accumulated state, picklable (for `merges_across_ranks` metrics)."""
+        raise NotImplementedError
+
+    def merge_partial_states(self, states: Sequence[Any]) -> None:
+        """Replace this metric's state by the merge of every process's `partial_state`."""
         raise NotImplementedError
 
 

@@ -79,6 +79,8 @@ def pack_detections(per_image: list[list[tuple[float, float, float, float, float
 class _FaceDetection(FeaturePairMetric):
     higher_is_more_anonymous: ClassVar[bool] = False
     detector: ClassVar[str]
+    preload_modules: ClassVar[tuple[str, ...]] = ("facenet_pytorch.models.mtcnn",
+                                                  "facenet_pytorch.models.utils.detect_face", "skimage.feature")
 
     def __init__(self, device: str | torch.device = "cpu", iou_threshold: float = IOU_THRESHOLD) -> None:
         super().__init__(device)

@@ -29,7 +29,7 @@ import torch
 from metrics import functional
 from metrics.base import FeaturePairMetric, SetMetric, WeightsRecord, check_inputs
 from metrics.errors import MetricInputError, WeightsError
-from metrics.inception import NETWORK_CONVENTIONS, WEIGHTS_NAME, build_pool3
+from metrics.inception import NETWORK_CONVENTIONS, WEIGHTS_NAME, InceptionPool3, build_pool3
 from metrics.weights import as_float32, resolve
 
 
@@ -64,6 +64,11 @@ class InceptionExtractor:
         }
 
 
+def _stand_in_inception(weights_name: str) -> dict[str, torch.Tensor] | None:
+    """Random tensors in the layout of the FID Inception (for `bench perf`)."""
+    return InceptionPool3().state_dict() if weights_name == WEIGHTS_NAME else None
+
+
 class InceptionDistance(FeaturePairMetric):
     """Squared Euclidean distance of pool3 features, per pair: larger means more anonymous."""
 
@@ -75,6 +80,12 @@ class InceptionDistance(FeaturePairMetric):
     weights_needed: ClassVar[tuple[str, ...]] = (WEIGHTS_NAME,)
     convention: ClassVar[str] = ("squared L2 distance of pytorch-fid TF-Inception pool3 features (2048-d, bilinear "
                                  "resize to 299): FID's mean term for one pair")
+    sort_priority: ClassVar[int | None] = 40
+    preload_modules: ClassVar[tuple[str, ...]] = ("torchvision", "pytorch_fid.inception")
+
+    @classmethod
+    def stand_in_state(cls, weights_name: str) -> dict[str, torch.Tensor] | None:
+        return _stand_in_inception(weights_name)
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)
@@ -131,6 +142,12 @@ class _InceptionSetMetric(SetMetric):
     utility_view: ClassVar[str] = "realism"
     # Why min_samples is what it is, for the error message.
     min_samples_reason: ClassVar[str]
+    merges_across_ranks: ClassVar[bool] = True
+    preload_modules: ClassVar[tuple[str, ...]] = ("torchvision", "pytorch_fid.inception")
+
+    @classmethod
+    def stand_in_state(cls, weights_name: str) -> dict[str, torch.Tensor] | None:
+        return _stand_in_inception(weights_name)
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)

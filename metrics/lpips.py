@@ -173,6 +173,14 @@ class LPIPS(FeaturePairMetric):
     # As a utility (trade-off views): perceptually closer to the original = more realistic.
     higher_is_more_useful: ClassVar[bool] = False
     utility_view: ClassVar[str] = "realism"
+    sort_priority: ClassVar[int | None] = 30
+    preload_modules: ClassVar[tuple[str, ...]] = ("torchvision",)
+
+    @classmethod
+    def stand_in_state(cls, weights_name: str) -> dict[str, torch.Tensor] | None:
+        import torchvision
+
+        return torchvision.models.alexnet().state_dict() if weights_name == TRUNK_WEIGHTS_NAME else None
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)

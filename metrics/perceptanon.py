@@ -420,6 +420,30 @@ class _PerceptAnonMetric(FeaturePairMetric):
     higher_is_more_anonymous: ClassVar[bool] = True
     ha: ClassVar[str]
     value_range: ClassVar[str] = "[1, 10]: the predicted human anonymity score"
+    # The released eval.py scores a classifier by its arg-max class.
+    paper_options: ClassVar[dict[str, Any]] = {"class_rule": "argmax"}
+    # The released pipeline built the network anew for every pair (see bench.perf).
+    naive_rebuild: ClassVar[str] = "network"
+    #: Backbone of `stand_in_checkpoint` (the paper's default).
+    stand_in_backbone: ClassVar[str] = "resnet50"
+
+    @classmethod
+    def stand_in_checkpoint(cls, folder: Path) -> Path:
+        model = (build_ha1 if cls.ha == "HA1" else build_ha2)(cls.stand_in_backbone, 1)
+        path = Path(folder) / f"{cls.name}_{cls.stand_in_backbone}_stand-in.pth.tar"
+        save_checkpoint(model, path, ha=cls.ha, backbone=cls.stand_in_backbone, label="mean", classification=False,
+                        weights_status="stand-in")
+        return path
+
+    def rebuild_network(self) -> None:
+        """The network as the released code built it: torchvision's constructor (which
+        initialises every weight; the released default also loaded ImageNet weights first,
+        which this leaves out), then the checkpoint loaded into it."""
+        info = self.checkpoint
+        model = (build_ha1 if info.ha == "HA1" else build_ha2)(info.backbone, info.num_outputs)
+        state, _ = _read_checkpoint(info.path)
+        model.load_state_dict(state, strict=True)
+        self.model = model.eval().requires_grad_(False).to(self.device, memory_format=self.memory_format)
 
     def __init__(
         self,
@@ -519,6 +543,8 @@ class PerceptAnonHA1Metric(_PerceptAnonMetric):
     label: ClassVar[str] = "PerceptAnon HA1"
     ha: ClassVar[str] = "HA1"
     needs_original: ClassVar[bool] = False
+    checkpoint_option: ClassVar[str] = "checkpoint_ha1"
+    sort_priority: ClassVar[int | None] = 20
     user_weights: ClassVar[str] = "a PerceptAnon HA1 checkpoint (--checkpoint-ha1 PATH; none ships with the suite)"
     convention: ClassVar[str] = ("Patwari et al. 2024, HA1: backbone on the anonymized image alone (224x224, "
                                  "ImageNet normalisation), score 1 + 9 sigmoid(output) or the expected class")
@@ -537,6 +563,8 @@ class PerceptAnonHA2Metric(_PerceptAnonMetric):
     name: ClassVar[str] = "perceptanon_ha2"
     label: ClassVar[str] = "PerceptAnon HA2"
     ha: ClassVar[str] = "HA2"
+    checkpoint_option: ClassVar[str] = "checkpoint_ha2"
+    sort_priority: ClassVar[int | None] = 10
     user_weights: ClassVar[str] = "a PerceptAnon HA2 checkpoint (--checkpoint-ha2 PATH; none ships with the suite)"
     convention: ClassVar[str] = ("Patwari et al. 2024, HA2: Siamese shared backbone on original and anonymized, "
                                  "concatenated features, Linear-ReLU-Linear head, score on 1-10")

@@ -1,18 +1,127 @@
-"""Metric names -> adapter classes.
+"""Names -> things the suite builds by name: metrics here, and (through the same `Registry`)
+anonymization methods and statistics in bench/.
 
-One greppable dict of lazy "module:Class" strings (nothing is imported until a metric is
-asked for), merged with third-party plugins from the `bench.metrics` entry-point group.
-A plugin may not reuse a built-in name: that is an error, never a silent override.
+A registry is one greppable dict of lazy "module:attr" strings (nothing is imported until a
+name is asked for), plus explicit `register` calls, merged with third-party plugins from one
+entry-point group (`bench.metrics` for metrics). A name offered twice is an error, never a
+silent override. An unknown name is one line: the close matches (difflib), every name, and
+where to read about them.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
-from importlib.metadata import entry_points
+from collections.abc import Iterable, Mapping
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any
 
-from metrics.base import Metric
-from metrics.errors import MetricInputError
+from metrics.errors import MetricError, MetricInputError
 
+if TYPE_CHECKING:  # importing metrics.base imports torch: bench.methods' workers start without it
+    from metrics.base import Metric
+
+
+def distribution_of(ep: EntryPoint) -> str:
+    """The installed package that offers `ep`, for error messages and provenance."""
+    dist = ep.dist
+    return f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+
+
+class Registry:
+    """Names of one kind of thing -> lazy "module:attr" targets.
+
+    `kind` words the errors ("metric", "anonymization method"); `listing` says where every
+    name is described (e.g. "`bench metrics` describes each"); `error` is the one-line error
+    class of the layer that owns the registry (metrics/ cannot raise bench's errors).
+    """
+
+    def __init__(self, kind: str, builtins: Mapping[str, str], group: str, *, listing: str = "",
+                 error: type[Exception] = MetricInputError) -> None:
+        self.kind, self.group, self.listing, self.error = kind, group, listing, error
+        self.builtins = dict(builtins)
+        self._registered: dict[str, str] = {}
+
+    def register(self, name: str, target: str) -> None:
+        """Add `name` -> "module:attr" in this process (a test, a notebook); entry points are
+        how a plugin reaches every process of a run (bench perf, isolated workers)."""
+        known = self.targets()
+        if name in known:
+            raise self.error(f"{self.kind} {name!r} is registered twice ({known[name]} and {target}); "
+                             "give the new one another name")
+        self._registered[name] = target
+
+    def unregister(self, name: str) -> None:
+        self._registered.pop(name, None)
+
+    def entry_points(self) -> dict[str, EntryPoint]:
+        """Installed plugins by name; a name of the suite's own, or one offered by two packages, is an error."""
+        own = {**self.builtins, **self._registered}
+        found: dict[str, EntryPoint] = {}
+        for ep in entry_points(group=self.group):
+            if ep.name in own:
+                raise self.error(f"{self.kind} plugin {ep.name!r} ({ep.value}, from {distribution_of(ep)}) reuses "
+                                 f"the name of {own[ep.name]}; rename the entry point in that package's metadata")
+            if ep.name in found and found[ep.name].value != ep.value:
+                raise self.error(f"two installed packages offer the {self.kind} {ep.name!r}: {found[ep.name].value} "
+                                 f"({distribution_of(found[ep.name])}) and {ep.value} ({distribution_of(ep)}); "
+                                 "uninstall one")
+            found[ep.name] = ep
+        return found
+
+    def targets(self) -> dict[str, str]:
+        """Every name -> "module:attr": built-ins, then registrations, then plugins."""
+        return {**self.builtins, **self._registered, **{name: ep.value for name, ep in self.entry_points().items()}}
+
+    def close_matches(self, name: str, known: Iterable[str] | None = None) -> list[str]:
+        return difflib.get_close_matches(name, list(self.targets() if known is None else known), n=3, cutoff=0.6)
+
+    def suggestion(self, name: str, known: Iterable[str] | None = None) -> str:
+        """"did you mean 'lpips'?" for a near miss, else ""."""
+        close = self.close_matches(name, known)
+        return f"did you mean {' or '.join(repr(match) for match in close)}?" if close else ""
+
+    def unknown(self, names: Iterable[str], known: Iterable[str] | None = None) -> str:
+        """The one-line message for names that are not registered."""
+        known = list(self.targets() if known is None else known)
+        described = []
+        for name in names:
+            hint = self.suggestion(name, known)
+            described.append(f"{name} ({hint})" if hint else name)
+        listing = f"; {self.listing}" if self.listing else ""
+        plural = "(s)" if len(described) > 1 or self.kind == "metric" else ""
+        return f"unknown {self.kind}{plural} {', '.join(described)}; choose from: {', '.join(sorted(known))}{listing}"
+
+    def check(self, names: Iterable[str], *, allow_references: bool = False) -> None:
+        """Raise the one-line error for any name not registered ("module:attr" passes with `allow_references`)."""
+        known = self.targets()
+        unknown = [name for name in names if name not in known and not (allow_references and ":" in name)]
+        if unknown:
+            raise self.error(self.unknown(unknown, known))
+
+    def target(self, name: str, *, allow_references: bool = False) -> str:
+        known = self.targets()
+        if name in known:
+            return known[name]
+        if allow_references and ":" in name:
+            return name
+        raise self.error(self.unknown([name], known))
+
+    def load(self, name: str, *, allow_references: bool = False) -> Any:
+        """The object `name` stands for, imported now."""
+        target = self.target(name, allow_references=allow_references)
+        module_name, _, attribute = target.partition(":")
+        try:
+            found: Any = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError) as exc:
+            raise self.error(f"{self.kind} {name!r}: cannot import {target} ({exc})") from exc
+        return found
+
+
+#: The suite's metrics. A new metric is a module and one line here (or one `bench.metrics`
+#: entry point in its own package): every fact the suite needs is a class attribute.
 BUILTIN_METRICS: dict[str, str] = {
     "mse": "metrics.pixel:MSE",
     "psnr": "metrics.pixel:PSNR",
@@ -43,33 +152,22 @@ DEFAULT_METRICS = (*PAPER_METRICS, "fid", "kid")
 
 ENTRY_POINT_GROUP = "bench.metrics"
 
+METRICS = Registry("metric", BUILTIN_METRICS, ENTRY_POINT_GROUP, listing="`bench metrics` describes each")
+
 
 def available_metrics() -> dict[str, str]:
-    """Built-ins plus installed plugins, name -> "module:Class"."""
-    merged = dict(BUILTIN_METRICS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in merged:
-            raise MetricInputError(
-                f"metric plugin {ep.name!r} ({ep.value}) reuses the name of {merged[ep.name]}; "
-                "rename the entry point in the plugin's package metadata"
-            )
-        merged[ep.name] = ep.value
-    return merged
+    """Built-ins plus registered and installed plugins, name -> "module:Class"."""
+    return METRICS.targets()
 
 
 def metric_class(name: str) -> type[Metric]:
     """A registered name, or an explicit "package.module:Class" for unregistered plugins."""
-    known = available_metrics()
-    target = known.get(name) or (name if ":" in name else None)
-    if target is None:
-        raise MetricInputError(f"unknown metric {name!r}; choose from: {', '.join(sorted(known))}")
-    module_name, _, class_name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise MetricInputError(f"metric {name!r}: cannot import {target} ({exc})") from exc
+    from metrics.base import Metric
+
+    cls = METRICS.load(name, allow_references=True)
     if not (isinstance(cls, type) and issubclass(cls, Metric)):
-        raise MetricInputError(f"metric {name!r} points to {target}, which is not a metrics.base.Metric")
+        raise MetricInputError(f"metric {name!r} points to {METRICS.target(name, allow_references=True)}, "
+                               "which is not a metrics.base.Metric")
     return cls
 
 
@@ -89,8 +187,20 @@ def parse_metric_list(spec: str | None, default: tuple[str, ...] = PAPER_METRICS
     "module:Class" entries pass through; they are checked when the metric is built.
     """
     names = [n.strip() for n in spec.split(",") if n.strip()] if spec else list(default)
-    known = available_metrics()
-    unknown = [n for n in names if n not in known and ":" not in n]
-    if unknown:
-        raise MetricInputError(f"unknown metric(s) {', '.join(unknown)}; choose from: {', '.join(sorted(known))}")
+    METRICS.check(names, allow_references=True)
     return list(dict.fromkeys(names))
+
+
+def checkpoint_metric(option: str) -> str:
+    """The registered metric whose `checkpoint_option` is `option` (e.g. "checkpoint_ha1")."""
+    fed = []
+    for name in METRICS.targets():
+        try:
+            if metric_class(name).checkpoint_option == option:
+                fed.append(name)
+        except MetricError:
+            continue  # a plugin that cannot be imported feeds nothing; `bench metrics` says why
+    if len(fed) != 1:
+        raise MetricInputError(f"{len(fed) or 'no'} registered metrics take their checkpoint from {option} "
+                               f"({', '.join(fed) or 'none'}); exactly one must")
+    return fed[0]

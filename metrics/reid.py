@@ -161,6 +161,7 @@ class DlibIdentityDistance(FeaturePairMetric):
     infinite_means: ClassVar[str] = "no face found on the anonymized image: not re-identified"
     value_range: ClassVar[str] = ">= 0, Euclidean distance of 128-d embeddings (same person below about 0.6); +inf = no face found"
     weights_needed: ClassVar[tuple[str, ...]] = ("dlib_shape_predictor_5", "dlib_face_recognition_resnet_v1")
+    preload_modules: ClassVar[tuple[str, ...]] = ("dlib",)
     # MTCNN's files are not needed: without them the face box is dlib's HOG detector's.
     convention: ClassVar[str] = ("MTCNN's face box squared (dlib's HOG detector without MTCNN's files), 5-point "
                                  "alignment, ResNet v1 128-d embedding (no jitter); distance original <-> "

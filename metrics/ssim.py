@@ -27,6 +27,10 @@ class SSIM(PairMetric):
     k2: ClassVar[float] = 0.03
     data_range: ClassVar[float] = 1.0
     sigma: ClassVar[float] = functional.SSIM_SIGMA
+    sort_priority: ClassVar[int | None] = 50
+    paper_variant: ClassVar[str] = "ssim_paper_compat"
+    # scikit-image: what `bench perf`'s naive baseline runs, as the released code did.
+    preload_modules: ClassVar[tuple[str, ...]] = ("scipy.ndimage", "skimage.metrics")
     value_range: ClassVar[str] = "[-1, 1]; 1 for identical images"
     convention: ClassVar[str] = ("Wang et al. 2004: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, population "
                                  "covariance, data_range 1, valid region, mean over channels, float64")
@@ -65,6 +69,9 @@ class SSIMPaperCompat(SSIM):
     label: ClassVar[str] = "SSIM (paper compat)"
     k1: ClassVar[float] = 0.01**2
     k2: ClassVar[float] = 0.03**2
+    # It is the paper's variant; it is never the default sort column.
+    sort_priority: ClassVar[int | None] = None
+    paper_variant: ClassVar[str] = ""
     convention: ClassVar[str] = ("COMPATIBILITY ONLY: the paper's released code, K1 and K2 squared twice "
                                  "(C1 = 1e-8, C2 = 8.1e-7); otherwise as ssim")
 

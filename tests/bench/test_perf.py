@@ -17,6 +17,7 @@ from bench.runner import score_pairs
 from bench.store import ResultsStore
 from metrics import functional
 from metrics.base import FeaturePairMetric
+from metrics.registry import metric_class
 from metrics.errors import MetricInputError
 
 # The naive baseline runs scikit-image's SSIM in float64 and our adapters otherwise: it must
@@ -120,7 +121,7 @@ def test_missing_pretrained_weights_become_marked_stand_ins(tmp_path, monkeypatc
     from metrics.perceptanon import load_checkpoint
 
     _, info = load_checkpoint(checkpoint, ha="HA1")
-    assert info.status == "stand-in" and info.backbone == perf.STAND_IN_BACKBONE
+    assert info.status == "stand-in" and info.backbone == metric_class("perceptanon_ha1").stand_in_backbone
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -5,6 +5,8 @@ Rules the README follows (and `test_readme_commands` checks):
 
 - A shell command is one logical line: lines ending in ``\\`` continue on the next one; a
   line that is only a comment is prose. ``a && b`` is one command of two steps, run in order.
+- A here-document (``cat > m.py <<'EOF'`` ... ``EOF``) belongs to the command that opens it:
+  its lines are the command's, up to the delimiter line, and run with it as typed.
 - ``# readme-test: parse-only`` at the end of a command's line: it cannot run in a test (real
   data, the internet, several GPUs, a long measurement, a placeholder such as ``...``); only
   its arguments are parsed by `bench.cli.build_parser`.
@@ -23,6 +25,7 @@ from pathlib import Path
 
 MARKER = "readme-test:"
 PARSE_ONLY = "parse-only"
+_HERE_DOCUMENT = re.compile(r"<<-?\s*(['\"]?)(\w+)\1")
 _FENCE = re.compile(r"^(\s*)```\s*(\w*)\s*$")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 #: Steps that set up an environment; the test runs in one that exists (see `setup_reason`).
@@ -41,7 +44,8 @@ class Step:
 
     @property
     def tokens(self) -> list[str]:
-        return shlex.split(self.text, comments=True)
+        """The words of the command line (a here-document's body is data, not words)."""
+        return shlex.split(self.text.split("\n", 1)[0], comments=True)
 
     def bench_arguments(self) -> list[str] | None:
         """The arguments after `bench` (also ``python -m bench``, ``torchrun ... -m bench``,
@@ -77,8 +81,12 @@ class Command:
 
     @property
     def steps(self) -> list[Step]:
-        code, _ = _split_comment(self.text)
-        return [Step(part) for part in re.split(r"\s&&\s", code) if part.strip()]
+        head, newline, here_document = self.text.partition("\n")
+        code, _ = _split_comment(head)
+        parts = [part for part in re.split(r"\s&&\s", code) if part.strip()]
+        # The here-document goes with the step that opens it.
+        return [Step(part + newline + here_document if newline and _HERE_DOCUMENT.search(part) else part)
+                for part in parts]
 
     @property
     def has_placeholder(self) -> bool:
@@ -140,13 +148,23 @@ def _split_comment(line: str) -> tuple[str, str]:
 
 def _logical_lines(block: list[tuple[int, str]]) -> list[tuple[int, str]]:
     lines, pending, start = [], "", 0
-    for number, text in block:
+    rows = iter(block)
+    for number, text in rows:
         if not pending:
             start = number
         if text.rstrip().endswith("\\"):
             pending += text.rstrip()[:-1] + " "
             continue
-        lines.append((start, pending + text))
+        line = pending + text
+        opened = _HERE_DOCUMENT.search(_split_comment(line)[0])
+        if opened:
+            body = []
+            for _, body_text in rows:
+                body.append(body_text)
+                if body_text.strip() == opened.group(2):
+                    break
+            line = "\n".join([line, *body])
+        lines.append((start, line))
         pending = ""
     if pending:
         lines.append((start, pending))
@@ -188,7 +206,7 @@ def _commands(section: str, body: list[tuple[int, str]]) -> list[Command]:
         stripped = text.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        parse_only, codes = _markers(_split_comment(stripped)[1])
+        parse_only, codes = _markers(_split_comment(stripped.split("\n", 1)[0])[1])
         commands.append(Command(section, number, stripped, parse_only, codes or (0,)))
     return commands
 

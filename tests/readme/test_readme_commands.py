@@ -213,6 +213,24 @@ def test_extraction_rules():
         readme.parse("```bash\nbench run  # readme-test: sometimes\n```\n")
 
 
+def test_a_here_document_belongs_to_the_command_that_opens_it():
+    doc = readme.parse(
+        "## One\n\n```bash\n"
+        "mkdir -p out && cat > out/m.py <<'EOF'   # readme-test: exit 0 or 1\n"
+        "# a comment of the module, not prose\n"
+        "x = 'it''s'  # && not a step\n"
+        "EOF\n"
+        "bench metrics\n"
+        "```\n"
+    )
+    first, second = doc.commands
+    assert first.text.splitlines()[1:] == ["# a comment of the module, not prose", "x = 'it''s'  # && not a step",
+                                           "EOF"]
+    assert first.exit_codes == (0, 1)
+    assert [step.tokens for step in first.steps] == [["mkdir", "-p", "out"], ["cat", ">", "out/m.py", "<<EOF"]]
+    assert first.steps[1].text.endswith("\nEOF") and second.text == "bench metrics"
+
+
 def test_the_readme_has_the_commands_it_documents():
     runnable = [command for command in DOC.commands if not command.parse_only]
     assert any(step.bench_arguments() == ["run"] for command in runnable for step in command.steps), \
