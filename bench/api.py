@@ -38,12 +38,13 @@ import numpy as np
 import torch
 
 from bench import dataset, folders
+from bench.options import Bootstrap, ScoringOptions
 from bench.store import weights_status
 from metrics.base import SetMetric
 from metrics.errors import MetricError
 from metrics.catalog import metric_facts
 from bench.setmetrics import spread_of as _spread_of
-from metrics.registry import DEFAULT_METRICS, PAPER_METRICS, build_metric, parse_metric_list
+from metrics.registry import build_metric, parse_metric_list
 from metrics.schema import json_number
 
 PathLike = str | os.PathLike[str]
@@ -53,9 +54,22 @@ def _resolved(path: PathLike | None) -> Path | None:
     return None if path is None else Path(path).expanduser().resolve()
 
 
+def _spec(metrics: str | Sequence[str] | None) -> str | None:
+    return metrics if metrics is None or isinstance(metrics, str) else ",".join(metrics)
+
+
 def _names(metrics: str | Sequence[str] | None, default: Sequence[str]) -> list[str]:
-    spec = metrics if metrics is None or isinstance(metrics, str) else ",".join(metrics)
-    return parse_metric_list(spec, tuple(default))
+    return parse_metric_list(_spec(metrics), tuple(default))
+
+
+def _config(out: Path, *, metrics: str | Sequence[str] | None, device: str, store: PathLike | None,
+            batch_size: int, size_policy: str, n_boot: int, seed: int,
+            metric_options: Mapping[str, Mapping[str, Any]] | None, progress: bool,
+            command: str) -> folders.FolderScoreConfig:
+    scoring = ScoringOptions(metrics=_spec(metrics), device=device, batch_size=batch_size, size_policy=size_policy,
+                             store=_resolved(store), progress=progress, command=command)
+    return folders.FolderScoreConfig(out=out, scoring=scoring, bootstrap=Bootstrap(n_boot=n_boot, seed=seed),
+                                     metric_options=metric_options or {})
 
 
 @contextmanager
@@ -97,13 +111,12 @@ def score_folders(
     `metrics` defaults to mse, psnr, ssim, lpips, inception_dist, fid, kid. The result also
     names the unpaired files (``result["folders"]["unpaired_originals"]`` / ``..._anonymized``).
     """
-    names = _names(metrics, DEFAULT_METRICS)
     originals_path, anonymized_path = _resolved(originals), _resolved(anonymized)
     with _out_folder(out) as out_path:
-        report = folders.score_folders(originals_path, anonymized_path, names, out=out_path,
-                                       store_path=_resolved(store), device=device, batch_size=batch_size,
-                                       size_policy=size_policy, n_boot=n_boot, seed=seed, progress=progress,
-                                       command="bench.api.score_folders", metric_options=metric_options)
+        config = _config(out_path, metrics=metrics, device=device, store=store, batch_size=batch_size,
+                         size_policy=size_policy, n_boot=n_boot, seed=seed, metric_options=metric_options,
+                         progress=progress, command="bench.api.score_folders")
+        report = folders.score_folders(originals_path, anonymized_path, config)
         return _kept(report.to_json(), out, store)
 
 
@@ -129,10 +142,10 @@ def score_pairs_csv(
     table = dataset.load_pairs(_resolved(annotations), root=_resolved(root),
                                columns=dataset.parse_column_mapping(columns), require_scores=False)
     with _out_folder(out) as out_path:
-        report = folders.score_table(table, _names(metrics, PAPER_METRICS), out=out_path,
-                                     store_path=_resolved(store), device=device, batch_size=batch_size,
-                                     size_policy=size_policy, n_boot=n_boot, seed=seed, progress=progress,
-                                     command="bench.api.score_pairs_csv", metric_options=metric_options)
+        config = _config(out_path, metrics=metrics, device=device, store=store, batch_size=batch_size,
+                         size_policy=size_policy, n_boot=n_boot, seed=seed, metric_options=metric_options,
+                         progress=progress, command="bench.api.score_pairs_csv")
+        report = folders.score_table(table, config)
         return _kept(report.to_json(), out, store)
 
 

@@ -49,6 +49,7 @@ from bench.demo import DEMO_DATASET
 from bench.errors import ImageError, InputError, printable
 from bench.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
 from bench.leaderboard import build_leaderboard, check_n_boot
+from bench.options import Bootstrap, ScoringOptions
 from bench.methods import (
     boxes_mask,
     ORIGINALS_FOLDER,
@@ -73,7 +74,7 @@ from bench.setmetrics import (
     group_key,
     score_groups,
 )
-from bench.store import ResultsStore
+from bench.store import DEFAULT_STORE_NAME, ResultsStore
 from bench.tradeoff import choose_axes
 from metrics.atomic import write_atomic
 from metrics.attacks import PrivacyReport
@@ -560,72 +561,109 @@ def _level(name: str) -> str:
         return "pair"  # the runner reports why it cannot be built
 
 
-def run_benchmark(
-    method_specs: Sequence[str],
-    *,
-    method_params: Sequence[Sequence[str]] | None = None,
-    dataset: str | os.PathLike[str] = DEMO_DATASET,
-    metrics: str | None = None,
-    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
-    out: str | os.PathLike[str],
-    store_path: str | os.PathLike[str],
-    device: str = "auto",
-    batch_size: int = 32,
-    workers: int = 0,
-    n_boot: int = 2000,
-    seed: int = 0,
-    sort: str | None = None,
-    progress: bool = True,
-    command: str = "bench run",
-    privacy: bool = False,
-    method_timeout: float = DEFAULT_TIMEOUT_S,
-    allow_outside_root: bool = False,
-    tradeoff: str | None = None,
-) -> BenchmarkResult:
-    """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
-    files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``.
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """`bench run --method`: which methods run on which benchmark set, and how their outputs are
+    scored, attacked and ranked. Paths are absolute (the CLI resolves them; a Python caller's
+    relative ones are made absolute when the run starts)."""
 
-    `method_params` holds, for each of `method_specs`, its ``NAME=V1,V2`` assignments: each
-    setting of the grid they make is its own method (`bench.methods.sweep`). `tradeoff`
-    ("PRIVACY,UTILITY") chooses the axes of the trade-off views (default: `bench.tradeoff.choose_axes`)."""
-    check_n_boot(n_boot)  # before anonymizing, scoring and attacking, not after
-    options = dict(metric_options or {})
-    names = metric_names(metrics, options)
-    if sort is not None and sort not in names:
-        raise InputError(f"--sort {sort!r} is not among the metrics of this run: {', '.join(names)}")
-    # A wrong --tradeoff is one line, before any work.
-    choose_axes(tradeoff, {name: {} for name in names}, among="the metrics of this run")
-    benchmark_set = load_benchmark_set(dataset, allow_outside_root=allow_outside_root)
-    methods = _methods(method_specs, method_params, allow_outside_root=allow_outside_root)
-    # The CLI passes absolute paths; a Python caller's relative ones are made absolute once, here.
-    out_root = Path(os.path.abspath(out)) / benchmark_set.name
-    store_path = Path(os.path.abspath(store_path))
-    outputs, local_originals = anonymize_all(benchmark_set, methods, out_root, progress=progress,
-                                             method_timeout=method_timeout)
+    #: Method specs: a built-in, a plugin name, module:function or NAME=DIR.
+    methods: tuple[str, ...]
+    #: The run folder; outputs go to out/<dataset>/.
+    out: Path
+    #: For each of `methods`, its ``NAME=V1,V2`` assignments: each setting of the grid they make
+    #: is its own method (`bench.methods.sweep`).
+    method_params: tuple[tuple[str, ...], ...] = ()
+    #: ``fixtures`` (the demo set) or a folder with images/ and pii.json.
+    dataset: str | os.PathLike[str] = DEMO_DATASET
+    checkpoint_ha1: Path | None = None
+    checkpoint_ha2: Path | None = None
+    #: ``module:function`` scored on every anonymized image as the utility metric 'task'.
+    utility: str | None = None
+    sort: str | None = None
+    privacy: bool = False
+    method_timeout: float = DEFAULT_TIMEOUT_S
+    allow_outside_root: bool = False
+    #: ``PRIVACY,UTILITY``: the axes of the trade-off views (default: `bench.tradeoff.choose_axes`).
+    tradeoff: str | None = None
+    #: `scoring.store` defaults to out/results.sqlite; pairs are scored under size policy "error"
+    #: whatever `scoring.size_policy` says (the methods write images of their originals' size).
+    scoring: ScoringOptions = ScoringOptions()
+    bootstrap: Bootstrap = Bootstrap()
+
+    @property
+    def metric_options(self) -> dict[str, dict[str, Any]]:
+        """Options of the metrics that take some: PerceptAnon's checkpoints, the user's task function."""
+        return {**evaluate.metric_options(self.checkpoint_ha1, self.checkpoint_ha2),
+                **({"task": {"function": self.utility}} if self.utility else {})}
+
+    @property
+    def store_path(self) -> Path:
+        return Path(os.path.abspath(self.scoring.store or Path(self.out) / DEFAULT_STORE_NAME))
+
+
+def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
+    """Anonymize, score, record and rank (see the module docstring); writes the leaderboard
+    files and ``pairs.csv`` / ``scores.csv`` / ``scores.json`` into ``<out>/<dataset>/``."""
+    names = checked_metric_names(config)
+    benchmark_set = load_benchmark_set(config.dataset, allow_outside_root=config.allow_outside_root)
+    methods = _methods(config.methods, config.method_params, allow_outside_root=config.allow_outside_root)
+    out_root = Path(os.path.abspath(config.out)) / benchmark_set.name
+    outputs, local_originals = anonymize_all(benchmark_set, methods, out_root, progress=config.scoring.progress,
+                                             method_timeout=config.method_timeout)
     table = pairs_table(benchmark_set, outputs, local_originals, out_root)
+    scored, set_scores, attacks, board = score_and_rank(config, names, benchmark_set, outputs, table, out_root)
+    written = write_results(scored, board, attacks, out_root)
+    requested = metric_names(config.scoring.metrics, config.metric_options) if config.scoring.metrics \
+        else list(config.metric_options)
+    return BenchmarkResult(benchmark_set, outputs, scored, set_scores, board, written, requested, attacks)
+
+
+def checked_metric_names(config: BenchmarkConfig) -> list[str]:
+    """The run's metrics; a bad --n-boot, --sort or --tradeoff is one line before any work, not after."""
+    check_n_boot(config.bootstrap.n_boot)
+    names = metric_names(config.scoring.metrics, config.metric_options)
+    if config.sort is not None and config.sort not in names:
+        raise InputError(f"--sort {config.sort!r} is not among the metrics of this run: {', '.join(names)}")
+    choose_axes(config.tradeoff, {name: {} for name in names}, among="the metrics of this run")
+    return names
+
+
+def score_and_rank(config: BenchmarkConfig, names: Sequence[str], benchmark_set: BenchmarkSet,
+                   outputs: Sequence[MethodOutputs], table: PairsTable, out_root: Path,
+                   ) -> tuple[ScoreResult, SetScores, PrivacyReport | None, Leaderboard]:
+    """Score the pairs and the method x scope groups, attack them (`privacy`), store the run's
+    record and build its leaderboard (this run's methods only)."""
+    scoring, options = config.scoring, config.metric_options
     levels = {name: _level(name) for name in names}
-    with ResultsStore(store_path) as store:
-        scored = score_pairs(table, [n for n in names if levels[n] == "pair"], store=store, device=device,
-                             batch_size=batch_size, workers=workers, size_policy="error", progress=progress,
-                             command=command, metric_options=options)
+    with ResultsStore(config.store_path) as store:
+        scored = score_pairs(table, [n for n in names if levels[n] == "pair"], store=store, device=scoring.device,
+                             batch_size=scoring.batch_size, workers=scoring.workers, size_policy="error",
+                             progress=scoring.progress, command=scoring.command, metric_options=options)
         keys = _pair_keys(table)
         set_scores = score_groups(_groups(benchmark_set.name, table, keys), [n for n in names if levels[n] == "set"],
-                                  store=store, device=device, batch_size=batch_size, run_id=scored.run_id,
-                                  metric_options=options, progress=progress)
-        attacks = _privacy(benchmark_set, table, out_root, device) if privacy else None
+                                  store=store, device=scoring.device, batch_size=scoring.batch_size,
+                                  run_id=scored.run_id, metric_options=options, progress=scoring.progress)
+        attacks = _privacy(benchmark_set, table, out_root, scoring.device) if config.privacy else None
         record = _record(benchmark_set, outputs, table, keys, scored, set_scores, attacks)
         store.record_benchmark(scored.run_id, benchmark_set.name, benchmark_set.sha256, record)
-        board = build_leaderboard(store, record, n_boot=n_boot, seed=seed, sort=sort, tradeoff=tradeoff)
+        board = build_leaderboard(store, record, n_boot=config.bootstrap.n_boot, seed=config.bootstrap.seed,
+                                  sort=config.sort, tradeoff=config.tradeoff)
     board = replace(board, notes=(RUN_BOARD_NOTE.format(dataset=benchmark_set.name), *board.notes))
+    return scored, set_scores, attacks, board
+
+
+def write_results(scored: ScoreResult, board: Leaderboard, attacks: PrivacyReport | None,
+                  out_root: Path) -> dict[str, Path]:
+    """scores.csv / scores.json, the leaderboard files and, after attacks, the privacy detail."""
     write_outputs(scored, out_root)
     written = write_leaderboard(board, out_root)
-    requested = metric_names(metrics, options) if metrics else list(options)
     if attacks is not None:  # the full detail (rank-5, EER, ROC) beside the leaderboard's privacy block
         from reports.privacy import roc_plot, write_privacy
 
         written.update({f"privacy_{kind}": path for kind, path in
                         write_privacy(attacks, out_root, roc_plot(attacks)).items()})
-    return BenchmarkResult(benchmark_set, outputs, scored, set_scores, board, written, requested, attacks)
+    return written
 
 
 def _privacy(benchmark_set: BenchmarkSet, table: PairsTable, out_root: Path, device: str) -> PrivacyReport:

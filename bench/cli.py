@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.demo import DEMO_DATASET
 from bench.errors import BenchError, printable
+from bench.options import Bootstrap, ScoringOptions
 from metrics.errors import MetricError
 
 
@@ -42,6 +43,17 @@ def _runs_dir() -> Path:
 def _command_line(args: argparse.Namespace) -> str:
     """The command as typed, for provenance records (`main` keeps it on the namespace)."""
     return getattr(args, "command_line", None) or shlex.join(["bench", *sys.argv[1:]])
+
+
+def _scoring_options(args: argparse.Namespace, *, store: Path | None) -> ScoringOptions:
+    """The scoring options every scoring command shares (run, run --method, correlate, score)."""
+    return ScoringOptions(metrics=args.metrics, device=args.device, batch_size=args.batch_size, workers=args.workers,
+                          size_policy=args.size_policy, store=store, progress=not args.no_progress,
+                          command=_command_line(args))
+
+
+def _bootstrap(args: argparse.Namespace) -> Bootstrap:
+    return Bootstrap(n_boot=args.n_boot, seed=args.seed)
 
 
 def _resolve_method(spec: str) -> str:
@@ -189,8 +201,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from bench import dataset, folders
-    from metrics.registry import DEFAULT_METRICS, parse_metric_list
+    from bench import folders
+    from metrics.registry import parse_metric_list
     from metrics.schema import to_json_text
 
     folder_args = [path for path in (args.originals, args.anonymized) if path is not None]
@@ -200,30 +212,21 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.annotations is None and len(folder_args) != 2:
         raise BenchError("bench score needs two folders (bench score ORIGINALS ANONYMIZED) or --annotations FILE"
                          + (f"; only {folder_args[0]} was given" if folder_args else ""))
-    options = dict(device=args.device, batch_size=args.batch_size, workers=args.workers,
-                   size_policy=args.size_policy, n_boot=args.n_boot, seed=args.seed,
-                   progress=not args.no_progress, command=_command_line(args))
-    store = args.store
     if args.annotations is None:
         if args.root or args.columns or args.allow_outside_root:
             raise BenchError("--root, --columns and --allow-outside-root belong to --annotations; "
                              "leave them out with two folders")
         originals, anonymized = folder_args
         out = args.out or _runs_dir() / folders.default_out_name(originals, anonymized)
-        metric_names = parse_metric_list(args.metrics, DEFAULT_METRICS)
-        report = folders.score_folders(originals, anonymized, metric_names, out=out, store_path=store, **options)
     else:
-        annotations = args.annotations
-        table = dataset.load_pairs(
-            annotations,
-            root=args.root,
-            columns=dataset.parse_column_mapping(args.columns),
-            allow_outside_root=args.allow_outside_root,
-            require_scores=False,
-        )
-        dataset.check_image_root(table)
-        out = args.out or _runs_dir() / f"score-{annotations.stem}"
-        report = folders.score_table(table, parse_metric_list(args.metrics), out=out, store_path=store, **options)
+        out = args.out or _runs_dir() / f"score-{args.annotations.stem}"
+    config = folders.FolderScoreConfig(out=out, scoring=_scoring_options(args, store=args.store),
+                                       bootstrap=_bootstrap(args))
+    if args.annotations is None:
+        report = folders.score_folders(originals, anonymized, config)
+    else:
+        report = folders.score_annotations(args.annotations, config, root=args.root, columns=args.columns,
+                                           allow_outside_root=args.allow_outside_root)
     human = sys.stderr if args.json else sys.stdout
     print("\n".join(report.summary_lines()), file=human)
     print("\n".join(report.table_lines()), file=human)
@@ -379,7 +382,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace) -> int:
     """`bench run --method ...`: print the summary and the leaderboard; exit 1 when a method
     failed on an image, a pair failed, or a metric asked for by name could not be computed."""
-    from bench import benchmark, evaluate
+    from bench import benchmark
     from bench.errors import InputError
     from bench.store import DEFAULT_STORE_NAME
     from reports.leaderboard import to_markdown_document
@@ -393,28 +396,22 @@ def _benchmark(args: argparse.Namespace) -> int:
     if os.getcwd() not in sys.path:  # module:function methods are found in the current folder, as `python -m` does
         sys.path.append(os.getcwd())
     runs = _runs_dir()
-    result = benchmark.run_benchmark(
-        args.method,
-        method_params=args.param,
-        dataset=args.dataset,
-        metrics=args.metrics,
-        metric_options={**evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2),
-                        **({"task": {"function": args.utility}} if args.utility else {})},
+    result = benchmark.run_benchmark(benchmark.BenchmarkConfig(
+        methods=tuple(args.method),
         out=args.out or runs / "bench",
-        store_path=args.store or runs / DEFAULT_STORE_NAME,
-        device=args.device,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        n_boot=args.n_boot,
-        seed=args.seed,
+        method_params=tuple(tuple(params) for params in args.param or ()),
+        dataset=args.dataset,
+        checkpoint_ha1=args.checkpoint_ha1,
+        checkpoint_ha2=args.checkpoint_ha2,
+        utility=args.utility,
         sort=args.sort,
-        progress=not args.no_progress,
-        command=_command_line(args),
         privacy=args.privacy,
         method_timeout=args.method_timeout,
         allow_outside_root=args.allow_outside_root,
         tradeoff=args.tradeoff,
-    )
+        scoring=_scoring_options(args, store=args.store or runs / DEFAULT_STORE_NAME),
+        bootstrap=_bootstrap(args),
+    ))
     print("\n".join(result.summary_lines()))
     print()
     print(to_markdown_document(result.board))  # its privacy block included
@@ -425,15 +422,14 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
     from bench import evaluate
 
-    evaluations = evaluate.run_demo_or_annotations(
-        annotations=args.annotations, root=args.root, metrics_spec=args.metrics,
-        checkpoint_ha1=args.checkpoint_ha1, checkpoint_ha2=args.checkpoint_ha2, splits=splits,
-        out=args.out or _runs_dir() / ("evaluate" if args.annotations else "demo"), store_path=args.store,
-        device=args.device, batch_size=args.batch_size, workers=args.workers, size_policy=args.size_policy,
-        n_boot=args.n_boot, seed=args.seed, progress=not args.no_progress, command=_command_line(args),
-        convention=args.convention,
-        metric_columns=getattr(args, "metric_columns", None), directions=getattr(args, "direction", None),
-    )
+    evaluations = evaluate.run_evaluation(evaluate.EvaluateConfig(
+        out=args.out or _runs_dir() / ("evaluate" if args.annotations else "demo"),
+        annotations=tuple(args.annotations or ()), root=args.root,
+        checkpoint_ha1=args.checkpoint_ha1, checkpoint_ha2=args.checkpoint_ha2,
+        splits=None if splits is None else tuple(splits), convention=args.convention,
+        metric_columns=getattr(args, "metric_columns", None), directions=tuple(getattr(args, "direction", None) or ()),
+        scoring=_scoring_options(args, store=args.store), bootstrap=_bootstrap(args),
+    ))
     for evaluation in evaluations:
         print(f"== {evaluation.name}")
         print("\n".join(evaluation.score_summary))

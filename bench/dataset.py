@@ -237,7 +237,327 @@ def require_inside(path: str | os.PathLike[str], root: str | os.PathLike[str], *
                          "or pass --allow-outside-root")
 
 
-def _read(path, root, columns, allow_outside_root, require_scores=True):
+# --------------------------------------------------------------------------- reading, step by step
+# `_read` runs these steps in order. A step that finds the table unusable raises `_Unusable`
+# (one problem, reading stops); the others return their problems and reading goes on, so
+# `validate` lists every problem of a usable table at once.
+class _Unusable(Exception):
+    def __init__(self, message: str, line: int = 0) -> None:
+        super().__init__(message)
+        self.problem = _Problem(line, message)
+
+
+@dataclass(frozen=True)
+class _CsvFile:
+    """The annotation file as read: its bytes, their text and hash, and the three readings of it."""
+
+    data: bytes
+    text: str
+    sha256: str
+    #: pandas' own types (numbers where a column holds numbers).
+    raw: pd.DataFrame
+    #: every cell as text, empty cells NaN (the score columns are parsed from these).
+    strings: pd.DataFrame
+    #: every cell as written: a method called "None" or a dataset "NA" is not a missing value.
+    texts: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class _Header:
+    """Which file column holds each canonical column, and which hold annotators."""
+
+    #: the CSV line of each data row.
+    row_lines: np.ndarray
+    #: canonical name -> column name, for the columns the file has.
+    column_of: dict[str, str]
+    annotators: list[str]
+
+
+@dataclass(frozen=True)
+class _RowLines:
+    """Names each row by its CSV line in one-line messages: ``"HA1.csv line 12: ..."``."""
+
+    name: str
+    lines: np.ndarray
+
+    def line(self, i: int) -> int:
+        return int(self.lines[i])
+
+    def problem(self, i: int, message: str, *, warning: bool = False) -> _Problem:
+        return _Problem(self.line(i), f"{self.name} line {self.line(i)}: {message}", warning)
+
+
+def _read_file(source: Path) -> tuple[bytes, str, str]:
+    """The file's bytes, their text and their sha256; `_Unusable` if it is not a readable text file."""
+    name = str(source)
+    if not source.exists():
+        raise _Unusable(f"{name}: annotation file not found; check the path (HA1.csv / HA2.csv or your CSV)")
+    if source.is_dir():
+        raise _Unusable(f"{name}: is a folder, not an annotation CSV; pass the CSV file itself")
+    kind = images.not_a_regular_file(source)
+    if kind is not None:  # reading a FIFO or a device would block or never end
+        raise _Unusable(f"{name}: is {kind}, not an annotation CSV; pass the CSV file itself")
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise _Unusable(f"{name}: cannot read the annotation file: {_one_line(exc.strerror or exc)}") from None
+    sha = hashlib.sha256(data).hexdigest()
+    if not data.strip():
+        raise _Unusable(f"{name}: empty file (no header, no rows); export the annotations again")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _Unusable(f"{name}: not UTF-8 text ({_one_line(exc)}); save the CSV as UTF-8") from None
+    return data, text, sha
+
+
+def _parse_csv(source: Path) -> _CsvFile:
+    data, text, sha = _read_file(source)
+    name = str(source)
+    try:
+        raw = pd.read_csv(io.BytesIO(data))
+        strings = pd.read_csv(io.BytesIO(data), dtype=str)
+        texts = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise _Unusable(f"{name}: empty file (no header, no rows); export the annotations again") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise _Unusable(f"{name}: cannot parse the CSV: {_one_line(exc)}; fix that line (every row needs "
+                        "as many fields as the header)") from None
+    return _CsvFile(data=data, text=text, sha256=sha, raw=raw, strings=strings, texts=texts)
+
+
+def _line_numbers(text: str, n_rows: int) -> tuple[int, list[int]]:
+    """The CSV line of the header and of each of the `n_rows` data rows."""
+    starts = _record_lines(text)
+    if starts and len(starts) - 1 == n_rows:
+        return starts[0], starts[1:]
+    return 1, list(range(2, 2 + n_rows))  # pragma: no cover - exotic quoting; one record per line
+
+
+def _repeated_header_names(name: str, text: str, header_line: int) -> list[_Problem]:
+    """A column name given twice (pandas would silently rename the second one)."""
+    first_record = next(csv.reader(io.StringIO(text.lstrip("\r\n"))), [])
+    counts: dict[str, int] = {}
+    for column in first_record:
+        counts[column] = counts.get(column, 0) + 1
+    return [_Problem(header_line, f"{name} line {header_line}: column name {column!r} appears "
+                                  f"{n} times in the header; rename the duplicates")
+            for column, n in counts.items() if n > 1]
+
+
+def _column_mapping(header: list[str], columns: dict[str, str] | None,
+                    require_scores: bool) -> tuple[dict[str, str], list[str]]:
+    """canonical name -> the column name to look for, and the canonical names that must be present."""
+    if columns is None:
+        return dict(_RELEASED_NAME), list(CANONICAL_COLUMNS if require_scores else PATH_COLUMNS)
+    mapping: dict[str, str] = {}
+    for canon in CANONICAL_COLUMNS:
+        if columns.get(canon):
+            mapping[canon] = columns[canon]
+        elif _RELEASED_NAME[canon] in header:
+            mapping[canon] = _RELEASED_NAME[canon]
+        else:
+            mapping[canon] = canon
+    needed = REQUIRED_GENERIC if require_scores else PATH_COLUMNS
+    required = list(dict.fromkeys(list(needed) + [c for c in CANONICAL_COLUMNS if columns.get(c)]))
+    return mapping, required
+
+
+def _annotator_columns(header: list[str], mapping: dict[str, str], columns: dict[str, str] | None) -> list[str]:
+    """``annotators=`` of the mapping, else (released layout) every column between method and score_mean."""
+    if columns is not None and "annotators" in columns:
+        return _annotator_list(columns["annotators"])
+    method, score_mean = mapping["method"], mapping["score_mean"]
+    if method in header and score_mean in header and header.index(method) < header.index(score_mean):
+        return header[header.index(method) + 1: header.index(score_mean)]
+    return []
+
+
+def _read_header(name: str, csv_file: _CsvFile, columns: dict[str, str] | None, require_scores: bool,
+                 problems: list[_Problem]) -> _Header:
+    """Map the header onto the canonical columns; `_Unusable` when a required column is missing,
+    an annotator column clashes with a pair column, or there is no data row."""
+    raw = csv_file.raw
+    header = [str(c) for c in raw.columns]
+    header_line, lines = _line_numbers(csv_file.text, len(raw))
+    problems += _repeated_header_names(name, csv_file.text, header_line)
+    mapping, required = _column_mapping(header, columns, require_scores)
+    missing = [mapping[c] for c in required if mapping[c] not in header]
+    annotators = _annotator_columns(header, mapping, columns)
+    if columns is not None and "annotators" in columns:
+        missing += [a for a in annotators if a not in header]
+    if missing:
+        raise _Unusable(
+            f"{name} line {header_line}: missing required column(s) {', '.join(repr(m) for m in missing)} "
+            f"(found: {', '.join(map(repr, header)) or 'none'}); rename the header or map your names with {_COLUMNS_HINT}",
+            header_line,
+        )
+    used = {mapping[c] for c in CANONICAL_COLUMNS if mapping[c] in header}
+    reserved = set(CANONICAL_COLUMNS) | {"row"}
+    clash = [a for a in annotators if a in used or a in reserved]
+    if clash:
+        raise _Unusable(f"{name} line {header_line}: annotator column(s) {', '.join(map(repr, clash))} clash with "
+                        f"the pair columns; rename them or list the annotators with --columns annotators=A;B",
+                        header_line)
+    if len(raw) == 0:
+        raise _Unusable(f"{name}: no data rows (only a header); the table is empty", header_line)
+    return _Header(row_lines=np.asarray(lines, dtype=np.int64),
+                   column_of={c: mapping[c] for c in CANONICAL_COLUMNS if mapping[c] in header},
+                   annotators=list(annotators))
+
+
+def _text_columns(csv_file: _CsvFile, header: _Header) -> pd.DataFrame:
+    """The frame's path and text columns as written ("" for a text column the file lacks)."""
+    frame = pd.DataFrame(index=csv_file.raw.index)
+    for canon in PATH_COLUMNS + TEXT_COLUMNS:
+        column = header.column_of.get(canon)
+        if column is None:
+            frame[canon] = ""
+            continue
+        frame[canon] = csv_file.texts[column].astype(str)
+        csv_file.raw[column] = csv_file.texts[column]  # the split CSVs write them back as they were
+    return frame
+
+
+def _score_values(cells: pd.Series, column: str, label: str, *, allow_empty: bool,
+                  rows: _RowLines) -> tuple[np.ndarray, list[_Problem]]:
+    """A score column as floats on SCORE_MIN..SCORE_MAX, NaN where a cell is empty or invalid."""
+    problems: list[_Problem] = []
+    numbers = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    empty = cells.isna().to_numpy()
+    values = numbers.copy()
+    for i in np.flatnonzero(empty) if not allow_empty else ():
+        problems.append(rows.problem(i, f"empty {column!r} ({label}); fill in a score "
+                                        f"from {SCORE_MIN:g} to {SCORE_MAX:g} or remove the row"))
+    for i in np.flatnonzero(~empty & np.isnan(numbers)):
+        problems.append(rows.problem(i, f"non-numeric score {cells.iat[i]!r} in column "
+                                        f"{column!r} ({label}); scores are numbers from {SCORE_MIN:g} to "
+                                        f"{SCORE_MAX:g} (leave an annotator's cell empty if they skipped)"))
+        values[i] = np.nan
+    with np.errstate(invalid="ignore"):
+        outside = ~np.isnan(numbers) & ~((numbers >= SCORE_MIN) & (numbers <= SCORE_MAX))
+    for i in np.flatnonzero(outside):
+        problems.append(rows.problem(i, f"score {cells.iat[i].strip()} in column {column!r} "
+                                        f"({label}) is outside {SCORE_MIN:g}..{SCORE_MAX:g}; fix or remove it"))
+        values[i] = np.nan
+    return values, problems
+
+
+def _add_scores(frame: pd.DataFrame, csv_file: _CsvFile, header: _Header, *, require_scores: bool,
+                rows: _RowLines, problems: list[_Problem]) -> np.ndarray:
+    """score_mean and one column per annotator into `frame`; returns the rows where an annotator's
+    cell holds something that is not a valid score (their mean is not checked)."""
+    score_mean = header.column_of.get("score_mean")
+    if score_mean is None:
+        frame["score_mean"] = np.nan
+    else:
+        frame["score_mean"], found = _score_values(csv_file.strings[score_mean], score_mean, "mean score",
+                                                   allow_empty=not require_scores, rows=rows)
+        problems += found
+    invalid_cell = np.zeros(len(frame), dtype=bool)
+    for annotator in header.annotators:
+        values, found = _score_values(csv_file.strings[annotator], annotator, "annotator score",
+                                      allow_empty=True, rows=rows)
+        problems += found
+        invalid_cell |= csv_file.strings[annotator].notna().to_numpy() & np.isnan(values)
+        frame[annotator] = values
+    return invalid_cell
+
+
+def _mean_disagreements(frame: pd.DataFrame, header: _Header, invalid_cell: np.ndarray,
+                        rows: _RowLines) -> list[_Problem]:
+    """Warnings (not errors) where score_mean is not the mean of the pair's annotator scores."""
+    if not header.annotators:
+        return []
+    scores = frame[header.annotators].to_numpy(dtype=np.float64)
+    count = (~np.isnan(scores)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(scores, axis=1) / count
+    score_mean = frame["score_mean"].to_numpy()
+    checked = (count > 0) & ~np.isnan(score_mean) & ~invalid_cell
+    off = checked & (np.abs(score_mean - mean) > MEAN_TOLERANCE + 1e-9)
+    return [rows.problem(i, f"score_mean {_fmt_score(score_mean[i])} differs from the "
+                            f"mean of its {count[i]} annotator scores ({mean[i]:.4f}) by more than "
+                            f"{MEAN_TOLERANCE:g}; recompute {header.column_of['score_mean']!r} or check the "
+                            "annotator columns", warning=True)
+            for i in np.flatnonzero(off)]
+
+
+def _empty_text_cells(frame: pd.DataFrame, header: _Header, columns: dict[str, str] | None,
+                      rows: _RowLines) -> list[_Problem]:
+    """A pair of the released format (or a mapped column) names its dataset, scope and method;
+    the splits select rows by them, so empty is an error."""
+    problems = []
+    for canon in TEXT_COLUMNS:
+        if canon in header.column_of and (columns is None or columns.get(canon)):
+            for i in np.flatnonzero(~frame[canon].str.strip().astype(bool).to_numpy()):
+                problems.append(rows.problem(i, f"empty {header.column_of[canon]!r} (the pair's {canon}); "
+                                                "fill it in or remove the row"))
+    return problems
+
+
+def _path_problem(value: str, root_norm: str, allow_outside_root: bool) -> str | None:
+    """Why the image path `value` (non-empty) must not be opened, or None."""
+    if _is_absolute(value):
+        if allow_outside_root:
+            return None
+        return (f"absolute path {value!r}; make it relative to the image root {root_norm} "
+                "(or pass --allow-outside-root)")
+    if allow_outside_root:
+        return None
+    joined = os.path.normpath(os.path.join(root_norm, value))
+    if not _inside(joined, root_norm):
+        return (f"path {value!r} leaves the image root {root_norm} (via '..'); fix the path, "
+                "--root, or pass --allow-outside-root")
+    if os.path.lexists(joined) and (escaped := outside_root(joined, root_norm)) is not None:
+        return (f"path {value!r} resolves outside the image root {root_norm} through a symlink "
+                f"(to {escaped}); fix the link, --root, or pass --allow-outside-root")
+    return None
+
+
+def _bad_paths(frame: pd.DataFrame, header: _Header, root_norm: str, allow_outside_root: bool,
+               rows: _RowLines) -> tuple[list[_Problem], dict[str, np.ndarray]]:
+    """Empty, absolute and escaping image paths, and per path column the rows not to open."""
+    problems: list[_Problem] = []
+    bad_cells: dict[str, np.ndarray] = {}
+    verdicts: dict[str, str | None] = {}  # a path repeated over many rows is checked once
+    for canon in PATH_COLUMNS:
+        bad = bad_cells[canon] = np.zeros(len(frame), dtype=bool)
+        column = header.column_of[canon]
+        for i, value in enumerate(frame[canon].tolist()):
+            if not value.strip():
+                problems.append(rows.problem(i, f"empty {column!r} (the {canon} image path); "
+                                                "fill it in or remove the row"))
+                bad[i] = True
+                continue
+            if value not in verdicts:
+                verdicts[value] = _path_problem(value, root_norm, allow_outside_root)
+            if verdicts[value]:
+                problems.append(rows.problem(i, f"column {column!r}: {verdicts[value]}"))
+                bad[i] = True
+    return problems, bad_cells
+
+
+def _duplicate_pairs(frame: pd.DataFrame, header: _Header, rows: _RowLines) -> list[_Problem]:
+    """Rows naming the same (original, anonymized) pair as an earlier row."""
+    problems = []
+    first_line: dict[tuple[str, str], int] = {}
+    for i, (original, anonymized) in enumerate(zip(frame["original"].tolist(), frame["anonymized"].tolist())):
+        if not original.strip() or not anonymized.strip():
+            continue
+        key = (os.path.normpath(original), os.path.normpath(anonymized))
+        if key in first_line:
+            problems.append(rows.problem(i, f"duplicate pair ({header.column_of['original']} {original!r}, "
+                                            f"{header.column_of['anonymized']} {anonymized!r}) already on line "
+                                            f"{first_line[key]}; remove one of the two rows"))
+        else:
+            first_line[key] = rows.line(i)
+    return problems
+
+
+def _read(path: str | os.PathLike[str], root: str | os.PathLike[str] | None, columns: dict[str, str] | str | None,
+          allow_outside_root: bool, require_scores: bool = True,
+          ) -> tuple[PairsTable | None, list[_Problem], dict[str, np.ndarray]]:
     """Read and check the table (no image is opened).
 
     With `require_scores` False only the two image columns are required: score_mean may be
@@ -247,244 +567,36 @@ def _read(path, root, columns, allow_outside_root, require_scores=True):
     Returns (table or None, problems, bad_cells) where bad_cells maps "original"/"anonymized"
     to a boolean array of the rows whose path must not be opened (empty, absolute, outside root).
     """
-    problems: list[_Problem] = []
-    bad_cells: dict[str, np.ndarray] = {}
     source = Path(path)
     name = str(source)
-
-    def fail(message: str, line: int = 0):
-        problems.append(_Problem(line, message))
-        return None, problems, bad_cells
-
     if isinstance(columns, str):
         columns = parse_column_mapping(columns)
-
-    # ---- the file itself
-    if not source.exists():
-        return fail(f"{name}: annotation file not found; check the path (HA1.csv / HA2.csv or your CSV)")
-    if source.is_dir():
-        return fail(f"{name}: is a folder, not an annotation CSV; pass the CSV file itself")
-    kind = images.not_a_regular_file(source)
-    if kind is not None:  # reading a FIFO or a device would block or never end
-        return fail(f"{name}: is {kind}, not an annotation CSV; pass the CSV file itself")
+    problems: list[_Problem] = []
     try:
-        data = source.read_bytes()
-    except OSError as exc:
-        return fail(f"{name}: cannot read the annotation file: {_one_line(exc.strerror or exc)}")
-    sha = hashlib.sha256(data).hexdigest()
-    if not data.strip():
-        return fail(f"{name}: empty file (no header, no rows); export the annotations again")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return fail(f"{name}: not UTF-8 text ({_one_line(exc)}); save the CSV as UTF-8")
-    try:
-        raw = pd.read_csv(io.BytesIO(data))
-        strs = pd.read_csv(io.BytesIO(data), dtype=str)
-        # Names and paths are text as written: a method called "None" or a dataset "NA" is
-        # not a missing value (only score columns read "NA"/"nan" as missing).
-        texts = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        return fail(f"{name}: empty file (no header, no rows); export the annotations again")
-    except (pd.errors.ParserError, ValueError) as exc:
-        return fail(f"{name}: cannot parse the CSV: {_one_line(exc)}; fix that line (every row needs "
-                    "as many fields as the header)")
-
-    root_path = Path(root) if root is not None else source.parent
-    root_path = root_path.absolute()
-    root_norm = os.path.normpath(str(root_path))
-
-    # ---- header and column mapping
-    header = [str(c) for c in raw.columns]
-    starts = _record_lines(text)
-    if starts and len(starts) - 1 == len(raw):
-        header_line, lines = starts[0], starts[1:]
-    else:  # pragma: no cover - exotic quoting; fall back to one record per line
-        header_line, lines = 1, list(range(2, 2 + len(raw)))
-    first_rec = next(csv.reader(io.StringIO(text.lstrip("\r\n"))), [])
-    seen_names: dict[str, int] = {}
-    for col in first_rec:
-        seen_names[col] = seen_names.get(col, 0) + 1
-    for col, n in seen_names.items():
-        if n > 1:
-            problems.append(_Problem(header_line, f"{name} line {header_line}: column name {col!r} appears "
-                                                  f"{n} times in the header; rename the duplicates"))
-
-    mapping: dict[str, str] = {}
-    if columns is None and require_scores:
-        mapping = dict(_RELEASED_NAME)
-        required = list(CANONICAL_COLUMNS)
-    elif columns is None:
-        mapping = dict(_RELEASED_NAME)
-        required = list(PATH_COLUMNS)
-    else:
-        for canon in CANONICAL_COLUMNS:
-            if columns.get(canon):
-                mapping[canon] = columns[canon]
-            elif _RELEASED_NAME[canon] in header:
-                mapping[canon] = _RELEASED_NAME[canon]
-            else:
-                mapping[canon] = canon
-        needed = REQUIRED_GENERIC if require_scores else PATH_COLUMNS
-        required = list(dict.fromkeys(list(needed) + [c for c in CANONICAL_COLUMNS if columns.get(c)]))
-    missing = [mapping[c] for c in required if mapping[c] not in header]
-
-    if columns is not None and "annotators" in columns:
-        annotators = _annotator_list(columns["annotators"])
-        missing += [a for a in annotators if a not in header]
-    elif mapping["method"] in header and mapping["score_mean"] in header and \
-            header.index(mapping["method"]) < header.index(mapping["score_mean"]):
-        annotators = header[header.index(mapping["method"]) + 1: header.index(mapping["score_mean"])]
-    else:
-        annotators = []
-    if missing:
-        return fail(
-            f"{name} line {header_line}: missing required column(s) {', '.join(repr(m) for m in missing)} "
-            f"(found: {', '.join(map(repr, header)) or 'none'}); rename the header or map your names with {_COLUMNS_HINT}",
-            header_line,
-        )
-    used = {mapping[c] for c in CANONICAL_COLUMNS if mapping[c] in header}
-    reserved = set(CANONICAL_COLUMNS) | {"row"}
-    clash = [a for a in annotators if a in used or a in reserved]
-    if clash:
-        return fail(f"{name} line {header_line}: annotator column(s) {', '.join(map(repr, clash))} clash with "
-                    f"the pair columns; rename them or list the annotators with --columns annotators=A;B",
-                    header_line)
-    if len(raw) == 0:
-        return fail(f"{name}: no data rows (only a header); the table is empty", header_line)
-
-    # ---- build the frame
-    frame = pd.DataFrame(index=raw.index)
-    col_of = {c: mapping[c] for c in CANONICAL_COLUMNS if mapping[c] in header}
-    absent = tuple(c for c in TEXT_COLUMNS if c not in col_of)
-    for canon in PATH_COLUMNS + TEXT_COLUMNS:
-        if canon in col_of:
-            frame[canon] = texts[col_of[canon]].astype(str)
-            raw[col_of[canon]] = texts[col_of[canon]]  # the split CSVs write them back as they were
-        else:
-            frame[canon] = ""
-    lines_arr = np.asarray(lines, dtype=np.int64)
-
-    def at(i: int) -> int:
-        return int(lines_arr[i])
-
-    def numeric(col: str, label: str, allow_empty: bool) -> np.ndarray:
-        s = strs[col]
-        num = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        empty = s.isna().to_numpy()
-        out = num.copy()
-        for i in np.flatnonzero(empty) if not allow_empty else ():
-            problems.append(_Problem(at(i), f"{name} line {at(i)}: empty {col!r} ({label}); fill in a score "
-                                            f"from {SCORE_MIN:g} to {SCORE_MAX:g} or remove the row"))
-        for i in np.flatnonzero(~empty & np.isnan(num)):
-            problems.append(_Problem(at(i), f"{name} line {at(i)}: non-numeric score {s.iat[i]!r} in column "
-                                            f"{col!r} ({label}); scores are numbers from {SCORE_MIN:g} to "
-                                            f"{SCORE_MAX:g} (leave an annotator's cell empty if they skipped)"))
-            out[i] = np.nan
-        with np.errstate(invalid="ignore"):
-            bad = ~np.isnan(num) & ~((num >= SCORE_MIN) & (num <= SCORE_MAX))
-        for i in np.flatnonzero(bad):
-            problems.append(_Problem(at(i), f"{name} line {at(i)}: score {s.iat[i].strip()} in column {col!r} "
-                                            f"({label}) is outside {SCORE_MIN:g}..{SCORE_MAX:g}; fix or remove it"))
-            out[i] = np.nan
-        return out
-
-    if "score_mean" in col_of:
-        frame["score_mean"] = numeric(col_of["score_mean"], "mean score", allow_empty=not require_scores)
-    else:
-        frame["score_mean"] = np.nan
-    invalid_cell = np.zeros(len(raw), dtype=bool)
-    for a in annotators:
-        vals = numeric(a, "annotator score", allow_empty=True)
-        invalid_cell |= strs[a].notna().to_numpy() & np.isnan(vals)
-        frame[a] = vals
-    frame["row"] = lines_arr
-
-    # ---- score_mean against the annotators' mean
-    if annotators:
-        scores = frame[annotators].to_numpy(dtype=np.float64)
-        count = (~np.isnan(scores)).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.nansum(scores, axis=1) / count
-        sm = frame["score_mean"].to_numpy()
-        check = (count > 0) & ~np.isnan(sm) & ~invalid_cell
-        off = check & (np.abs(sm - mean) > MEAN_TOLERANCE + 1e-9)
-        for i in np.flatnonzero(off):
-            problems.append(_Problem(at(i), f"{name} line {at(i)}: score_mean {_fmt_score(sm[i])} differs from the "
-                                            f"mean of its {count[i]} annotator scores ({mean[i]:.4f}) by more than "
-                                            f"{MEAN_TOLERANCE:g}; recompute {col_of['score_mean']!r} or check the "
-                                            "annotator columns", warning=True))
-
-    # ---- required text: a pair of the released format (or a mapped column) names its
-    # dataset, scope and method; the splits select rows by them, so empty is an error.
-    for canon in TEXT_COLUMNS:
-        if canon in col_of and (columns is None or columns.get(canon)):
-            for i in np.flatnonzero(~frame[canon].str.strip().astype(bool).to_numpy()):
-                problems.append(_Problem(at(i), f"{name} line {at(i)}: empty {col_of[canon]!r} (the pair's {canon}); "
-                                                "fill it in or remove the row"))
-
-    # ---- paths
-    verdict: dict[str, str | None] = {}
-
-    def path_problem(value: str) -> str | None:
-        if value in verdict:
-            return verdict[value]
-        msg: str | None = None
-        if _is_absolute(value):
-            if not allow_outside_root:
-                msg = (f"absolute path {value!r}; make it relative to the image root {root_norm} "
-                       "(or pass --allow-outside-root)")
-        else:
-            joined = os.path.normpath(os.path.join(root_norm, value))
-            if not allow_outside_root:
-                if not _inside(joined, root_norm):
-                    msg = (f"path {value!r} leaves the image root {root_norm} (via '..'); fix the path, "
-                           "--root, or pass --allow-outside-root")
-                elif os.path.lexists(joined) and (escaped := outside_root(joined, root_norm)) is not None:
-                    msg = (f"path {value!r} resolves outside the image root {root_norm} through a symlink "
-                           f"(to {escaped}); fix the link, --root, or pass --allow-outside-root")
-        verdict[value] = msg
-        return msg
-
-    for canon in PATH_COLUMNS:
-        bad_path = bad_cells[canon] = np.zeros(len(raw), dtype=bool)
-        col = col_of[canon]
-        values = frame[canon].tolist()
-        for i, value in enumerate(values):
-            if not value.strip():
-                problems.append(_Problem(at(i), f"{name} line {at(i)}: empty {col!r} (the {canon} image path); "
-                                                "fill it in or remove the row"))
-                bad_path[i] = True
-                continue
-            msg = path_problem(value)
-            if msg:
-                problems.append(_Problem(at(i), f"{name} line {at(i)}: column {col!r}: {msg}"))
-                bad_path[i] = True
-
-    # ---- duplicate pairs
-    first_line: dict[tuple[str, str], int] = {}
-    originals, anonymized = frame["original"].tolist(), frame["anonymized"].tolist()
-    for i, (o, a) in enumerate(zip(originals, anonymized)):
-        if not o.strip() or not a.strip():
-            continue
-        key = (os.path.normpath(o), os.path.normpath(a))
-        if key in first_line:
-            problems.append(_Problem(at(i), f"{name} line {at(i)}: duplicate pair ({col_of['original']} {o!r}, "
-                                            f"{col_of['anonymized']} {a!r}) already on line {first_line[key]}; "
-                                            "remove one of the two rows"))
-        else:
-            first_line[key] = at(i)
-
+        csv_file = _parse_csv(source)
+        root_path = (Path(root) if root is not None else source.parent).absolute()
+        header = _read_header(name, csv_file, columns, require_scores, problems)
+    except _Unusable as exc:
+        return None, [*problems, exc.problem], {}
+    rows = _RowLines(name, header.row_lines)
+    frame = _text_columns(csv_file, header)
+    invalid_cell = _add_scores(frame, csv_file, header, require_scores=require_scores, rows=rows, problems=problems)
+    frame["row"] = header.row_lines
+    problems += _mean_disagreements(frame, header, invalid_cell, rows)
+    problems += _empty_text_cells(frame, header, columns, rows)
+    path_problems, bad_cells = _bad_paths(frame, header, os.path.normpath(str(root_path)), allow_outside_root, rows)
+    problems += path_problems
+    problems += _duplicate_pairs(frame, header, rows)
     table = PairsTable(
         frame=frame,
-        annotators=list(annotators),
+        annotators=list(header.annotators),
         source=source,
         root=root_path,
-        raw=raw,
-        column_names=col_of,
-        absent_columns=absent,
+        raw=csv_file.raw,
+        column_names=header.column_of,
+        absent_columns=tuple(c for c in TEXT_COLUMNS if c not in header.column_of),
         warnings=[p.message for p in problems if p.warning],
-        sha256=sha,
+        sha256=csv_file.sha256,
     )
     return table, problems, bad_cells
 

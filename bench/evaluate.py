@@ -38,6 +38,7 @@ from bench import dataset, runner
 from bench.correlate import CONVENTIONS, correlate
 from bench.demo import DEMO_FOLDER, DEMO_IMAGES
 from bench.errors import InputError
+from bench.options import Bootstrap, ScoringOptions
 from bench.store import DEFAULT_STORE_NAME, ResultsStore, run_provenance
 from metrics.atomic import write_atomic
 from metrics.csvsafe import restore_frame, to_csv_text
@@ -120,23 +121,19 @@ def evaluate(
     metrics: Sequence[str] = PAPER_METRICS,
     options: dict[str, dict[str, Any]] | None = None,
     splits: Sequence[str] | None = None,
-    device: str = "auto",
-    batch_size: int = 32,
-    workers: int = 0,
-    size_policy: str = "error",
-    n_boot: int = 2000,
-    seed: int = 0,
+    scoring: ScoringOptions = ScoringOptions(),
+    bootstrap: Bootstrap = Bootstrap(),
     simulated: bool = False,
-    progress: bool = True,
-    command: str = "evaluate",
     convention: str = "default",
 ) -> Evaluation:
-    """Score, correlate and report one annotation file into `out_dir`."""
+    """Score, correlate and report one annotation file into `out_dir` (`metrics` and `store`
+    are the ones the flow resolved: `scoring` gives how to score, not which metrics or store)."""
+    n_boot, seed, command, device = bootstrap.n_boot, bootstrap.seed, scoring.command, scoring.device
     table = dataset.load_pairs(annotations, root=root)
     dataset.check_image_root(table)
     scored = runner.score_pairs(
-        table, metrics, store=store, device=device, batch_size=batch_size, workers=workers,
-        size_policy=size_policy, progress=progress, command=command, metric_options=options,
+        table, metrics, store=store, device=device, batch_size=scoring.batch_size, workers=scoring.workers,
+        size_policy=scoring.size_policy, progress=scoring.progress, command=command, metric_options=options,
     )
     runner.write_outputs(scored, out_dir)
     ok = [outcome for outcome in scored.metrics if outcome.status == "ok"]
@@ -271,13 +268,13 @@ def evaluate_columns(
     directions: dict[str, bool] | None = None,
     root: Path | None = None,
     splits: Sequence[str] | None = None,
-    n_boot: int = 2000,
-    seed: int = 0,
+    bootstrap: Bootstrap = Bootstrap(),
     simulated: bool = False,
     command: str = "evaluate",
     convention: str = "default",
 ) -> Evaluation:
     """Correlate, tabulate and report metric values read from the annotation file's columns."""
+    n_boot, seed = bootstrap.n_boot, bootstrap.seed
     check_convention(convention)
     resolved = column_directions(columns, directions or {})
     table = dataset.load_pairs(annotations, root=root)
@@ -498,55 +495,77 @@ def gradcam_section(records: list[dict[str, Any]], folder: Path):
     return Markup("<p>{}</p><div class=\"gradcam-grid\">{}</div>").format(intro, Markup("").join(figures))
 
 
-# ------------------------------------------------------------------------- CLI entry
-def run_demo_or_annotations(
-    *,
-    annotations: Sequence[Path] | None,
-    root: Path | None,
-    metrics_spec: str | None,
-    checkpoint_ha1: Path | None,
-    checkpoint_ha2: Path | None,
-    splits: Sequence[str] | None,
-    out: Path,
-    store_path: Path | None,
-    device: str,
-    batch_size: int,
-    workers: int,
-    size_policy: str,
-    n_boot: int,
-    seed: int,
-    progress: bool,
-    command: str = "bench run",
-    convention: str = "default",
-    metric_columns: str | None = None,
-    directions: Sequence[str] | None = None,
-) -> list[Evaluation]:
-    """Evaluate each annotation file (default: the demo set's HA1 and HA2) into out/<stem>
-    (store default: out/results.sqlite); `command` is recorded as the run's provenance. With
-    `metric_columns`, correlate those columns of each file instead of scoring images."""
-    use_demo = not annotations
-    files = demo_annotations() if use_demo else list(annotations)
-    if metric_columns is not None:
-        if metrics_spec or checkpoint_ha1 or checkpoint_ha2:
-            raise InputError("--metric-columns reads the metric values from the file; drop --metrics and "
-                             "--checkpoint-ha1/--checkpoint-ha2 (or drop --metric-columns to score images)")
-        columns, chosen = parse_metric_columns(metric_columns), parse_directions(directions)
-        return [evaluate_columns(path, out_dir=out / path.stem, columns=columns, directions=chosen,
-                                 root=DEMO_ROOT if use_demo else root, splits=splits, n_boot=n_boot, seed=seed,
-                                 simulated=use_demo or is_demo(path), command=command, convention=convention)
-                for path in files]
-    if directions:
+# ------------------------------------------------------------------------- the flow
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`bench run` without --method and `bench correlate`: which annotation files, and how to
+    score and correlate them. Paths are absolute (the CLI resolves them)."""
+
+    #: The results folder; each annotation file gets out/<file stem>.
+    out: Path
+    #: The annotation files; empty: the demo set's HA1.csv and HA2.csv (with its image root).
+    annotations: tuple[Path, ...] = ()
+    #: The image root of `annotations` (default: each CSV's folder).
+    root: Path | None = None
+    checkpoint_ha1: Path | None = None
+    checkpoint_ha2: Path | None = None
+    #: Only these splits (default: all ten of the paper).
+    splits: tuple[str, ...] | None = None
+    convention: str = "default"
+    #: Correlate these columns of each file (``"MSE,PSNR"``) instead of scoring images.
+    metric_columns: str | None = None
+    #: ``NAME=up|down`` per metric column whose direction is not a known metric's.
+    directions: tuple[str, ...] = ()
+    scoring: ScoringOptions = ScoringOptions()
+    bootstrap: Bootstrap = Bootstrap()
+
+    @property
+    def uses_demo(self) -> bool:
+        return not self.annotations
+
+    @property
+    def image_root(self) -> Path | None:
+        return DEMO_ROOT if self.uses_demo else self.root
+
+    def annotation_files(self) -> list[Path]:
+        return demo_annotations() if self.uses_demo else list(self.annotations)
+
+    def simulated(self, path: Path) -> bool:
+        """Whether the file's human scores are the demo set's simulated ones."""
+        return self.uses_demo or is_demo(path)
+
+
+def run_evaluation(config: EvaluateConfig) -> list[Evaluation]:
+    """Evaluate each annotation file into out/<stem>: score its images, or (with
+    `metric_columns`) read their metric values from its columns."""
+    files = config.annotation_files()
+    if config.metric_columns is not None:
+        return correlate_columns(config, files)
+    return score_and_correlate(config, files)
+
+
+def correlate_columns(config: EvaluateConfig, files: Sequence[Path]) -> list[Evaluation]:
+    """`bench correlate --metric-columns`: each file's own metric columns, nothing scored."""
+    if config.scoring.metrics or config.checkpoint_ha1 or config.checkpoint_ha2:
+        raise InputError("--metric-columns reads the metric values from the file; drop --metrics and "
+                         "--checkpoint-ha1/--checkpoint-ha2 (or drop --metric-columns to score images)")
+    columns, chosen = parse_metric_columns(config.metric_columns or ""), parse_directions(config.directions)
+    return [evaluate_columns(path, out_dir=config.out / path.stem, columns=columns, directions=chosen,
+                             root=config.image_root, splits=config.splits, bootstrap=config.bootstrap,
+                             simulated=config.simulated(path), command=config.scoring.command,
+                             convention=config.convention)
+            for path in files]
+
+
+def score_and_correlate(config: EvaluateConfig, files: Sequence[Path]) -> list[Evaluation]:
+    """Score every file's pairs into one store (default: out/results.sqlite), then correlate each."""
+    if config.directions:
         raise InputError("--direction applies to --metric-columns; add --metric-columns or drop --direction")
-    options = metric_options(checkpoint_ha1, checkpoint_ha2, convention)
-    names = metric_names(metrics_spec, options, convention)
-    evaluations = []
-    with ResultsStore(store_path or out / DEFAULT_STORE_NAME) as store:
-        for path in files:
-            evaluations.append(evaluate(
-                path, out_dir=out / path.stem, store=store,
-                root=DEMO_ROOT if use_demo else root, metrics=names, options=options, splits=splits,
-                device=device, batch_size=batch_size, workers=workers, size_policy=size_policy,
-                n_boot=n_boot, seed=seed, simulated=use_demo or is_demo(path), progress=progress,
-                command=command, convention=convention,
-            ))
-    return evaluations
+    options = metric_options(config.checkpoint_ha1, config.checkpoint_ha2, config.convention)
+    names = metric_names(config.scoring.metrics, options, config.convention)
+    with ResultsStore(config.scoring.store or config.out / DEFAULT_STORE_NAME) as store:
+        return [evaluate(path, out_dir=config.out / path.stem, store=store, root=config.image_root, metrics=names,
+                         options=options, splits=config.splits, scoring=config.scoring,
+                         bootstrap=config.bootstrap, simulated=config.simulated(path),
+                         convention=config.convention)
+                for path in files]

@@ -36,16 +36,17 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from bench import runner, stats
+from bench import dataset, runner, stats
 from bench.dataset import PATH_COLUMNS, TEXT_COLUMNS, PairsTable
 from bench.errors import InputError
 from bench.methods import _folder_files, _stem, match_folder
+from bench.options import Bootstrap, ScoringOptions
 from bench.setmetrics import SPREAD_FIELDS, GroupMember, SetScores, SetValueSpread, score_groups
 from bench.store import DEFAULT_STORE_NAME, ResultsStore
 from metrics.atomic import write_atomic
 from metrics.errors import MetricError
 from metrics.hashing import file_sha256
-from metrics.registry import DEFAULT_METRICS, metric_class
+from metrics.registry import DEFAULT_METRICS, PAPER_METRICS, metric_class, parse_metric_list
 from metrics.schema import WeightsStatus, to_json_text, to_json_value
 
 #: The one group that set metrics see when two folders are compared.
@@ -450,68 +451,85 @@ def _levels(metric_names: Sequence[str]) -> dict[str, str]:
     return levels
 
 
-def score_table(
-    table: PairsTable,
-    metric_names: Sequence[str],
-    *,
-    out: Path,
-    store_path: Path | None = None,
-    pairing: FolderPairing | None = None,
-    device: str = "auto",
-    batch_size: int = 32,
-    workers: int = 0,
-    size_policy: str = "error",
-    n_boot: int = 2000,
-    seed: int = 0,
-    progress: bool = True,
-    command: str = "bench score",
-    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
-) -> ScoreReport:
+@dataclass(frozen=True)
+class FolderScoreConfig:
+    """`bench score`: where its files go, how pairs are scored and their summaries bootstrapped.
+    `scoring.metrics` defaults to `DEFAULT_FOLDER_METRICS` for two folders, the paper's five for
+    an annotation table; `scoring.store` to out/results.sqlite."""
+
+    #: The output folder (absolute).
+    out: Path
+    scoring: ScoringOptions = ScoringOptions(command="bench score")
+    bootstrap: Bootstrap = Bootstrap()
+    #: Constructor options per metric name (e.g. a PerceptAnon checkpoint).
+    metric_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def metric_names(self, *, folders: bool) -> list[str]:
+        return parse_metric_list(self.scoring.metrics, DEFAULT_METRICS if folders else PAPER_METRICS)
+
+
+def score_table(table: PairsTable, config: FolderScoreConfig, *, pairing: FolderPairing | None = None) -> ScoreReport:
     """Score `table` and summarize; set metrics run only for a folder `pairing` (one group:
-    every pair). Writes scores.csv, scores.json and summary.json into `out` (absolute)."""
+    every pair). Writes scores.csv, scores.json and summary.json into `config.out`."""
+    n_boot, seed = config.bootstrap.n_boot, config.bootstrap.seed
     if n_boot < 1:
         raise InputError(f"--n-boot must be at least 1, got {n_boot}")
-    options = dict(metric_options or {})
+    metric_names = config.metric_names(folders=pairing is not None)
+    result, set_scores = _score(table, metric_names, config, pairing)
+    report = ScoreReport(result=result, pair_summaries=_pair_summaries(result, n_boot=n_boot, seed=seed),
+                         set_summaries=_set_summaries(set_scores, len(table)),
+                         pairing=pairing, n_boot=n_boot, seed=seed, set_scores=set_scores)
+    _write_report(report, table, config.out)
+    return report
+
+
+def _score(table: PairsTable, metric_names: Sequence[str], config: FolderScoreConfig,
+           pairing: FolderPairing | None) -> tuple[runner.ScoreResult, SetScores]:
+    """Every pair by the pair metrics; for a folder pairing, both folders by the set metrics."""
+    scoring, options = config.scoring, dict(config.metric_options)
     levels = _levels(metric_names)
     pair_names = [name for name in metric_names if levels[name] == "pair"]
     set_names = [name for name in metric_names if levels[name] == "set"] if pairing else []
-    with ResultsStore(store_path or out / DEFAULT_STORE_NAME) as store:
+    with ResultsStore(scoring.store or config.out / DEFAULT_STORE_NAME) as store:
         # Set metrics of an annotation table are left to the runner, which notes why they do not run.
         result = runner.score_pairs(
-            table, pair_names if pairing else list(metric_names), store=store, device=device, batch_size=batch_size,
-            workers=workers, size_policy=size_policy, progress=progress, command=command, metric_options=options)
+            table, pair_names if pairing else list(metric_names), store=store, device=scoring.device,
+            batch_size=scoring.batch_size, workers=scoring.workers, size_policy=scoring.size_policy,
+            progress=scoring.progress, command=scoring.command, metric_options=options)
         set_scores = SetScores(metrics=[])
         if set_names:
             members = [GroupMember((file_sha256(o), file_sha256(a)), o, a)
                        for o, a in zip(table.paths("original"), table.paths("anonymized"))]
-            set_scores = score_groups({FOLDERS_GROUP: members}, set_names, store=store, device=device,
-                                      batch_size=batch_size, run_id=result.run_id,
+            set_scores = score_groups({FOLDERS_GROUP: members}, set_names, store=store, device=scoring.device,
+                                      batch_size=scoring.batch_size, run_id=result.run_id,
                                       metric_options=two_sample_options(options),
-                                      progress=progress)
-    report = ScoreReport(result=result, pair_summaries=_pair_summaries(result, n_boot=n_boot, seed=seed),
-                         set_summaries=_set_summaries(set_scores, len(table)),
-                         pairing=pairing, n_boot=n_boot, seed=seed, set_scores=set_scores)
-    csv_path, json_path = runner.write_outputs(result, out)
+                                      progress=scoring.progress)
+    return result, set_scores
+
+
+def _write_report(report: ScoreReport, table: PairsTable, out: Path) -> None:
+    """scores.csv, scores.json, summary.json (and, for folders, the pairs.csv of the pairing)."""
+    csv_path, json_path = runner.write_outputs(report.result, out)
     report.files = {"scores.csv": csv_path, "scores.json": json_path}
-    if pairing:
+    if report.pairing:
         report.files["pairs.csv"] = table.source
     report.files["summary.json"] = out / "summary.json"
     write_atomic(out / "summary.json", to_json_text(report.to_json(), indent=2))
-    return report
 
 
-def score_folders(
-    originals: Path,
-    anonymized: Path,
-    metric_names: Sequence[str] = DEFAULT_METRICS,
-    *,
-    out: Path,
-    **options: Any,
-) -> ScoreReport:
+def score_folders(originals: Path, anonymized: Path, config: FolderScoreConfig) -> ScoreReport:
     """Pair two folders (`pair_folders`) and score every pair, plus FID/KID between them.
-
-    Paths must be absolute (the CLI and `bench.api` resolve them); `options` are those of
-    `score_table`."""
+    Paths must be absolute (the CLI and `bench.api` resolve them)."""
+    config.metric_names(folders=True)  # an unknown metric is one line before the folders are read
     pairing = pair_folders(originals, anonymized)
-    out.mkdir(parents=True, exist_ok=True)
-    return score_table(folders_table(pairing, out), metric_names, out=out, pairing=pairing, **options)
+    config.out.mkdir(parents=True, exist_ok=True)
+    return score_table(folders_table(pairing, config.out), config, pairing=pairing)
+
+
+def score_annotations(annotations: Path, config: FolderScoreConfig, *, root: Path | None = None,
+                      columns: str | None = None, allow_outside_root: bool = False) -> ScoreReport:
+    """`bench score --annotations`: every pair of an annotation table (a score column is not needed)."""
+    table = dataset.load_pairs(annotations, root=root, columns=dataset.parse_column_mapping(columns),
+                               allow_outside_root=allow_outside_root, require_scores=False)
+    dataset.check_image_root(table)
+    return score_table(table, config)

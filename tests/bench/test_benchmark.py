@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.benchmark import run_benchmark
+from bench.benchmark import BenchmarkConfig, run_benchmark
 from bench.benchmark_set import load_benchmark_set
 from bench.cli import main
 from bench.errors import InputError
 from bench.methods import MethodFailure, anonymize, resolve_method
+from bench.options import Bootstrap, ScoringOptions
 from tests.bench.benchset import BUILTINS, SIZES, THIS, write_benchmark_set
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,9 +33,10 @@ def benchset(tmp_path: Path) -> Path:
     return write_benchmark_set(tmp_path / "set")
 
 
-def _run(tmp_path: Path, benchset: Path, methods: list[str], metrics: str = METRICS, **options):
-    return run_benchmark(methods, dataset=benchset, metrics=metrics, out=tmp_path / "runs",
-                         store_path=tmp_path / "r.sqlite", n_boot=50, progress=False, **options)
+def _run(tmp_path: Path, benchset: Path, methods: list[str], metrics: str = METRICS):
+    return run_benchmark(BenchmarkConfig(
+        methods=tuple(methods), dataset=benchset, out=tmp_path / "runs", bootstrap=Bootstrap(n_boot=50),
+        scoring=ScoringOptions(metrics=metrics, store=tmp_path / "r.sqlite", progress=False)))
 
 
 def _rows(leaderboard_json: Path) -> set[tuple[str, str]]:

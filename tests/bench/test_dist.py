@@ -28,9 +28,10 @@ import torch
 from PIL import Image
 
 from bench import dist, train
-from bench.benchmark import run_benchmark
+from bench.benchmark import BenchmarkConfig, run_benchmark
 from bench.methods import builtin_methods
 from bench.errors import InputError
+from bench.options import Bootstrap, ScoringOptions
 from metrics import functional, weights
 from metrics.base import PairMetric, SetMetric, WeightsRecord
 from metrics.fid import FID, KID, FeatureMoments
@@ -154,8 +155,9 @@ def _write_benchmark_originals(folder: Path, count: int) -> Path:
 
 
 def _benchmark(benchset: Path, out: Path, metrics: str) -> None:
-    run_benchmark(["mask"], dataset=benchset, metrics=metrics, out=out, store_path=out / "results.sqlite",
-                  device="cpu", n_boot=20, progress=False)
+    run_benchmark(BenchmarkConfig(methods=("mask",), dataset=benchset, out=out, bootstrap=Bootstrap(n_boot=20),
+                                  scoring=ScoringOptions(metrics=metrics, device="cpu", store=out / "results.sqlite",
+                                                         progress=False)))
 
 
 def _torchrun_benchmark(benchset: Path, out: Path, metrics: str, env: dict[str, str] | None = None) -> None:

@@ -15,11 +15,13 @@ import pytest
 from scipy import stats
 
 from bench import evaluate, protocol, runner
+from bench.options import Bootstrap, ScoringOptions
 from bench.store import ResultsStore
 from tests.browser import CONSOLE_ERROR, needs_chromium, render
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_METRICS = ("mse", "psnr", "ssim")
+NO_PROGRESS = ScoringOptions(progress=False)
 # Characters that are markup in HTML, Markdown or LaTeX.
 ODD_DATASET = "v<o>c&_%$#{x}"
 
@@ -30,7 +32,7 @@ def demo_run(tmp_path_factory):
     with ResultsStore(out / "results.sqlite") as store:
         evaluation = evaluate.evaluate(
             evaluate.DEMO_DIR / "HA1.csv", out_dir=out / "HA1", store=store, root=evaluate.DEMO_ROOT,
-            metrics=FAST_METRICS, n_boot=200, simulated=True, progress=False,
+            metrics=FAST_METRICS, bootstrap=Bootstrap(n_boot=200), simulated=True, scoring=NO_PROGRESS,
         )
     return evaluation
 
@@ -86,7 +88,7 @@ def test_names_with_markup_characters_are_escaped_everywhere(tmp_path):
     frame.to_csv(annotations, index=False)
     with ResultsStore(tmp_path / "results.sqlite") as store:
         evaluation = evaluate.evaluate(annotations, out_dir=tmp_path / "out", store=store, root=evaluate.DEMO_ROOT,
-                                       metrics=("mse",), n_boot=50, progress=False)
+                                       metrics=("mse",), bootstrap=Bootstrap(n_boot=50), scoring=NO_PROGRESS)
     page = evaluation.report.read_text(encoding="utf-8")
     assert ODD_DATASET not in page and "v&lt;o&gt;c&amp;_%$#{x}" in page
     for tex in (evaluation.out_dir / "tables" / "latex").glob("*.tex"):
@@ -142,8 +144,8 @@ def test_demo_tables_mark_few_originals_and_print_intervals_as_low_high(tmp_path
     with ResultsStore(tmp_path / "results.sqlite") as store:
         for name in ("HA1", "HA2"):
             evaluate.evaluate(evaluate.DEMO_DIR / f"{name}.csv", out_dir=tmp_path / name, store=store,
-                              root=evaluate.DEMO_ROOT, metrics=("mse", "psnr"), n_boot=100, simulated=True,
-                              progress=False)
+                              root=evaluate.DEMO_ROOT, metrics=("mse", "psnr"), bootstrap=Bootstrap(n_boot=100),
+                              simulated=True, scoring=NO_PROGRESS)
     table = (tmp_path / "HA2" / "tables" / "tables.md").read_text(encoding="utf-8")
     loov = next(line for line in table.splitlines() if line.startswith("| loov-coco | 12 / 4 | ρ |"))
     assert "‡" in loov and "[" not in loov  # marked, and no interval
@@ -175,8 +177,8 @@ def test_trained_checkpoint_is_a_column_and_its_grad_cam_is_in_the_report(tmp_pa
     with ResultsStore(tmp_path / "results.sqlite") as store:
         evaluation = evaluate.evaluate(
             evaluate.DEMO_DIR / "HA1.csv", out_dir=tmp_path / "out", store=store, root=evaluate.DEMO_ROOT,
-            metrics=evaluate.metric_names("mse", options), options=options, n_boot=50, simulated=True,
-            progress=False,
+            metrics=evaluate.metric_names("mse", options), options=options, bootstrap=Bootstrap(n_boot=50),
+            simulated=True, scoring=NO_PROGRESS,
         )
     bundle, pairs = evaluate.load_bundle(evaluation.out_dir)
     labels = {m["name"]: m for m in bundle["metrics"]}
@@ -321,12 +323,11 @@ def test_metric_columns_default_convention_is_oriented(tmp_path, monkeypatch):
     frame = released_format_file(tmp_path / "HA1.csv")
     frame["mine"] = frame["LPIPS"]
     frame.to_csv(tmp_path / "HA1.csv", index=False)
-    [evaluation] = evaluate.run_demo_or_annotations(
-        annotations=[Path("HA1.csv")], root=None, metrics_spec=None, checkpoint_ha1=None, checkpoint_ha2=None,
-        splits=["loov-voc"], out=Path("out"), store_path=None, device="cpu", batch_size=8, workers=0,
-        size_policy="error", n_boot=20, seed=0, progress=False, metric_columns="PSNR,mine",
-        directions=["mine=up"],
-    )
+    [evaluation] = evaluate.run_evaluation(evaluate.EvaluateConfig(
+        out=Path("out"), annotations=(Path("HA1.csv"),), splits=("loov-voc",), metric_columns="PSNR,mine",
+        directions=("mine=up",), scoring=ScoringOptions(device="cpu", batch_size=8, progress=False),
+        bootstrap=Bootstrap(n_boot=20),
+    ))
     bundle, _ = evaluate.load_bundle(evaluation.out_dir)
     table = bundle["correlations"]
     assert bundle["convention"] == "default" and "raw" not in set(table["form"])

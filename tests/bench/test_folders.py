@@ -20,6 +20,7 @@ from PIL import Image
 
 from bench import folders
 from bench.errors import InputError
+from bench.options import ScoringOptions
 from metrics.base import SetMetric
 from tests.metrics.test_fid import inception_dir  # noqa: F401 - the session's converted TF-Inception
 
@@ -298,13 +299,13 @@ class MeanGap(SetMetric):
 
 def test_set_metric_spread_is_stored_and_reused(work):
     name = f"{__name__}:MeanGap"
-    first = folders.score_folders(work / "originals", work / "anonymized", [name], out=work / "out", device="cpu",
-                                  progress=False)
+    config = folders.FolderScoreConfig(out=work / "out", scoring=ScoringOptions(metrics=name, device="cpu",
+                                                                                 progress=False))
+    first = folders.score_folders(work / "originals", work / "anonymized", config)
     [summary] = first.set_summaries
     assert summary.value > 0 and summary.spread["std"] > 0 and first.set_scores.metrics[0].computed == 1
     assert summary.spread["ci_low"] < summary.value < summary.spread["ci_high"]
-    again = folders.score_folders(work / "originals", work / "anonymized", [name], out=work / "out", device="cpu",
-                                  progress=False)
+    again = folders.score_folders(work / "originals", work / "anonymized", config)
     assert again.set_scores.metrics[0].reused == 1 and again.set_summaries == first.set_summaries
     # The store's set_scores table holds values only; the spread beside it has its own table.
     import sqlite3

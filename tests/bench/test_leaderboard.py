@@ -6,13 +6,15 @@ import csv
 import io
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from bench.benchmark import run_benchmark
+from bench.benchmark import BenchmarkConfig, run_benchmark
 from bench.cli import main
 from bench.leaderboard import merge_records, summarize
+from bench.options import Bootstrap, ScoringOptions
 from tests.bench.benchset import BUILTINS, SIZES, THIS, write_benchmark_set
 
 
@@ -64,10 +66,11 @@ def two_runs(tmp_path_factory):
     """Two benchmark runs of different methods into one store."""
     tmp_path = tmp_path_factory.mktemp("runs")
     benchset = write_benchmark_set(tmp_path / "set")
-    common = {"dataset": benchset, "out": tmp_path / "runs", "store_path": tmp_path / "r.sqlite", "n_boot": 50,
-              "progress": False}
-    first = run_benchmark([f"{THIS}:invert"], metrics=f"mse,psnr,ssim,{THIS}:StandInDistance", **common)
-    second = run_benchmark([f"{THIS}:identity"], metrics=f"mse,psnr,ssim,{THIS}:StandInDistance", **common)
+    common = BenchmarkConfig(methods=(), dataset=benchset, out=tmp_path / "runs", bootstrap=Bootstrap(n_boot=50),
+                             scoring=ScoringOptions(metrics=f"mse,psnr,ssim,{THIS}:StandInDistance",
+                                                    store=tmp_path / "r.sqlite", progress=False))
+    first = run_benchmark(replace(common, methods=(f"{THIS}:invert",)))
+    second = run_benchmark(replace(common, methods=(f"{THIS}:identity",)))
     return tmp_path, benchset, first, second
 
 
@@ -192,12 +195,12 @@ def privacy_runs(tmp_path_factory):
 
     tmp_path = tmp_path_factory.mktemp("privacy")
     benchset = write_benchmark_set(tmp_path / "set")
-    common = {"dataset": benchset, "store_path": tmp_path / "r.sqlite", "n_boot": 50, "progress": False,
-              "metrics": "mse,psnr"}
+    common = BenchmarkConfig(methods=(), out=tmp_path, dataset=benchset, bootstrap=Bootstrap(n_boot=50),
+                             scoring=ScoringOptions(metrics="mse,psnr", store=tmp_path / "r.sqlite", progress=False))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bench.benchmark, "_privacy", _fake_attacks)
-        first = run_benchmark([f"{THIS}:invert"], privacy=True, out=tmp_path / "first", **common)
-    second = run_benchmark([f"{THIS}:identity"], privacy=False, out=tmp_path / "second", **common)
+        first = run_benchmark(replace(common, methods=(f"{THIS}:invert",), privacy=True, out=tmp_path / "first"))
+    second = run_benchmark(replace(common, methods=(f"{THIS}:identity",), privacy=False, out=tmp_path / "second"))
     return tmp_path, benchset, first, second
 
 

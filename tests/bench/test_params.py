@@ -7,9 +7,10 @@ import pytest
 from PIL import Image, ImageFilter
 
 from bench import methods
-from bench.benchmark import run_benchmark
+from bench.benchmark import BenchmarkConfig, run_benchmark
 from bench.cli import main
 from bench.errors import InputError
+from bench.options import Bootstrap, ScoringOptions
 from tests.bench.benchset import BUILTINS, write_benchmark_set
 
 
@@ -117,9 +118,10 @@ def test_methods_without_parameters_refuse_param(tmp_path):
 
 def test_a_sweep_runs_each_setting_as_a_row_and_a_rerun_costs_nothing(tmp_path, benchset):
     def run():
-        return run_benchmark([f"{__name__}:tunable", "blur"], method_params=[["strength=0,0.5,1"], ["radius=1,3"]],
-                             dataset=benchset, metrics="mse,psnr", out=tmp_path / "runs",
-                             store_path=tmp_path / "r.sqlite", n_boot=20, progress=False)
+        return run_benchmark(BenchmarkConfig(
+            methods=(f"{__name__}:tunable", "blur"), method_params=(("strength=0,0.5,1",), ("radius=1,3",)),
+            dataset=benchset, out=tmp_path / "runs", bootstrap=Bootstrap(n_boot=20),
+            scoring=ScoringOptions(metrics="mse,psnr", store=tmp_path / "r.sqlite", progress=False)))
 
     first = run()
     names = [o.method.name for o in first.outputs]
@@ -142,8 +144,10 @@ def test_a_sweep_runs_each_setting_as_a_row_and_a_rerun_costs_nothing(tmp_path, 
 def test_param_values_are_in_the_store_record_and_the_leaderboard_json(tmp_path, benchset):
     import json
 
-    result = run_benchmark(["pixelate"], method_params=[["block=2,4"]], dataset=benchset, metrics="mse",
-                           out=tmp_path / "runs", store_path=tmp_path / "r.sqlite", n_boot=20, progress=False)
+    result = run_benchmark(BenchmarkConfig(
+        methods=("pixelate",), method_params=(("block=2,4",),), dataset=benchset, out=tmp_path / "runs",
+        bootstrap=Bootstrap(n_boot=20), scoring=ScoringOptions(metrics="mse", store=tmp_path / "r.sqlite",
+                                                               progress=False)))
     from bench.store import ResultsStore
 
     with ResultsStore(tmp_path / "r.sqlite") as store:

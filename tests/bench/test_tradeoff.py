@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from bench import tradeoff
-from bench.benchmark import run_benchmark
+from bench.benchmark import BenchmarkConfig, run_benchmark
 from bench.errors import InputError
+from bench.options import Bootstrap, ScoringOptions
 
 
 def _brute_force_front(x, y):
@@ -82,12 +83,13 @@ def demo_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tradeoff")
 
     def run():
-        return run_benchmark(
-            ["blur", "pixelate", BLEND],
-            method_params=[[f"radius={','.join(map(str, RADII))}"], [f"block={','.join(map(str, BLOCKS))}"],
-                           [f"alpha={','.join(map(str, ALPHAS))}"]],
-            dataset="fixtures", metrics="mse,psnr,ssim,background_ssim,background_psnr", out=folder / "runs",
-            store_path=folder / "r.sqlite", n_boot=50, progress=False, tradeoff="mse,ssim")
+        return run_benchmark(BenchmarkConfig(
+            methods=("blur", "pixelate", BLEND),
+            method_params=((f"radius={','.join(map(str, RADII))}",), (f"block={','.join(map(str, BLOCKS))}",),
+                           (f"alpha={','.join(map(str, ALPHAS))}",)),
+            dataset="fixtures", out=folder / "runs", tradeoff="mse,ssim", bootstrap=Bootstrap(n_boot=50),
+            scoring=ScoringOptions(metrics="mse,psnr,ssim,background_ssim,background_psnr", store=folder / "r.sqlite",
+                                   progress=False)))
 
     return run(), run()
 
@@ -159,9 +161,11 @@ def test_demo_blur_sweep_on_the_face_axes(tmp_path):
     """Default axes with the face metrics: MTCNN's confidence (privacy) against dlib's
     landmark displacement (utility). The larger the radius, the more anonymous and the less
     useful; the background stays untouched."""
-    result = run_benchmark(["blur"], method_params=[[f"radius={','.join(map(str, RADII))}"]], dataset="fixtures",
-                           metrics="face_detection_mtcnn,face_kept_mtcnn,landmarks_dlib,background_ssim",
-                           out=tmp_path / "runs", store_path=tmp_path / "r.sqlite", n_boot=50, progress=False)
+    result = run_benchmark(BenchmarkConfig(
+        methods=("blur",), method_params=((f"radius={','.join(map(str, RADII))}",),), dataset="fixtures",
+        out=tmp_path / "runs", bootstrap=Bootstrap(n_boot=50),
+        scoring=ScoringOptions(metrics="face_detection_mtcnn,face_kept_mtcnn,landmarks_dlib,background_ssim",
+                               store=tmp_path / "r.sqlite", progress=False)))
     assert result.complete
     (view, *_) = result.board.tradeoffs
     assert (view.scope, view.privacy.name, view.utility.name) == ("global", "face_detection_mtcnn", "landmarks_dlib")
