@@ -19,8 +19,9 @@ from bench.benchmark import BenchmarkConfig, run_benchmark
 from bench.benchmark_set import load_benchmark_set
 from bench.cli import main
 from bench.errors import InputError
-from bench.methods import MethodFailure, anonymize, resolve_method
+from bench.methods import Method, MethodFailure, anonymize, resolve_method
 from bench.options import Bootstrap, ScoringOptions
+from tests.bench import benchset as benchset_module
 from tests.bench.benchset import BUILTINS, SIZES, THIS, write_benchmark_set
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,14 +189,26 @@ def test_failing_methods_are_named_and_the_others_go_on(tmp_path, benchset):
     assert len(json_failures) == 1 + 3 * len(SIZES)
 
 
+def _in_process(name: str) -> Method:
+    # A user's function runs in its worker; the in-process contract check is what the
+    # built-ins and the worker share, so it is tested on the function itself.
+    return Method(name=name, kind="function", identity=name, source=name, function=getattr(benchset_module, name))
+
+
 def test_anonymize_checks_the_contract_without_a_run():
     image = np.zeros((6, 5, 3), dtype=np.uint8)
     pii_mask = np.ones((6, 5), dtype=bool)
-    method = resolve_method(f"{THIS}:wrong_dtype")
     with pytest.raises(MethodFailure, match="returned dtype int64 for here.png"):
-        anonymize(method, image, pii_mask, [(0, 0, 5, 6)], where="here.png")
-    assert anonymize(resolve_method(f"{THIS}:invert"), image, pii_mask, [(0, 0, 5, 6)], where="x").max() == 255
+        anonymize(_in_process("wrong_dtype"), image, pii_mask, [(0, 0, 5, 6)], where="here.png")
+    assert anonymize(_in_process("invert"), image, pii_mask, [(0, 0, 5, 6)], where="x").max() == 255
     assert image.max() == 0  # the input was not modified
+
+
+def test_a_users_function_is_not_imported_by_the_run():
+    method = resolve_method(f"{THIS}:invert")
+    assert method.function is None and method.reference == f"{THIS}:invert"
+    with pytest.raises(TypeError, match="runs in its worker"):
+        anonymize(method, np.zeros((2, 2, 3), np.uint8), np.ones((2, 2), bool), [(0, 0, 2, 2)], where="x")
 
 
 # ----------------------------------------------------------------------------- re-runs
