@@ -230,6 +230,11 @@ class ResultsStore:
                       run_id) for run_id in dead])
 
     def _unreadable(self, exc: BaseException) -> BenchError:
+        # SQLite says only "unable to open database file" when its folder cannot be written.
+        folder = self.path.parent
+        if folder.is_dir() and not os.access(folder, os.W_OK):
+            return InputError(f"results store {self.path} cannot be written: its folder {folder} is read-only (or not "
+                              "writable by you); pass --store with a path in a writable folder")
         return InputError(
             f"results store {self.path} cannot be used ({_one_line(exc)}); "
             "move the file aside or pass --store with a new path"

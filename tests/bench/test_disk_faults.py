@@ -123,3 +123,59 @@ def test_a_read_only_output_folder_is_one_line(tmp_path, mounts_allowed):
                            _bench(tmp_path, "readonly", "readonly/results.sqlite"), keep=("readonly", "kept"))
     _one_line(failed, str(tmp_path / "readonly"), "Read-only file system")
     assert list((tmp_path / "kept").iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- every command
+DEMO = REPO / "fixtures" / "demo"
+
+
+def _score_folders(cwd: Path, out: str) -> list[str]:
+    for side in ("a", "b"):
+        (cwd / side).mkdir(exist_ok=True)
+        for image in sorted((DEMO / "images").rglob("*.png"))[:2]:
+            shutil.copy(image, cwd / side / image.name)
+    return ["score", "a", "b", "--metrics", "mse", "--out", out, "--store", f"{out}/results.sqlite"]
+
+
+def _report(cwd: Path, out: str) -> list[str]:
+    finished = subprocess.run([sys.executable, "-m", "bench", "run", "--metrics", "mse", "--n-boot", "20", "--out",
+                               "results", "--no-progress"], cwd=cwd, env=_env(cwd), capture_output=True, text=True,
+                              timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return ["report", str(next((cwd / "results").rglob("results.json")).parent), "--out", f"{out}/report.html"]
+
+
+def _leaderboard(cwd: Path, out: str) -> list[str]:
+    write_benchmark_set(cwd / "set")
+    finished = subprocess.run(_bench(cwd, "board-run", "board.sqlite"), cwd=cwd, env=_env(cwd), capture_output=True,
+                              text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return ["leaderboard", "--dataset", "set", "--store", "board.sqlite", "--out", out, "--n-boot", "20"]
+
+
+# Each command's output folder is the mount; what it reads lies outside it.
+COMMANDS = {
+    "score": _score_folders,
+    "correlate": lambda cwd, out: ["correlate", "--annotations", str(DEMO / "HA1.csv"), "--metrics", "mse",
+                                   "--n-boot", "20", "--out", out, "--no-progress"],
+    "run": lambda cwd, out: ["run", "--metrics", "mse", "--n-boot", "20", "--out", out, "--no-progress"],
+    "splits": lambda cwd, out: ["splits", str(DEMO / "HA1.csv"), "--out", out],
+    "report": _report,
+    "leaderboard": _leaderboard,
+}
+FAULTS = {
+    "read-only": ("mount --bind target target && mount -o remount,bind,ro target", ("Read-only file system", "read-only")),
+    # SQLite words a full disk its own way; the store's line names its file all the same.
+    "disk full": ("mount -t tmpfs -o size=4k tmpfs target", ("No space left on device", "disk is full")),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_names_the_path_it_cannot_write(tmp_path, mounts_allowed, command, fault):
+    arguments = COMMANDS[command](tmp_path, "target")
+    (tmp_path / "target").mkdir(exist_ok=True)
+    mount, reasons = FAULTS[fault]
+    failed = _in_namespace(tmp_path, mount, [sys.executable, "-m", "bench", *arguments], keep=("target", "kept"))
+    line = _one_line(failed, str(tmp_path / "target"))
+    assert any(reason in line for reason in reasons), line
