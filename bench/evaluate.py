@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bench import dataset, runner
-from bench.correlate import CONVENTIONS, correlate
+from bench.correlate import CONVENTIONS, CorrelationResult, correlate
 from bench.demo import DEMO_FOLDER, DEMO_IMAGES
 from bench.errors import InputError
 from bench.store import DEFAULT_STORE_NAME, ResultsStore, run_provenance
@@ -44,7 +44,8 @@ from metrics.csvsafe import restore_frame, to_csv_text
 from metrics.errors import MetricError
 from metrics.registry import PAPER_METRICS, available_metrics, checkpoint_metric, metric_class, parse_metric_list
 from metrics.schema import MetricInfo, WeightsStatus, decode_infinities, to_json_text
-from reports.tables import TIE_TOLERANCE, NotComputed
+from bench.stats import DEFAULT_STATISTICS, Statistic, resolve_statistic
+from reports.tables import TIE_TOLERANCE, NotComputed, StatisticInfo
 
 DEMO_DIR, DEMO_ROOT = DEMO_FOLDER, DEMO_IMAGES
 RESULTS_FILE = "results.json"
@@ -130,6 +131,7 @@ def evaluate(
     progress: bool = True,
     command: str = "evaluate",
     convention: str = "default",
+    statistics: Sequence[str] = DEFAULT_STATISTICS,
 ) -> Evaluation:
     """Score, correlate and report one annotation file into `out_dir`."""
     table = dataset.load_pairs(annotations, root=root)
@@ -144,7 +146,7 @@ def evaluate(
     infos = [outcome.info for outcome in ok]
     correlation = correlate(
         pairs, infos, annotators=table.annotators, splits=splits, n_boot=n_boot, seed=seed,
-        source=table.source.name, convention=convention,
+        source=table.source.name, convention=convention, statistics=statistics,
     )
     provenance = report_provenance(scored, ok, table=table, seed=seed, simulated=simulated, command=command)
     samples = sample_pairs(pairs, table.root)
@@ -157,7 +159,8 @@ def evaluate(
     )
 
 
-def _save_and_render(out_dir: Path, table: dataset.PairsTable, correlation, infos: Sequence[dict[str, Any]],
+def _save_and_render(out_dir: Path, table: dataset.PairsTable, correlation: CorrelationResult,
+                     infos: Sequence[dict[str, Any]],
                      provenance: dict[str, Any], pairs: pd.DataFrame, gradcam: list[dict[str, Any]],
                      missing: Sequence[dict[str, Any]] = ()) -> Path:
     provenance = {**provenance, "convention": correlation.convention}
@@ -167,6 +170,8 @@ def _save_and_render(out_dir: Path, table: dataset.PairsTable, correlation, info
         "correlations": correlation.correlations,
         "ceiling": correlation.ceiling,
         "metrics": list(infos),
+        "statistics": [statistic_info(statistic, statistic.name in correlation.tabulated).to_json()
+                       for statistic in correlation.statistics],
         "not_computed": list(missing),
         "provenance": provenance,
         "skipped": correlation.skipped,
@@ -276,6 +281,7 @@ def evaluate_columns(
     simulated: bool = False,
     command: str = "evaluate",
     convention: str = "default",
+    statistics: Sequence[str] = DEFAULT_STATISTICS,
 ) -> Evaluation:
     """Correlate, tabulate and report metric values read from the annotation file's columns."""
     check_convention(convention)
@@ -286,7 +292,7 @@ def evaluate_columns(
     infos = [column_info(column) for column in resolved]
     correlation = correlate(
         pairs, infos, annotators=table.annotators, splits=splits, n_boot=n_boot, seed=seed,
-        source=table.source.name, convention=convention,
+        source=table.source.name, convention=convention, statistics=statistics,
     )
     run = run_provenance(device="none (no images scored)", dataset_hash=table.dataset_hash)
     provenance = {
@@ -389,6 +395,13 @@ def save_bundle(out_dir: Path, bundle: dict[str, Any], pairs: pd.DataFrame) -> N
     write_atomic(out_dir / RESULTS_FILE, to_json_text(payload, indent=1))
 
 
+def statistic_info(statistic: str | Statistic, tabulated: bool = True) -> StatisticInfo:
+    """What the reports show of a statistic (stored in results.json, so `bench report` needs
+    no plugin statistic installed to re-render)."""
+    statistic = resolve_statistic(statistic)
+    return StatisticInfo(statistic.name, statistic.symbol, statistic.label, tabulated)
+
+
 def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     folder = results if results.is_dir() or not results.exists() else results.parent
     path = folder / RESULTS_FILE
@@ -401,6 +414,9 @@ def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
         raise InputError(f"{path}: unreadable results ({exc}); re-run `bench correlate`") from exc
     for key in ("correlations", "ceiling"):
         bundle[key] = decode_infinities(pd.DataFrame.from_records(bundle[key]))
+    if "statistics" not in bundle:  # written before results.json named its statistics: the built-ins, as then
+        bundle["statistics"] = [statistic_info(name, name in DEFAULT_STATISTICS)
+                                for name in dict.fromkeys(bundle["correlations"].get("statistic", []))]
     return bundle, pairs
 
 
@@ -419,33 +435,39 @@ def _no_results_message(folder: Path, path: Path) -> str:
     return f"{path}: no results here; give the folder that `bench correlate` or `bench run` wrote"
 
 
-def render(results: Path, out: Path | None = None) -> Path:
-    """Tables, plots and the HTML report from a results folder; nothing is recomputed."""
+def render(results: Path, out: Path | None = None, formats: Sequence[str] | None = None) -> Path:
+    """Tables, plots and the HTML report (or the `formats` named, see reports.formats) from a
+    results folder; nothing is recomputed. `out` is the HTML report's file. Returns the HTML
+    report, or the folder when no HTML was asked for."""
+    from reports import formats as report_formats
+
     folder = results if results.is_dir() else results.parent
+    try:
+        chosen = report_formats.writers(report_formats.parse_formats(",".join(formats) if formats else None))
+    except report_formats.FormatError as exc:
+        raise InputError(str(exc)) from None
+    if out is not None and "html" in chosen:
+        chosen["html"] = lambda bundle, _: [report_formats.html_file(bundle, out)]  # --out names the page
     bundle, pairs = load_bundle(folder)
     try:
-        return _render_bundle(bundle, pairs, folder, out)
+        written = _render_bundle(bundle, pairs, folder, chosen)
     except ValueError as exc:  # reports name what is missing in a results bundle
         raise InputError(f"{folder}: these results cannot be rendered ({exc}); re-run `bench correlate`") from exc
+    return written.get("html", [folder])[0]
 
 
-def _render_bundle(bundle: dict[str, Any], pairs: pd.DataFrame, folder: Path, out: Path | None) -> Path:
-    from reports import html, plots, tables
+def _render_bundle(bundle: dict[str, Any], pairs: pd.DataFrame, folder: Path,
+                   chosen: dict[str, Any]) -> dict[str, list[Path]]:
+    from reports.formats import write_formats
+    from reports.tables import Results
 
-    tables.render_all(bundle, folder / "tables")
-    figures = plots.all_plots(correlations=bundle["correlations"], metrics=bundle["metrics"],
-                              provenance=bundle["provenance"], pairs=pairs)
-    plots.write_plots(figures, folder / "plots")
     skipped = bundle.get("skipped") or []
     sections = [("Splits that could not be made", "\n".join(skipped))] if skipped else []
     if bundle.get("gradcam"):
         sections.append(("Where PerceptAnon looks (Grad-CAM)", gradcam_section(bundle["gradcam"], folder)))
-    return html.render_report(
-        correlations=bundle["correlations"], ceiling=bundle["ceiling"], pairs=pairs,
-        metrics=bundle["metrics"], provenance=bundle["provenance"],
-        sample_pairs=sample_pairs(pairs, Path(bundle["root"])), title=bundle["title"],
-        out_path=out or folder / "report.html", sections=sections, not_computed=bundle.get("not_computed") or (),
-    )
+    results = Results.coerce({**bundle, "pairs": pairs, "sections": sections,
+                              "sample_pairs": lambda: sample_pairs(pairs, Path(bundle["root"]))})
+    return write_formats(results, folder, chosen)
 
 
 def sample_pairs(pairs: pd.DataFrame, root: Path, count: int = SAMPLE_PAIRS) -> list[tuple[Path, Path, dict]]:
@@ -520,10 +542,13 @@ def run_demo_or_annotations(
     convention: str = "default",
     metric_columns: str | None = None,
     directions: Sequence[str] | None = None,
+    statistics: Sequence[str] = DEFAULT_STATISTICS,
 ) -> list[Evaluation]:
     """Evaluate each annotation file (default: the demo set's HA1 and HA2) into out/<stem>
     (store default: out/results.sqlite); `command` is recorded as the run's provenance. With
     `metric_columns`, correlate those columns of each file instead of scoring images."""
+    for statistic in statistics:  # a "module:attr" that does not load fails before any scoring
+        resolve_statistic(statistic)
     use_demo = not annotations
     files = demo_annotations() if use_demo else list(annotations)
     if metric_columns is not None:
@@ -533,7 +558,8 @@ def run_demo_or_annotations(
         columns, chosen = parse_metric_columns(metric_columns), parse_directions(directions)
         return [evaluate_columns(path, out_dir=out / path.stem, columns=columns, directions=chosen,
                                  root=DEMO_ROOT if use_demo else root, splits=splits, n_boot=n_boot, seed=seed,
-                                 simulated=use_demo or is_demo(path), command=command, convention=convention)
+                                 simulated=use_demo or is_demo(path), command=command, convention=convention,
+                                 statistics=statistics)
                 for path in files]
     if directions:
         raise InputError("--direction applies to --metric-columns; add --metric-columns or drop --direction")
@@ -547,6 +573,6 @@ def run_demo_or_annotations(
                 root=DEMO_ROOT if use_demo else root, metrics=names, options=options, splits=splits,
                 device=device, batch_size=batch_size, workers=workers, size_policy=size_policy,
                 n_boot=n_boot, seed=seed, simulated=use_demo or is_demo(path), progress=progress,
-                command=command, convention=convention,
+                command=command, convention=convention, statistics=statistics,
             ))
     return evaluations
