@@ -135,7 +135,8 @@ def test_two_records_of_one_name_are_refused(toy_module):
 
 def test_bench_correlate_statistics_option_end_to_end(tmp_path):
     """`--statistics` with a module in the current folder: the long table has its rows and the
-    Markdown tables its symbol; a misspelt name is one line with a suggestion."""
+    Markdown tables its symbol; `bench report --formats md` re-renders the tables only; a
+    misspelt statistic or format is one line with a suggestion."""
     (tmp_path / "toy_statistic.py").write_text(TOY_MODULE, encoding="utf-8")
     annotations = pd.read_csv(DEMO / "HA1.csv")
     annotations["mine"] = np.random.default_rng(0).uniform(size=len(annotations))
@@ -155,9 +156,16 @@ def test_bench_correlate_statistics_option_end_to_end(tmp_path):
     assert " γ |" in (folder / "tables" / "tables.md").read_text(encoding="utf-8")
     # Re-rendering reads the symbol from results.json: the plugin need not be importable.
     (tmp_path / "toy_statistic.py").unlink()
+    (folder / "tables" / "tables.md").unlink()
+    (folder / "report.html").unlink()
     again = subprocess.run([sys.executable, "-m", "bench", "report", "runs/HA1_mine", "--formats", "md"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and " γ |" in (folder / "tables" / "tables.md").read_text(encoding="utf-8")
+    assert not (folder / "report.html").exists()
+    misspelt = subprocess.run([sys.executable, "-m", "bench", "report", "runs/HA1_mine", "--formats", "md,htlm"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert misspelt.returncode == 2 and "Traceback" not in misspelt.stderr
+    assert "unknown report format htlm (did you mean 'html'?)" in misspelt.stderr
     wrong = subprocess.run([*command, "--statistics", "kendal"], cwd=tmp_path, capture_output=True, text=True,
                            timeout=600)
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
