@@ -327,7 +327,8 @@ def pairs_with_scores(table: dataset.PairsTable, scored: runner.ScoreResult, ok)
     for outcome in ok:
         values = scored.scores.loc[scored.scores["metric"] == outcome.name, ["row", "value"]]
         column = pairs["row"].map(dict(zip(values["row"], values["value"]))).astype(float)
-        pairs[outcome.name] = merge_near_ties(column.to_numpy(dtype=np.float64))
+        # Named as correlate looks it up: the metric's own name, also when asked for as module:Class.
+        pairs[outcome.info.name if outcome.info else outcome.name] = merge_near_ties(column.to_numpy(dtype=np.float64))
     return pairs.rename(columns={"row": "pair"})
 
 

@@ -634,8 +634,8 @@ def resolve_statistic(statistic: str | Statistic) -> Statistic:
         return statistic
     found = STATISTIC_REGISTRY.load(statistic, allow_references=True)
     if not isinstance(found, Statistic):
-        raise InputError(f"statistic {statistic!r} points to {STATISTIC_REGISTRY.target(statistic, allow_references=True)}, "
-                         "which is not a bench.stats.Statistic; make it one")
+        target = STATISTIC_REGISTRY.target(statistic, allow_references=True)
+        raise InputError(f"statistic {statistic!r} points to {target}, which is not a bench.stats.Statistic; make it one")
     if ":" not in statistic and found.name != statistic:
         raise InputError(f"statistic {statistic!r} points to a Statistic named {found.name!r}; give both one name")
     return found
