@@ -53,7 +53,6 @@ from bench.errors import InputError, SplitError
 from metrics.schema import MetricInfo, metric_infos
 
 FORMS: tuple[str, ...] = ("regression", "classification")
-DEFAULT_STATISTICS = stats.DEFAULT_STATISTICS
 CORRELATION_COLUMNS: tuple[str, ...] = (
     "split", "granularity", "form", "metric", "statistic", "value", "ci_low", "ci_high", "n",
     "n_clusters", "p_vs_best", "is_best", "fraction_of_ceiling", "ceiling_exceeded", "reason",
@@ -401,7 +400,7 @@ def correlate(
     splits: Iterable[str] | None = None,
     granularities: Iterable[str] = protocol.GRANULARITIES,
     forms: Iterable[str] = FORMS,
-    statistics: Iterable[str | stats.Statistic] = DEFAULT_STATISTICS,
+    statistics: Iterable[str | stats.Statistic] = stats.DEFAULT_STATISTICS,
     pearson: bool = False,
     n_boot: int = 2000,
     seed: int = 0,

@@ -38,13 +38,13 @@ from bench import dataset, runner
 from bench.correlate import CONVENTIONS, CorrelationResult, correlate
 from bench.demo import DEMO_FOLDER, DEMO_IMAGES
 from bench.errors import InputError
+from bench.stats import DEFAULT_STATISTICS, Statistic, resolve_statistic
 from bench.store import DEFAULT_STORE_NAME, ResultsStore, run_provenance
 from metrics.atomic import write_atomic
 from metrics.csvsafe import restore_frame, to_csv_text
 from metrics.errors import MetricError
 from metrics.registry import PAPER_METRICS, available_metrics, checkpoint_metric, metric_class, parse_metric_list
 from metrics.schema import MetricInfo, WeightsStatus, decode_infinities, to_json_text
-from bench.stats import DEFAULT_STATISTICS, Statistic, resolve_statistic
 from reports.tables import TIE_TOLERANCE, NotComputed, StatisticInfo
 
 DEMO_DIR, DEMO_ROOT = DEMO_FOLDER, DEMO_IMAGES
@@ -328,7 +328,8 @@ def pairs_with_scores(table: dataset.PairsTable, scored: runner.ScoreResult, ok)
         values = scored.scores.loc[scored.scores["metric"] == outcome.name, ["row", "value"]]
         column = pairs["row"].map(dict(zip(values["row"], values["value"]))).astype(float)
         # Named as correlate looks it up: the metric's own name, also when asked for as module:Class.
-        pairs[outcome.info.name if outcome.info else outcome.name] = merge_near_ties(column.to_numpy(dtype=np.float64))
+        name = outcome.info.name if outcome.info else outcome.name
+        pairs[name] = merge_near_ties(column.to_numpy(dtype=np.float64))
     return pairs.rename(columns={"row": "pair"})
 
 
