@@ -393,6 +393,9 @@ def _benchmark(args: argparse.Namespace) -> int:
         # A leaderboard has no human scores to correlate: the paper's conventions are about those.
         raise InputError("--convention paper applies to evaluating annotations (bench run without --method, "
                          "bench correlate); leave it out with --method")
+    if args.statistics:
+        raise InputError("--statistics applies to evaluating annotations (bench run without --method, "
+                         "bench correlate); a leaderboard has no human scores to correlate")
     if os.getcwd() not in sys.path:  # module:function methods are found in the current folder, as `python -m` does
         sys.path.append(os.getcwd())
     runs = _runs_dir()
@@ -421,6 +424,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
     from bench import evaluate
+    from bench.stats import parse_statistics
 
     evaluations = evaluate.run_evaluation(evaluate.EvaluateConfig(
         out=args.out or _runs_dir() / ("evaluate" if args.annotations else "demo"),
@@ -429,6 +433,7 @@ def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
         splits=None if splits is None else tuple(splits), convention=args.convention,
         metric_columns=getattr(args, "metric_columns", None), directions=tuple(getattr(args, "direction", None) or ()),
         scoring=_scoring_options(args, store=args.store), bootstrap=_bootstrap(args),
+        statistics=tuple(parse_statistics(args.statistics)),
     ))
     for evaluation in evaluations:
         print(f"== {evaluation.name}")
@@ -458,6 +463,9 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
                         "shared by every benchmark run so `bench leaderboard` sees them all)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed (splits always use the paper's 42)")
+    p.add_argument("--statistics", default=None, metavar="NAME[,NAME]",
+                   help="correlation statistics: spearman, kendall, pearson or module:RECORD of your own "
+                        "(default: spearman,kendall)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_convention_option(p)
     _add_dist_options(p)
@@ -493,13 +501,17 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="re-render tables, plots and the HTML report from stored results")
     p.add_argument("results", type=Path, help="a results folder written by `bench correlate` or `bench run`")
     p.add_argument("--out", type=Path, default=None, help="report file (default: RESULTS/report.html)")
+    p.add_argument("--formats", default=None, metavar="NAME[,NAME]",
+                   help="what to write: md, tex, csv, json, png, html or module:function of your own "
+                        "(default: all of the built-ins)")
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from bench import evaluate
 
-    print(f"report: {evaluate.render(args.results, args.out)}")
+    formats = [name.strip() for name in args.formats.split(",") if name.strip()] if args.formats else None
+    print(f"report: {evaluate.render(args.results, args.out, formats)}")
     return 0
 
 

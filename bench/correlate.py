@@ -19,7 +19,8 @@ agreement; never abs()) and correlated with the target. Around each value:
   reliability of the annotators on the same test rows and target (equal halves, stepped up
   to the whole panel by Spearman-Brown): the correlation of the panel mean with the true
   score, which bounds what a metric can reach against the panel mean. For Kendall and
-  Pearson it is carried to their scale by `stats.ceiling_for` (bivariate-normal relations).
+  Pearson it is carried to their scale by each `stats.Statistic`'s `ceiling` (bivariate-normal
+  relations).
   Sampling noise can push a fraction above 1; it is kept and `ceiling_exceeded` says so.
 
 Conventions (`CONVENTIONS`): "default" orients every metric and keeps every label
@@ -30,10 +31,10 @@ REG block's float32 (score - 1) / 9). Everything the tests and the best metric d
 computed oriented in both conventions; "paper" only changes the sign of what is shown
 (value, interval, fraction), so both give the same p-values and the same best metric.
 
-Metric values that are NaN are dropped pair by pair and counted in `reason`; Pearson also
-drops pairs with an infinite metric value (PSNR of identical images), rank statistics keep
-them. Undefined values (constant column, fewer than 3 pairs, empty test set, a split that
-cannot be stratified) are NaN with the reason, never 0.
+Metric values that are NaN are dropped pair by pair and counted in `reason`; a finite-only
+statistic (Pearson) also drops pairs with an infinite metric value (PSNR of identical
+images), rank statistics keep them. Undefined values (constant column, fewer than 3 pairs,
+empty test set, a split that cannot be stratified) are NaN with the reason, never 0.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ from bench.errors import InputError, SplitError
 from metrics.schema import MetricInfo, metric_infos
 
 FORMS: tuple[str, ...] = ("regression", "classification")
-DEFAULT_STATISTICS: tuple[str, ...] = ("spearman", "kendall")
 CORRELATION_COLUMNS: tuple[str, ...] = (
     "split", "granularity", "form", "metric", "statistic", "value", "ci_low", "ci_high", "n",
     "n_clusters", "p_vs_best", "is_best", "fraction_of_ceiling", "ceiling_exceeded", "reason",
@@ -77,6 +77,10 @@ class CorrelationResult:
     ceiling: pd.DataFrame
     skipped: list[str]
     convention: str = "default"
+    #: Every statistic in `correlations`, in order; the paper convention adds Pearson to those asked for.
+    statistics: tuple[stats.Statistic, ...] = ()
+    #: The names asked for: the rows of the report tables (the paper's added Pearson is in the long table only).
+    tabulated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,10 +171,12 @@ def _measurement(
     }
 
 
-def _undefined_measurements(statistics: list[str], metrics: list[_Metric], reason: str) -> list[dict[str, Any]]:
+def _undefined_measurements(
+    statistics: list[stats.Statistic], metrics: list[_Metric], reason: str
+) -> list[dict[str, Any]]:
     undefined, no_interval = stats.Estimate(math.nan, reason), stats.Interval(math.nan, math.nan)
     return [
-        _measurement(metric.name, statistic, undefined, no_interval, n=0, n_clusters=0)
+        _measurement(metric.name, statistic.name, undefined, no_interval, n=0, n_clusters=0)
         for statistic in statistics
         for metric in metrics
     ]
@@ -188,21 +194,21 @@ def _labelled(split: str, granularity: str, form: str, rows: list[dict[str, Any]
 
 
 # --------------------------------------------------------------------------- one group
-def _used_rows(values: np.ndarray, statistic: str) -> tuple[np.ndarray, str]:
-    """Rows a statistic can use (NaN dropped; for Pearson also infinities) and the note."""
+def _used_rows(values: np.ndarray, statistic: stats.Statistic) -> tuple[np.ndarray, str]:
+    """Rows a statistic can use (NaN dropped; for a finite-only one also infinities) and the note."""
     missing = np.isnan(values)
     notes = [f"NaN scores: {int(missing.sum())} pairs dropped"] if missing.any() else []
     used = ~missing
-    if statistic == "pearson":
+    if statistic.finite_only:
         infinite = np.isinf(values)
         if infinite.any():
-            notes.append(f"infinite scores: {int(infinite.sum())} pairs dropped (Pearson)")
+            notes.append(f"infinite scores: {int(infinite.sum())} pairs dropped ({statistic.label})")
         used &= ~infinite
     return used, "; ".join(notes)
 
 
 def _group_measurements(
-    group: _Group, statistic: str, metrics: list[_Metric], test: np.ndarray
+    group: _Group, statistic: stats.Statistic, metrics: list[_Metric], test: np.ndarray
 ) -> list[dict[str, Any]]:
     """Every metric's row for one statistic in one group, with the comparisons to the best."""
     values = [metric.oriented[test] for metric in metrics]
@@ -216,7 +222,7 @@ def _group_measurements(
         if key not in views:
             x, y = values[index][rows], group.target[rows]
             views[key] = (
-                stats.correlation(x, y, statistic, METRIC_TARGET_NAMES),
+                statistic.estimate(x, y, METRIC_TARGET_NAMES),
                 stats.bootstrap_distribution(x, y, group.weights[rows], statistic),
             )
         return views[key]
@@ -231,7 +237,7 @@ def _group_measurements(
         rows.append(
             _measurement(
                 metric.name,
-                statistic,
+                statistic.name,
                 estimate._replace(reason=reason),
                 interval,
                 n=metric_used.sum(),
@@ -322,12 +328,12 @@ class _Inputs:
     originals: np.ndarray
 
 
-def _target_signature(target: np.ndarray, statistic: str) -> bytes:
+def _target_signature(target: np.ndarray, statistic: stats.Statistic) -> bytes:
     """What a statistic sees of the target: its ranks for rank statistics, else its values.
     Targets with one signature give identical results (e.g. a class and class / (k - 1))."""
-    if statistic == "pearson":
-        return target.tobytes()
-    return scipy_stats.rankdata(target).tobytes()
+    if statistic.rank_based:
+        return scipy_stats.rankdata(target).tobytes()
+    return target.tobytes()
 
 
 def _split_tables(
@@ -335,7 +341,7 @@ def _split_tables(
     test: np.ndarray,
     inputs: _Inputs,
     granularity_forms: list[tuple[str, str]],
-    statistics: list[str],
+    statistics: list[stats.Statistic],
     *,
     n_boot: int,
     seed: int,
@@ -360,7 +366,7 @@ def _split_tables(
         group = _Group(target, clusters, weights, ceilings["ceiling"].value, target_sign, paper)
         for statistic in statistics:
             # The forms of a granularity differ by an increasing affine map: compute once.
-            key = (statistic, group.spearman_ceiling, target_sign, _target_signature(target, statistic))
+            key = (statistic.name, group.spearman_ceiling, target_sign, _target_signature(target, statistic))
             if key not in computed:
                 computed[key] = _group_measurements(group, statistic, inputs.metrics, test)
             correlation_rows += _labelled(name, granularity, form, computed[key])
@@ -368,7 +374,11 @@ def _split_tables(
 
 
 def _undefined_split_tables(
-    name: str, reason: str, granularity_forms: list[tuple[str, str]], statistics: list[str], metrics: list[_Metric]
+    name: str,
+    reason: str,
+    granularity_forms: list[tuple[str, str]],
+    statistics: list[stats.Statistic],
+    metrics: list[_Metric],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """NaN rows, all carrying `reason`, for a split with no test rows or none at all."""
     undefined_ceiling = dict.fromkeys(CEILING_VALUES, stats.Estimate(math.nan, ""))
@@ -390,7 +400,7 @@ def correlate(
     splits: Iterable[str] | None = None,
     granularities: Iterable[str] = protocol.GRANULARITIES,
     forms: Iterable[str] = FORMS,
-    statistics: Iterable[str] = DEFAULT_STATISTICS,
+    statistics: Iterable[str | stats.Statistic] = stats.DEFAULT_STATISTICS,
     pearson: bool = False,
     n_boot: int = 2000,
     seed: int = 0,
@@ -414,9 +424,8 @@ def correlate(
         _checked_choices(forms, FORMS, "form"),
         paper,
     )
-    chosen_statistics = _checked_choices(
-        [*statistics, *(["pearson"] if pearson else [])], stats.STATISTICS, "statistic"
-    )
+    asked = stats.resolve_statistics(statistics)
+    chosen_statistics = stats.resolve_statistics([*asked, *([stats.PEARSON] if pearson else [])])
     if n_boot < 1:
         raise InputError(f"n_boot must be at least 1, got {n_boot}")
     _require_columns(pairs, ["original", "score_mean"], "required")
@@ -451,7 +460,10 @@ def correlate(
 
     correlations = pd.DataFrame(correlation_rows, columns=list(CORRELATION_COLUMNS))
     ceiling = pd.DataFrame(ceiling_rows, columns=list(CEILING_COLUMNS))
-    return CorrelationResult(_typed(correlations), _typed(ceiling), skipped, convention)
+    return CorrelationResult(
+        _typed(correlations), _typed(ceiling), skipped, convention,
+        statistics=tuple(chosen_statistics), tabulated=tuple(statistic.name for statistic in asked),
+    )
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

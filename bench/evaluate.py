@@ -35,17 +35,18 @@ import numpy as np
 import pandas as pd
 
 from bench import dataset, runner
-from bench.correlate import CONVENTIONS, correlate
+from bench.correlate import CONVENTIONS, CorrelationResult, correlate
 from bench.demo import DEMO_FOLDER, DEMO_IMAGES
 from bench.errors import InputError
 from bench.options import Bootstrap, ScoringOptions
+from bench.stats import DEFAULT_STATISTICS, Statistic, resolve_statistic
 from bench.store import DEFAULT_STORE_NAME, ResultsStore, run_provenance
 from metrics.atomic import write_atomic
 from metrics.csvsafe import restore_frame, to_csv_text
 from metrics.errors import MetricError
 from metrics.registry import PAPER_METRICS, available_metrics, checkpoint_metric, metric_class, parse_metric_list
 from metrics.schema import MetricInfo, WeightsStatus, decode_infinities, to_json_text
-from reports.tables import TIE_TOLERANCE, NotComputed
+from reports.tables import TIE_TOLERANCE, NotComputed, StatisticInfo
 
 DEMO_DIR, DEMO_ROOT = DEMO_FOLDER, DEMO_IMAGES
 RESULTS_FILE = "results.json"
@@ -125,6 +126,7 @@ def evaluate(
     bootstrap: Bootstrap = Bootstrap(),
     simulated: bool = False,
     convention: str = "default",
+    statistics: Sequence[str] = DEFAULT_STATISTICS,
 ) -> Evaluation:
     """Score, correlate and report one annotation file into `out_dir` (`metrics` and `store`
     are the ones the flow resolved: `scoring` gives how to score, not which metrics or store)."""
@@ -141,7 +143,7 @@ def evaluate(
     infos = [outcome.info for outcome in ok]
     correlation = correlate(
         pairs, infos, annotators=table.annotators, splits=splits, n_boot=n_boot, seed=seed,
-        source=table.source.name, convention=convention,
+        source=table.source.name, convention=convention, statistics=statistics,
     )
     provenance = report_provenance(scored, ok, table=table, seed=seed, simulated=simulated, command=command)
     samples = sample_pairs(pairs, table.root)
@@ -154,7 +156,8 @@ def evaluate(
     )
 
 
-def _save_and_render(out_dir: Path, table: dataset.PairsTable, correlation, infos: Sequence[dict[str, Any]],
+def _save_and_render(out_dir: Path, table: dataset.PairsTable, correlation: CorrelationResult,
+                     infos: Sequence[dict[str, Any]],
                      provenance: dict[str, Any], pairs: pd.DataFrame, gradcam: list[dict[str, Any]],
                      missing: Sequence[dict[str, Any]] = ()) -> Path:
     provenance = {**provenance, "convention": correlation.convention}
@@ -164,6 +167,8 @@ def _save_and_render(out_dir: Path, table: dataset.PairsTable, correlation, info
         "correlations": correlation.correlations,
         "ceiling": correlation.ceiling,
         "metrics": list(infos),
+        "statistics": [statistic_info(statistic, statistic.name in correlation.tabulated).to_json()
+                       for statistic in correlation.statistics],
         "not_computed": list(missing),
         "provenance": provenance,
         "skipped": correlation.skipped,
@@ -272,6 +277,7 @@ def evaluate_columns(
     simulated: bool = False,
     command: str = "evaluate",
     convention: str = "default",
+    statistics: Sequence[str] = DEFAULT_STATISTICS,
 ) -> Evaluation:
     """Correlate, tabulate and report metric values read from the annotation file's columns."""
     n_boot, seed = bootstrap.n_boot, bootstrap.seed
@@ -283,7 +289,7 @@ def evaluate_columns(
     infos = [column_info(column) for column in resolved]
     correlation = correlate(
         pairs, infos, annotators=table.annotators, splits=splits, n_boot=n_boot, seed=seed,
-        source=table.source.name, convention=convention,
+        source=table.source.name, convention=convention, statistics=statistics,
     )
     run = run_provenance(device="none (no images scored)", dataset_hash=table.dataset_hash)
     provenance = {
@@ -318,7 +324,9 @@ def pairs_with_scores(table: dataset.PairsTable, scored: runner.ScoreResult, ok)
     for outcome in ok:
         values = scored.scores.loc[scored.scores["metric"] == outcome.name, ["row", "value"]]
         column = pairs["row"].map(dict(zip(values["row"], values["value"]))).astype(float)
-        pairs[outcome.name] = merge_near_ties(column.to_numpy(dtype=np.float64))
+        # Named as correlate looks it up: the metric's own name, also when asked for as module:Class.
+        name = outcome.info.name if outcome.info else outcome.name
+        pairs[name] = merge_near_ties(column.to_numpy(dtype=np.float64))
     return pairs.rename(columns={"row": "pair"})
 
 
@@ -386,6 +394,13 @@ def save_bundle(out_dir: Path, bundle: dict[str, Any], pairs: pd.DataFrame) -> N
     write_atomic(out_dir / RESULTS_FILE, to_json_text(payload, indent=1))
 
 
+def statistic_info(statistic: str | Statistic, tabulated: bool = True) -> StatisticInfo:
+    """What the reports show of a statistic (stored in results.json, so `bench report` needs
+    no plugin statistic installed to re-render)."""
+    statistic = resolve_statistic(statistic)
+    return StatisticInfo(statistic.name, statistic.symbol, statistic.label, tabulated)
+
+
 def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     folder = results if results.is_dir() or not results.exists() else results.parent
     path = folder / RESULTS_FILE
@@ -398,6 +413,9 @@ def load_bundle(results: Path) -> tuple[dict[str, Any], pd.DataFrame]:
         raise InputError(f"{path}: unreadable results ({exc}); re-run `bench correlate`") from exc
     for key in ("correlations", "ceiling"):
         bundle[key] = decode_infinities(pd.DataFrame.from_records(bundle[key]))
+    if "statistics" not in bundle:  # written before results.json named its statistics: the built-ins, as then
+        bundle["statistics"] = [statistic_info(name, name in DEFAULT_STATISTICS)
+                                for name in dict.fromkeys(bundle["correlations"].get("statistic", []))]
     return bundle, pairs
 
 
@@ -416,33 +434,39 @@ def _no_results_message(folder: Path, path: Path) -> str:
     return f"{path}: no results here; give the folder that `bench correlate` or `bench run` wrote"
 
 
-def render(results: Path, out: Path | None = None) -> Path:
-    """Tables, plots and the HTML report from a results folder; nothing is recomputed."""
+def render(results: Path, out: Path | None = None, formats: Sequence[str] | None = None) -> Path:
+    """Tables, plots and the HTML report (or the `formats` named, see reports.formats) from a
+    results folder; nothing is recomputed. `out` is the HTML report's file. Returns the HTML
+    report, or the folder when no HTML was asked for."""
+    from reports import formats as report_formats
+
     folder = results if results.is_dir() else results.parent
+    try:
+        chosen = report_formats.writers(report_formats.parse_formats(",".join(formats) if formats else None))
+    except report_formats.FormatError as exc:
+        raise InputError(str(exc)) from None
+    if out is not None and "html" in chosen:
+        chosen["html"] = lambda bundle, _: [report_formats.html_file(bundle, out)]  # --out names the page
     bundle, pairs = load_bundle(folder)
     try:
-        return _render_bundle(bundle, pairs, folder, out)
+        written = _render_bundle(bundle, pairs, folder, chosen)
     except ValueError as exc:  # reports name what is missing in a results bundle
         raise InputError(f"{folder}: these results cannot be rendered ({exc}); re-run `bench correlate`") from exc
+    return written.get("html", [folder])[0]
 
 
-def _render_bundle(bundle: dict[str, Any], pairs: pd.DataFrame, folder: Path, out: Path | None) -> Path:
-    from reports import html, plots, tables
+def _render_bundle(bundle: dict[str, Any], pairs: pd.DataFrame, folder: Path,
+                   chosen: dict[str, Any]) -> dict[str, list[Path]]:
+    from reports.formats import write_formats
+    from reports.tables import Results
 
-    tables.render_all(bundle, folder / "tables")
-    figures = plots.all_plots(correlations=bundle["correlations"], metrics=bundle["metrics"],
-                              provenance=bundle["provenance"], pairs=pairs)
-    plots.write_plots(figures, folder / "plots")
     skipped = bundle.get("skipped") or []
     sections = [("Splits that could not be made", "\n".join(skipped))] if skipped else []
     if bundle.get("gradcam"):
         sections.append(("Where PerceptAnon looks (Grad-CAM)", gradcam_section(bundle["gradcam"], folder)))
-    return html.render_report(
-        correlations=bundle["correlations"], ceiling=bundle["ceiling"], pairs=pairs,
-        metrics=bundle["metrics"], provenance=bundle["provenance"],
-        sample_pairs=sample_pairs(pairs, Path(bundle["root"])), title=bundle["title"],
-        out_path=out or folder / "report.html", sections=sections, not_computed=bundle.get("not_computed") or (),
-    )
+    results = Results.coerce({**bundle, "pairs": pairs, "sections": sections,
+                              "sample_pairs": lambda: sample_pairs(pairs, Path(bundle["root"]))})
+    return write_formats(results, folder, chosen)
 
 
 def sample_pairs(pairs: pd.DataFrame, root: Path, count: int = SAMPLE_PAIRS) -> list[tuple[Path, Path, dict]]:
@@ -518,6 +542,8 @@ class EvaluateConfig:
     directions: tuple[str, ...] = ()
     scoring: ScoringOptions = ScoringOptions()
     bootstrap: Bootstrap = Bootstrap()
+    #: The correlation statistics' names (built-ins, plugins or ``module:attr``).
+    statistics: tuple[str, ...] = DEFAULT_STATISTICS
 
     @property
     def uses_demo(self) -> bool:
@@ -538,6 +564,8 @@ class EvaluateConfig:
 def run_evaluation(config: EvaluateConfig) -> list[Evaluation]:
     """Evaluate each annotation file into out/<stem>: score its images, or (with
     `metric_columns`) read their metric values from its columns."""
+    for statistic in config.statistics:  # a "module:attr" that does not load fails before any scoring
+        resolve_statistic(statistic)
     files = config.annotation_files()
     if config.metric_columns is not None:
         return correlate_columns(config, files)
@@ -553,7 +581,7 @@ def correlate_columns(config: EvaluateConfig, files: Sequence[Path]) -> list[Eva
     return [evaluate_columns(path, out_dir=config.out / path.stem, columns=columns, directions=chosen,
                              root=config.image_root, splits=config.splits, bootstrap=config.bootstrap,
                              simulated=config.simulated(path), command=config.scoring.command,
-                             convention=config.convention)
+                             convention=config.convention, statistics=config.statistics)
             for path in files]
 
 
@@ -567,5 +595,5 @@ def score_and_correlate(config: EvaluateConfig, files: Sequence[Path]) -> list[E
         return [evaluate(path, out_dir=config.out / path.stem, store=store, root=config.image_root, metrics=names,
                          options=options, splits=config.splits, scoring=config.scoring,
                          bootstrap=config.bootstrap, simulated=config.simulated(path),
-                         convention=config.convention)
+                         convention=config.convention, statistics=config.statistics)
                 for path in files]

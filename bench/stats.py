@@ -9,6 +9,10 @@ Conventions:
 - +inf / -inf are legitimate scores (PSNR of identical images). Rank statistics (Spearman,
   Kendall tau-b) keep them: +inf ranks above every finite value, -inf below. Pearson cannot
   use them and DROPS every pair with an infinite value, saying how many in `reason`.
+- A statistic is one `Statistic` record (name, table symbol, point estimate, weighted
+  bootstrap, noise-ceiling conversion, finite pairs only or not), found by name in
+  `STATISTIC_REGISTRY` (built-ins, `register`, the `bench.statistics` entry points) or as an explicit
+  "module:attr": nothing here or in bench.correlate or reports/ branches on a statistic's name.
 - Bootstrap resamples are integer weights per row: resampling whole clusters (e.g. original
   images shared by several anonymizations) with replacement gives each row the number of
   times its cluster was drawn. A weighted statistic with integer weights equals the plain
@@ -21,12 +25,15 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
 
-STATISTICS: tuple[str, ...] = ("spearman", "kendall", "pearson")
+from bench.errors import InputError
+from metrics.registry import Registry
 
 #: Most rows x resamples held at once by the Kendall bootstrap (bounds its memory).
 _KENDALL_BLOCK_ELEMENTS = 4_000_000
@@ -56,11 +63,6 @@ class WilliamsTest(NamedTuple):
     p: float
 
 
-def _check_statistic(statistic: str) -> None:
-    if statistic not in STATISTICS:
-        raise ValueError(f"unknown statistic {statistic!r}; allowed: {', '.join(STATISTICS)}")
-
-
 def _as_vector(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).ravel()
 
@@ -82,59 +84,32 @@ def undefined_reason(x, y, names: tuple[str, str] = ("x", "y")) -> str:
     return ""
 
 
+def _drop_infinite(x: np.ndarray, y: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarray, str]:
+    finite = ~(np.isinf(x) | np.isinf(y))
+    dropped = int(finite.size - finite.sum())
+    note = f"{dropped} pairs with infinite values dropped ({label})" if dropped else ""
+    return x[finite], y[finite], note
+
+
 def spearman(x, y, names: tuple[str, str] = ("x", "y")) -> Estimate:
     """Spearman's rho (scipy.stats.spearmanr); infinities keep their rank."""
-    reason = undefined_reason(x, y, names)
-    if reason:
-        return Estimate(math.nan, reason)
-    from scipy import stats as scipy_stats  # 0.8 s to import: only the correlating commands pay it
-
-    return Estimate(float(scipy_stats.spearmanr(_as_vector(x), _as_vector(y)).statistic), "")
+    return SPEARMAN.estimate(x, y, names)
 
 
 def kendall_tau_b(x, y, names: tuple[str, str] = ("x", "y")) -> Estimate:
     """Kendall's tau-b (scipy.stats.kendalltau, variant 'b'); infinities keep their rank."""
-    reason = undefined_reason(x, y, names)
-    if reason:
-        return Estimate(math.nan, reason)
-    from scipy import stats as scipy_stats
-
-    return Estimate(float(scipy_stats.kendalltau(_as_vector(x), _as_vector(y)).statistic), "")
-
-
-def _drop_infinite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    finite = ~(np.isinf(x) | np.isinf(y))
-    dropped = int(finite.size - finite.sum())
-    note = f"{dropped} pairs with infinite values dropped (Pearson)" if dropped else ""
-    return x[finite], y[finite], note
+    return KENDALL.estimate(x, y, names)
 
 
 def pearson(x, y, names: tuple[str, str] = ("x", "y")) -> Estimate:
     """Pearson's r (scipy.stats.pearsonr) on the pairs where both values are finite."""
-    x, y = _as_vector(x), _as_vector(y)
-    if np.isnan(x).any() or np.isnan(y).any():
-        return Estimate(math.nan, "NaN values")
-    x, y, note = _drop_infinite(x, y)
-    reason = undefined_reason(x, y, names)
-    if reason:
-        return Estimate(math.nan, "; ".join(filter(None, (note, reason))))
-    from scipy import stats as scipy_stats
-
-    return Estimate(float(scipy_stats.pearsonr(x, y).statistic), note)
+    return PEARSON.estimate(x, y, names)
 
 
-_POINT_ESTIMATES: dict[str, Callable[..., Estimate]] = {
-    "spearman": spearman,
-    "kendall": kendall_tau_b,
-    "pearson": pearson,
-}
-
-
-def correlation(x, y, statistic: str, names: tuple[str, str] = ("x", "y")) -> Estimate:
-    """The named statistic ("spearman", "kendall" or "pearson") of x and y; `names` words
-    the reason when a column is constant."""
-    _check_statistic(statistic)
-    return _POINT_ESTIMATES[statistic](x, y, names)
+def correlation(x, y, statistic: str | Statistic, names: tuple[str, str] = ("x", "y")) -> Estimate:
+    """The statistic (a registered name, "module:attr" or a `Statistic`) of x and y; `names`
+    words the reason when a column is constant."""
+    return resolve_statistic(statistic).estimate(x, y, names)
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -217,31 +192,26 @@ def _weighted_kendall(
     return net / np.sqrt((pairs - x_groups.tied_pairs) * (pairs - y_groups.tied_pairs))
 
 
-def bootstrap_distribution(x, y, weights: np.ndarray, statistic: str) -> np.ndarray:
+def bootstrap_distribution(x, y, weights: np.ndarray, statistic: str | Statistic) -> np.ndarray:
     """The statistic on every weighted resample (`weights` is (n, n_boot), as from
     `cluster_weights`): (n_boot,) with NaN where a resample is undefined (constant in x or
-    y). All NaN when the statistic is undefined on the data. Pearson drops pairs with
-    infinite values first, as `pearson` does."""
-    _check_statistic(statistic)
+    y). All NaN when the statistic is undefined on the data. A finite-only statistic
+    (Pearson) drops pairs with infinite values first, as its point estimate does."""
+    chosen = resolve_statistic(statistic)
     x, y = _as_vector(x), _as_vector(y)
     weights = np.asarray(weights, dtype=np.float64)
     if weights.ndim != 2 or weights.shape[0] != x.size:
         raise ValueError(f"weights must be (n, n_boot) with n = {x.size}, got {weights.shape}")
-    if statistic == "pearson" and not (np.isnan(x).any() or np.isnan(y).any()):
+    if chosen.finite_only and not (np.isnan(x).any() or np.isnan(y).any()):
         finite = ~(np.isinf(x) | np.isinf(y))
         x, y, weights = x[finite], y[finite], weights[finite]
     if undefined_reason(x, y):
         return np.full(weights.shape[1], math.nan)
-    x_groups, y_groups = _weighted_groups(x, weights), _weighted_groups(y, weights)
+    sample = WeightedSample(x, y, weights)
     with np.errstate(invalid="ignore", divide="ignore"):
-        if statistic == "spearman":
-            values = _weighted_pearson(weights, x_groups.midranks, y_groups.midranks)
-        elif statistic == "kendall":
-            values = _weighted_kendall(weights, x, y, x_groups, y_groups)
-        else:
-            values = _weighted_pearson(weights, x[:, None], y[:, None])
-    values[x_groups.constant | y_groups.constant] = math.nan
-    return np.clip(values, -1.0, 1.0)
+        values = np.array(chosen.bootstrap(sample), dtype=np.float64)
+    values[sample.x_groups.constant | sample.y_groups.constant] = math.nan
+    return values
 
 
 def percentile_interval(distribution, level: float = 0.95) -> Interval:
@@ -516,14 +486,174 @@ def krippendorff_alpha(ratings, *, level: str = "interval", transform: Transform
     return Estimate(float(1.0 - (totals.sum() - 1.0) * observed / expected), "")
 
 
-def ceiling_for(statistic: str, spearman_ceiling: float) -> float:
+def ceiling_for(statistic: str | Statistic, spearman_ceiling: float) -> float:
     """A Spearman-scale ceiling (`noise_ceiling` of the split-half reliability) on the scale
-    of another statistic, assuming bivariate normality: Pearson r = 2 sin(pi rho_s / 6),
-    Kendall tau = (2/pi) arcsin(r) (Greiner's relation). Spearman is returned unchanged."""
-    _check_statistic(statistic)
-    if statistic == "spearman" or not math.isfinite(spearman_ceiling):
+    of `statistic` (its `ceiling`); NaN for a statistic without a conversion."""
+    chosen = resolve_statistic(statistic)
+    if not math.isfinite(spearman_ceiling):
         return spearman_ceiling
-    r = 2.0 * math.sin(math.pi * spearman_ceiling / 6.0)
-    if statistic == "pearson":
-        return r
-    return 2.0 / math.pi * math.asin(max(-1.0, min(1.0, r)))
+    return chosen.ceiling(spearman_ceiling) if chosen.ceiling is not None else math.nan
+
+
+# --------------------------------------------------------------------------- the statistics
+class WeightedSample:
+    """x, y and the (n, n_boot) resample weights a statistic's bootstrap form gets, with the
+    tie groups of x and y computed once, when first asked for (ranks, constant resamples)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> None:
+        self.x, self.y, self.weights = x, y, weights
+
+    @cached_property
+    def x_groups(self) -> _Groups:
+        return _weighted_groups(self.x, self.weights)
+
+    @cached_property
+    def y_groups(self) -> _Groups:
+        return _weighted_groups(self.y, self.weights)
+
+
+def expanded_bootstrap(statistic: Statistic) -> Callable[[WeightedSample], np.ndarray]:
+    """The bootstrap form of any statistic: its point function on each resample expanded
+    (row i repeated weight-i times). Exact, and one point call per resample: the built-ins
+    have closed weighted forms instead."""
+
+    def bootstrap(sample: WeightedSample) -> np.ndarray:
+        counts = sample.weights.astype(np.int64)
+        values = []
+        for column in counts.T:
+            x, y = np.repeat(sample.x, column), np.repeat(sample.y, column)
+            values.append(statistic.point(x, y) if not undefined_reason(x, y) else math.nan)
+        return np.asarray(values, dtype=np.float64)
+
+    return bootstrap
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One correlation statistic: everything bench.correlate, the noise ceiling and the
+    report tables need of it. A new statistic is one such record and one registry entry."""
+
+    #: Its name in the correlations table and on the command line (``--statistics``).
+    name: str
+    #: The row label of the report tables ("ρ") and the word on plots ("Spearman").
+    symbol: str
+    label: str
+    #: x, y -> the statistic; x and y are float64 vectors of n >= 3 pairs, neither constant,
+    #: no NaN (and no infinity when `finite_only`).
+    point: Callable[[np.ndarray, np.ndarray], float]
+    #: A `WeightedSample` -> (n_boot,) values, one per resample; None: `expanded_bootstrap`.
+    bootstrap_form: Callable[[WeightedSample], np.ndarray] | None = None
+    #: Spearman-scale noise ceiling -> this statistic's scale; None: no ceiling (fraction NaN).
+    ceiling: Callable[[float], float] | None = None
+    #: Drop pairs with an infinite value (a rank statistic keeps them: +inf ranks highest).
+    finite_only: bool = False
+    #: Depends on the values only through their ranks, so targets with equal ranks (the
+    #: label forms of one granularity) share one computation; False is always safe.
+    rank_based: bool = False
+
+    def estimate(self, x, y, names: tuple[str, str] = ("x", "y")) -> Estimate:
+        """The statistic with the reason it is undefined, or the note of what was dropped."""
+        x, y = _as_vector(x), _as_vector(y)
+        note = ""
+        if self.finite_only and x.shape == y.shape and not (np.isnan(x).any() or np.isnan(y).any()):
+            x, y, note = _drop_infinite(x, y, self.label)
+        reason = undefined_reason(x, y, names)
+        if reason:
+            return Estimate(math.nan, "; ".join(filter(None, (note, reason))))
+        return Estimate(float(self.point(x, y)), note)
+
+    def bootstrap(self, sample: WeightedSample) -> np.ndarray:
+        return (self.bootstrap_form or expanded_bootstrap(self))(sample)
+
+
+def _scipy_statistic(function: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    def point(x: np.ndarray, y: np.ndarray) -> float:
+        from scipy import stats as scipy_stats  # 0.8 s to import: only the correlating commands pay it
+
+        return float(getattr(scipy_stats, function)(x, y).statistic)
+
+    point.__name__ = function
+    return point
+
+
+def _bounded(values: np.ndarray) -> np.ndarray:
+    return np.clip(values, -1.0, 1.0)  # rounding can step just outside [-1, 1]
+
+
+def _spearman_resamples(sample: WeightedSample) -> np.ndarray:
+    return _bounded(_weighted_pearson(sample.weights, sample.x_groups.midranks, sample.y_groups.midranks))
+
+
+def _kendall_resamples(sample: WeightedSample) -> np.ndarray:
+    return _bounded(_weighted_kendall(sample.weights, sample.x, sample.y, sample.x_groups, sample.y_groups))
+
+
+def _pearson_resamples(sample: WeightedSample) -> np.ndarray:
+    return _bounded(_weighted_pearson(sample.weights, sample.x[:, None], sample.y[:, None]))
+
+
+def _pearson_from_spearman(rho: float) -> float:
+    """Pearson r = 2 sin(pi rho_s / 6) under bivariate normality."""
+    return 2.0 * math.sin(math.pi * rho / 6.0)
+
+
+def _kendall_from_spearman(rho: float) -> float:
+    """Kendall tau = (2/pi) arcsin(r) under bivariate normality (Greiner's relation)."""
+    return 2.0 / math.pi * math.asin(max(-1.0, min(1.0, _pearson_from_spearman(rho))))
+
+
+def _same(value: float) -> float:
+    return value
+
+
+SPEARMAN = Statistic("spearman", "ρ", "Spearman", _scipy_statistic("spearmanr"), _spearman_resamples,
+                     ceiling=_same, rank_based=True)
+KENDALL = Statistic("kendall", "τ", "Kendall", _scipy_statistic("kendalltau"), _kendall_resamples,
+                    ceiling=_kendall_from_spearman, rank_based=True)
+PEARSON = Statistic("pearson", "r", "Pearson", _scipy_statistic("pearsonr"), _pearson_resamples,
+                    ceiling=_pearson_from_spearman, finite_only=True)
+
+#: The suite's statistics. A new one is a `Statistic` and one line here, or one
+#: `bench.statistics` entry point ("name = module:RECORD") in its own package.
+BUILTIN_STATISTICS: dict[str, str] = {
+    "spearman": "bench.stats:SPEARMAN",
+    "kendall": "bench.stats:KENDALL",
+    "pearson": "bench.stats:PEARSON",
+}
+STATISTIC_REGISTRY = Registry("statistic", BUILTIN_STATISTICS, "bench.statistics",
+                              listing="or module:RECORD for a Statistic of your own", error=InputError)
+#: The built-in names.
+STATISTICS: tuple[str, ...] = tuple(BUILTIN_STATISTICS)
+#: What `bench run` and `bench correlate` compute without --statistics.
+DEFAULT_STATISTICS: tuple[str, ...] = ("spearman", "kendall")
+
+
+def resolve_statistic(statistic: str | Statistic) -> Statistic:
+    """A `Statistic`, from a registered name or an explicit "module:attr"."""
+    if isinstance(statistic, Statistic):
+        return statistic
+    found = STATISTIC_REGISTRY.load(statistic, allow_references=True)
+    if not isinstance(found, Statistic):
+        target = STATISTIC_REGISTRY.target(statistic, allow_references=True)
+        raise InputError(f"statistic {statistic!r} points to {target}, which is not a bench.stats.Statistic; make it one")
+    if ":" not in statistic and found.name != statistic:
+        raise InputError(f"statistic {statistic!r} points to a Statistic named {found.name!r}; give both one name")
+    return found
+
+
+def resolve_statistics(statistics: Iterable[str | Statistic]) -> list[Statistic]:
+    """Each statistic once, in order; two different records of one name are an error."""
+    chosen: dict[str, Statistic] = {}
+    for statistic in statistics:
+        record = resolve_statistic(statistic)
+        if chosen.setdefault(record.name, record) != record:
+            raise InputError(f"two statistics are named {record.name!r}; rename one")
+    return list(chosen.values())
+
+
+def parse_statistics(spec: str | None) -> list[str]:
+    """'spearman,kendall' -> ['spearman', 'kendall'], checked against the registry (with
+    did-you-mean); "module:attr" entries pass through and are checked when loaded."""
+    names = [name.strip() for name in spec.split(",") if name.strip()] if spec else list(DEFAULT_STATISTICS)
+    STATISTIC_REGISTRY.check(names, allow_references=True)
+    return list(dict.fromkeys(names))

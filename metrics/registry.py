@@ -1,5 +1,6 @@
 """Names -> things the suite builds by name: metrics here, and (through the same `Registry`)
-anonymization methods and statistics in bench/.
+anonymization methods and statistics in bench/ (bench.methods, bench.stats) and report
+formats in reports/ (reports.formats).
 
 A registry is one greppable dict of lazy "module:attr" strings (nothing is imported until a
 name is asked for), plus explicit `register` calls, merged with third-party plugins from one

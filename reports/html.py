@@ -26,10 +26,10 @@ from PIL import Image, ImageOps
 from reports.plots import Plot, all_plots
 from metrics.schema import MetricInfo, MetricInfos, metric_infos
 from reports.tables import (
-    DEFAULT_STATISTICS,
     SIMULATED_NOTE,
     NotComputed,
     Results,
+    StatisticInfos,
     convention_note,
     convention_of,
     dagger_note,
@@ -194,18 +194,20 @@ def render_html(
     sample_pairs: Iterable[SamplePair] | Callable[[], Iterable[SamplePair]] | None = None,
     title: str = DEFAULT_TITLE,
     sections: Sequence[Section] = (),
-    statistics: Sequence[str] = DEFAULT_STATISTICS,
+    statistics: StatisticInfos = (),
     plots: Sequence[Plot] | None = None,
     not_computed: Iterable[NotComputed | Mapping[str, Any]] = (),
 ) -> str:
     """The report as one HTML string (see `render_report`). `plots` defaults to `all_plots`."""
     missing = tuple(not_computed_records(not_computed))
-    results = Results(correlations=correlations, ceiling=ceiling, metrics=metrics, provenance=provenance, pairs=pairs,
-                      not_computed=missing)
+    results = Results.coerce({"correlations": correlations, "ceiling": ceiling, "metrics": metrics,
+                              "provenance": provenance, "pairs": pairs, "not_computed": missing,
+                              "statistics": statistics})
     infos = metric_infos(metrics)
-    grouped = tables_by_view(results, statistics=statistics)
+    grouped = tables_by_view(results)
     if plots is None:
-        plots = all_plots(correlations=correlations, metrics=metrics, provenance=provenance, pairs=pairs)
+        plots = all_plots(correlations=correlations, metrics=metrics, provenance=provenance, pairs=pairs,
+                          statistics=results.statistics)
     context = {
         "title": title,
         "simulated_note": SIMULATED_NOTE if is_simulated(provenance) else "",
@@ -236,7 +238,7 @@ def render_report(
     title: str = DEFAULT_TITLE,
     out_path: Path,
     sections: Sequence[Section] = (),
-    statistics: Sequence[str] = DEFAULT_STATISTICS,
+    statistics: StatisticInfos = (),
     not_computed: Iterable[NotComputed | Mapping[str, Any]] = (),
 ) -> Path:
     """Write the self-contained report to out_path (atomically) and return it.

@@ -30,9 +30,10 @@ from metrics.schema import MetricInfo, MetricInfos, metric_infos
 from reports.tables import (
     CORRELATION_COLUMNS,
     NO_INTERVAL_CLUSTERS,
-    STATISTIC_SYMBOLS,
+    StatisticInfos,
     is_simulated,
     require_columns,
+    statistic_infos,
     unique_in_order,
     views,
     write_atomic,
@@ -287,9 +288,10 @@ def metric_scatter(pairs: pd.DataFrame, metrics: MetricInfos, *, simulated: bool
 
 # --------------------------------------------------------------------------- (c) bars
 def correlation_bars(correlations: pd.DataFrame, metrics: MetricInfos, *, granularity: str | None = None,
-                     form: str | None = None, statistics: Sequence[str] | None = None,
+                     form: str | None = None, statistics: StatisticInfos | None = None,
                      simulated: bool = False) -> Plot:
-    """Grouped bars (one per metric) per split with 95% CI error bars, one panel per statistic."""
+    """Grouped bars (one per metric) per split with 95% CI error bars, one panel per statistic
+    (`statistics`, default: every one in the table, labelled by its name)."""
     require_columns(correlations, CORRELATION_COLUMNS, "correlations")
     present_views = views(correlations)
     granularity = granularity or (present_views[0][0] if present_views else "")
@@ -299,7 +301,7 @@ def correlation_bars(correlations: pd.DataFrame, metrics: MetricInfos, *, granul
         available = ", ".join(f"{g}/{f}" for g, f in present_views) or "none"
         raise ValueError(f"no correlations for granularity {granularity!r}, form {form!r}; available: {available}")
     present = set(view["statistic"])
-    chosen = [s for s in (statistics or STATISTIC_SYMBOLS) if s in present]
+    chosen = [info for info in statistic_infos(statistics, view) if info.name in present]
     splits = unique_in_order(view["split"])
     infos = [info for info in metric_infos(metrics) if info.name in set(view["metric"])]
     records = {(r["split"], r["statistic"], r["metric"]): r for r in view.to_dict(orient="records")}
@@ -310,10 +312,10 @@ def correlation_bars(correlations: pd.DataFrame, metrics: MetricInfos, *, granul
         panels = figure.subplots(max(1, len(chosen)), 1, sharex=True, squeeze=False)[:, 0]
         for axes, statistic in zip(panels, chosen):
             for index, info in enumerate(infos):
-                rows = [records.get((split, statistic, info.name), {}) for split in splits]
+                rows = [records.get((split, statistic.name, info.name), {}) for split in splits]
                 _bar_series(axes, rows, index, width, info)
             axes.axhline(0, color="black", linewidth=0.8)
-            axes.set_ylabel(f"{STATISTIC_SYMBOLS[statistic]} ({statistic.capitalize()})")
+            axes.set_ylabel(f"{statistic.symbol} ({statistic.label})")
             axes.grid(axis="y", alpha=0.3)
         panels[-1].set_xticks(range(len(splits)), [_short(split) for split in splits], rotation=30, ha="right")
         title = _title(f"Correlation with human scores per split ({granularity}, {form})", simulated)
@@ -395,8 +397,9 @@ def score_distributions(pairs: pd.DataFrame, metrics: MetricInfos, *, simulated:
 
 # --------------------------------------------------------------------------- all together
 def all_plots(*, correlations: pd.DataFrame, metrics: MetricInfos, provenance: Mapping[str, Any] | None,
-              pairs: pd.DataFrame | None = None) -> list[Plot]:
-    """Every figure the data allows: the per-pair figures need `pairs`."""
+              pairs: pd.DataFrame | None = None, statistics: StatisticInfos | None = None) -> list[Plot]:
+    """Every figure the data allows: the per-pair figures need `pairs`; `statistics` label
+    the correlation panels."""
     simulated = is_simulated(provenance)
     plots = []
     if pairs is not None and not pairs.empty:
@@ -405,7 +408,7 @@ def all_plots(*, correlations: pd.DataFrame, metrics: MetricInfos, provenance: M
             metric_scatter(pairs, metrics, simulated=simulated),
         ]
     if not correlations.empty:
-        plots.append(correlation_bars(correlations, metrics, simulated=simulated))
+        plots.append(correlation_bars(correlations, metrics, statistics=statistics, simulated=simulated))
     if pairs is not None and not pairs.empty:
         plots.append(score_distributions(pairs, metrics, simulated=simulated))
     return plots

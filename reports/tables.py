@@ -29,8 +29,6 @@ from metrics.schema import MetricInfo, MetricInfos, metric_infos, to_json_text
 
 SIMULATED_NOTE = "SIMULATED annotator scores — not human judgments."
 DAGGER_NOTE = "† computed with unverified or stand-in weights"
-STATISTIC_SYMBOLS = {"spearman": "ρ", "kendall": "τ", "pearson": "r"}
-DEFAULT_STATISTICS = ("spearman", "kendall")
 #: The view a report shows first: the paper's headline (mean score, regression).
 PRIMARY_VIEW = ("mean", "regression")
 #: "interval" prints [low, high]; "halfwidth" prints ± only where the interval is symmetric
@@ -168,6 +166,44 @@ def dagger_note(infos: Iterable[MetricInfo]) -> str:
 
 
 @dataclass(frozen=True)
+class StatisticInfo:
+    """What a report shows of one statistic of the correlations table (bench.stats.Statistic
+    is the producer's record; reports never import it): its name in the table, the symbol of
+    its table rows, its word on plots, and whether the tables show it (the paper convention
+    adds Pearson to the long table and the plots only)."""
+
+    name: str
+    symbol: str
+    label: str
+    tabulated: bool = True
+
+    @classmethod
+    def from_json(cls, stored: StatisticInfo | Mapping[str, Any]) -> StatisticInfo:
+        if isinstance(stored, StatisticInfo):
+            return stored
+        try:
+            return cls(str(stored["name"]), str(stored["symbol"]), str(stored["label"]),
+                       bool(stored.get("tabulated", True)))
+        except KeyError as exc:
+            raise ValueError(f"statistic {dict(stored)} lacks {exc}; each needs name, symbol and label") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return vars(self).copy()
+
+
+StatisticInfos = Iterable[StatisticInfo | Mapping[str, Any]]
+
+
+def statistic_infos(statistics: StatisticInfos | None, correlations: pd.DataFrame | None = None) -> list[StatisticInfo]:
+    """StatisticInfo records from records or stored dicts; none given: every statistic of
+    `correlations`, labelled by its name (a table made without its producer's records)."""
+    if statistics:
+        return [StatisticInfo.from_json(item) for item in statistics]
+    names = unique_in_order(correlations["statistic"]) if correlations is not None else []
+    return [StatisticInfo(str(name), str(name), str(name)) for name in names]
+
+
+@dataclass(frozen=True)
 class Results:
     """The result bundle renderers take; `coerce` also accepts a mapping or any object with
     these attributes (e.g. bench's own result class)."""
@@ -179,6 +215,18 @@ class Results:
     pairs: pd.DataFrame | None = None
     #: Metrics requested (or default) that did not run, each with its reason and fix.
     not_computed: Sequence[NotComputed] = ()
+    #: Every statistic of `correlations`, in order (empty: each labelled by its name).
+    statistics: Sequence[StatisticInfo] = ()
+    #: What the HTML report shows besides the tables: its title, sample pairs (original path,
+    #: anonymized path, row dict), and extra (title, body) sections.
+    title: str = ""
+    sample_pairs: Any = None
+    sections: Sequence[tuple[str, Any]] = ()
+
+    @property
+    def tabulated(self) -> list[StatisticInfo]:
+        """The statistics the correlation tables show, in order."""
+        return [info for info in statistic_infos(self.statistics, self.correlations) if info.tabulated]
 
     @classmethod
     def coerce(cls, result: Any) -> Results:
@@ -190,7 +238,9 @@ class Results:
         if missing:
             raise ValueError(f"results lack {', '.join(missing)}")
         fields["metrics"] = tuple(metric_infos(fields["metrics"]))
-        return cls(**fields, pairs=get("pairs"), not_computed=tuple(not_computed_records(get("not_computed"))))
+        return cls(**fields, pairs=get("pairs"), not_computed=tuple(not_computed_records(get("not_computed"))),
+                   statistics=tuple(statistic_infos(get("statistics"))), title=get("title") or "",
+                   sample_pairs=get("sample_pairs"), sections=tuple(get("sections") or ()))
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -392,7 +442,7 @@ def correlation_table(
     granularity: str,
     form: str,
     *,
-    statistics: Sequence[str] = DEFAULT_STATISTICS,
+    statistics: StatisticInfos | None = None,
     quantity: str = "value",
     decimals: int = 3,
     ci: str = "interval",
@@ -402,29 +452,29 @@ def correlation_table(
     """Rows = split x statistic, columns = metrics, for one granularity x form.
 
     quantity "value" gives the correlation table (with CIs), "fraction_of_ceiling" the same
-    layout as a fraction of each split's noise ceiling. Every row says how many pairs and
-    originals it rests on; `not_computed` metrics are named in the notes with their reason."""
+    layout as a fraction of each split's noise ceiling. `statistics` are the rows of each
+    split, in order (default: every statistic of the table, labelled by its name). Every row
+    says how many pairs and originals it rests on; `not_computed` metrics are named in the
+    notes with their reason."""
     require_columns(correlations, CORRELATION_COLUMNS, "correlations")
-    unknown = [statistic for statistic in statistics if statistic not in STATISTIC_SYMBOLS]
-    if unknown or ci not in CI_STYLES or quantity not in ("value", "fraction_of_ceiling"):
-        raise ValueError(
-            f"statistics must be among {', '.join(STATISTIC_SYMBOLS)}, ci one of {', '.join(CI_STYLES)}, "
-            f"quantity 'value' or 'fraction_of_ceiling'; got {list(statistics)}, {ci!r}, {quantity!r}"
-        )
+    if ci not in CI_STYLES or quantity not in ("value", "fraction_of_ceiling"):
+        raise ValueError(f"ci must be one of {', '.join(CI_STYLES)}, quantity 'value' or 'fraction_of_ceiling'; "
+                         f"got {ci!r}, {quantity!r}")
     view = correlations[(correlations["granularity"] == granularity) & (correlations["form"] == form)]
+    chosen = statistic_infos(statistics, view)
     infos = metric_infos(metrics)
     shown = _metric_columns(view, infos)
     records = {(r["split"], r["statistic"], r["metric"]): r for r in view.to_dict(orient="records")}
-    present = [statistic for statistic in statistics if statistic in set(view["statistic"])]
+    present = [info for info in chosen if info.name in set(view["statistic"])]
     footnotes = Footnotes()
     fallback = "undefined" if quantity == "value" else "noise ceiling undefined"
     rows = []
     for split in unique_in_order(view["split"]):
         for statistic in present:
-            row_records = [records.get((split, statistic, info.name)) for info in shown]
+            row_records = [records.get((split, statistic.name, info.name)) for info in shown]
             best = _row_best(row_records)
             rows.append(Row(
-                labels=(str(split), _count_label(row_records), STATISTIC_SYMBOLS[statistic]),
+                labels=(str(split), _count_label(row_records), statistic.symbol),
                 cells=tuple(
                     _quantity_cell(record, quantity, footnotes, decimals=decimals,
                                    ci=ci if quantity == "value" else None, fallback=fallback, best=is_best)
@@ -504,10 +554,12 @@ def ceiling_table(ceiling: pd.DataFrame, provenance: Mapping[str, Any] | None, g
     )
 
 
-def tables_by_view(result: Any, *, statistics: Sequence[str] = DEFAULT_STATISTICS, decimals: int = 3,
+def tables_by_view(result: Any, *, statistics: StatisticInfos | None = None, decimals: int = 3,
                    ci: str = "interval") -> list[tuple[tuple[str, str], list[Table]]]:
-    """For every (granularity, form), primary first: correlations, fraction of ceiling, noise ceiling."""
+    """For every (granularity, form), primary first: correlations, fraction of ceiling, noise
+    ceiling; rows for `statistics` (default: the results' tabulated ones)."""
     results = Results.coerce(result)
+    statistics = results.tabulated if statistics is None else statistics
     require_columns(results.ceiling, CEILING_COLUMNS, "ceiling")
     grouped = []
     for granularity, form in views(results.correlations):
@@ -524,7 +576,7 @@ def tables_by_view(result: Any, *, statistics: Sequence[str] = DEFAULT_STATISTIC
     return grouped
 
 
-def build_tables(result: Any, *, statistics: Sequence[str] = DEFAULT_STATISTICS, decimals: int = 3,
+def build_tables(result: Any, *, statistics: StatisticInfos | None = None, decimals: int = 3,
                  ci: str = "interval") -> list[Table]:
     """Every table of `tables_by_view`, in order."""
     return [table for _, tables in tables_by_view(result, statistics=statistics, decimals=decimals, ci=ci)
@@ -662,24 +714,42 @@ def to_json(frame: pd.DataFrame, *, provenance: Mapping[str, Any] | None,
 
 
 # --------------------------------------------------------------------------- all files
-def render_all(result: Any, out_dir: Path, *, statistics: Sequence[str] = DEFAULT_STATISTICS,
+def write_markdown(result: Any, out_dir: Path, *, statistics: StatisticInfos | None = None, decimals: int = 3,
+                   ci: str = "interval") -> list[Path]:
+    """tables.md: every table of `build_tables`."""
+    results = Results.coerce(result)
+    tables = build_tables(results, statistics=statistics, decimals=decimals, ci=ci)
+    return [write_atomic(Path(out_dir) / "tables.md", markdown_document(tables, results.provenance,
+                                                                         results.not_computed))]
+
+
+def write_latex(result: Any, out_dir: Path, *, statistics: StatisticInfos | None = None, decimals: int = 3,
+                ci: str = "interval") -> list[Path]:
+    """latex/<table key>.tex, one file per table."""
+    tables = build_tables(result, statistics=statistics, decimals=decimals, ci=ci)
+    return [write_atomic(Path(out_dir) / "latex" / f"{table.key}.tex", to_latex(table)) for table in tables]
+
+
+def write_long_tables(result: Any, out_dir: Path, extension: str) -> list[Path]:
+    """The long correlations and ceiling tables (and not_computed, when a metric did not run)
+    as "csv" or "json"."""
+    results = Results.coerce(result)
+    render = {"csv": to_csv, "json": to_json}[extension]
+    frames = [("correlations", results.correlations, results.metrics), ("ceiling", results.ceiling, None)]
+    if results.not_computed:
+        frames.append(("not_computed", not_computed_frame(results.not_computed), None))
+    return [write_atomic(Path(out_dir) / f"{name}.{extension}", render(frame, provenance=results.provenance,
+                                                                        metrics=metrics))
+            for name, frame, metrics in frames]
+
+
+def render_all(result: Any, out_dir: Path, *, statistics: StatisticInfos | None = None,
                decimals: int = 3, ci: str = "interval") -> list[Path]:
     """Write tables.md, latex/<table>.tex per table, and the long correlations/ceiling tables
     as CSV and JSON; return the written paths. Each file is written atomically."""
-    results = Results.coerce(result)
-    out_dir = Path(out_dir)
-    tables = build_tables(results, statistics=statistics, decimals=decimals, ci=ci)
-    written = [write_atomic(out_dir / "tables.md", markdown_document(tables, results.provenance, results.not_computed))]
-    written += [write_atomic(out_dir / "latex" / f"{table.key}.tex", to_latex(table)) for table in tables]
-    for name, frame, metrics in (("correlations", results.correlations, results.metrics),
-                                 ("ceiling", results.ceiling, None)):
-        written.append(write_atomic(out_dir / f"{name}.csv", to_csv(frame, provenance=results.provenance, metrics=metrics)))
-        written.append(write_atomic(out_dir / f"{name}.json", to_json(frame, provenance=results.provenance, metrics=metrics)))
-    if results.not_computed:
-        missing = not_computed_frame(results.not_computed)
-        written.append(write_atomic(out_dir / "not_computed.csv", to_csv(missing, provenance=results.provenance)))
-        written.append(write_atomic(out_dir / "not_computed.json", to_json(missing, provenance=results.provenance)))
-    return written
+    options = {"statistics": statistics, "decimals": decimals, "ci": ci}
+    return [*write_markdown(result, out_dir, **options), *write_latex(result, out_dir, **options),
+            *write_long_tables(result, out_dir, "csv"), *write_long_tables(result, out_dir, "json")]
 
 
 def not_computed_frame(items: Iterable[NotComputed]) -> pd.DataFrame:

@@ -295,7 +295,8 @@ def test_too_few_pairs_is_nan(pairs):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"statistics": ["tau"]}, "allowed: spearman, kendall, pearson"),
+        ({"statistics": ["tau"]}, "unknown statistic tau; choose from: kendall, pearson, spearman"),
+        ({"statistics": ["kendal"]}, "kendal \\(did you mean 'kendall'\\?\\)"),
         ({"splits": ["loov-imagenet"]}, "allowed: all"),
         ({"granularities": ["labels7"]}, "allowed: mean"),
         ({"forms": ["ranking"]}, "allowed: regression, classification"),

@@ -7,6 +7,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from bench import stats
+from bench.errors import InputError
 
 TOL = 1e-12
 
@@ -293,7 +294,7 @@ def test_ceiling_for_other_statistics():
     rho = _spearman_of_normal(0.6)
     assert stats.ceiling_for("pearson", rho) == pytest.approx(0.6, abs=TOL)
     assert stats.ceiling_for("kendall", rho) == pytest.approx(2 / math.pi * math.asin(0.6), abs=TOL)
-    with pytest.raises(ValueError, match="allowed"):
+    with pytest.raises(InputError, match="unknown statistic tau; choose from: kendall, pearson, spearman"):
         stats.ceiling_for("tau", 0.5)
 
 

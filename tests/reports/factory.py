@@ -23,6 +23,13 @@ ANNOTATORS = ("a1", "a2", "a3", "a4", "a5")
 GRANULARITIES = ("mean", "labels3", "binary")
 FORMS = ("regression", "classification")
 STATISTICS = ("spearman", "kendall", "pearson")
+#: What bench stores of each (results.json "statistics"): Pearson in the long table only, as the
+#: paper convention adds it.
+STATISTIC_INFOS: tuple[dict[str, Any], ...] = (
+    {"name": "spearman", "symbol": "ρ", "label": "Spearman", "tabulated": True},
+    {"name": "kendall", "symbol": "τ", "label": "Kendall", "tabulated": True},
+    {"name": "pearson", "symbol": "r", "label": "Pearson", "tabulated": False},
+)
 
 # How anonymous each method looks to people on a 1-10 scale (mask hides most).
 _METHOD_ANONYMITY = {"mask": 9.0, "blur": 4.0, "pixelate": 5.5, "inpaint": 7.5}
@@ -50,6 +57,7 @@ class SyntheticResults:
     metrics: list[dict[str, Any]]
     provenance: dict[str, Any]
     annotators: list[str]
+    statistics: tuple[dict[str, Any], ...] = STATISTIC_INFOS
 
 
 def make_results(*, seed: int = 0, simulated: bool = True, odd_name: str | None = None) -> SyntheticResults:

@@ -28,6 +28,8 @@ def all_tables(results):
 
 
 def primary(results, **options):
+    """The primary view's correlation table, with the rows bench tabulates unless `statistics` is given."""
+    options = {"statistics": tables.Results.coerce(results).tabulated, **options}
     return tables.correlation_table(results.correlations, results.metrics, results.provenance, "mean", "regression",
                                     **options)
 
@@ -48,7 +50,7 @@ def test_primary_view_comes_first_and_each_view_has_three_tables(results):
 
 
 def test_rows_are_split_by_statistic_and_columns_are_metrics_in_order(results):
-    table = primary(results, statistics=("spearman", "kendall", "pearson"))
+    table = primary(results, statistics=results.statistics)
     splits = list(dict.fromkeys(results.correlations["split"]))
     assert [(row.labels[0], row.labels[2]) for row in table.rows] == [
         (split, symbol) for split in splits for symbol in ("ρ", "τ", "r")]
@@ -90,8 +92,10 @@ def test_fraction_of_ceiling_view_has_no_ci_and_keeps_best(results):
 def test_unknown_metric_and_bad_options_are_refused(results):
     with pytest.raises(ValueError, match="no MetricInfo"):
         tables.correlation_table(results.correlations, results.metrics[:2], results.provenance, "mean", "regression")
-    with pytest.raises(ValueError, match="statistics must be among"):
-        primary(results, statistics=("spearmen",))
+    with pytest.raises(ValueError, match="lacks 'symbol'; each needs name, symbol and label"):
+        primary(results, statistics=[{"name": "spearman", "label": "Spearman"}])
+    with pytest.raises(ValueError, match="ci must be one of"):
+        primary(results, ci="both")
     with pytest.raises(ValueError, match="lacks column"):
         tables.correlation_table(results.correlations.drop(columns="reason"), results.metrics, results.provenance,
                                  "mean", "regression")
@@ -258,7 +262,7 @@ def _one_row(results, **changes):
         frame["statistic"] == "spearman")
     for column, value in changes.items():
         frame.loc[chosen, column] = value
-    return tables.correlation_table(frame, results.metrics, results.provenance, "mean", "regression"), frame, chosen
+    return primary(dataclasses.replace(results, correlations=frame)), frame, chosen
 
 
 def test_few_originals_get_a_mark_and_below_five_no_interval(results):
