@@ -396,8 +396,6 @@ def _benchmark(args: argparse.Namespace) -> int:
     if args.statistics:
         raise InputError("--statistics applies to evaluating annotations (bench run without --method, "
                          "bench correlate); a leaderboard has no human scores to correlate")
-    if os.getcwd() not in sys.path:  # module:function methods are found in the current folder, as `python -m` does
-        sys.path.append(os.getcwd())
     runs = _runs_dir()
     result = benchmark.run_benchmark(benchmark.BenchmarkConfig(
         methods=tuple(args.method),
@@ -758,8 +756,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _resolve_paths(args)
     args.command_line = shlex.join(["bench", *(sys.argv[1:] if argv is None else argv)])
+    # module:attr references (methods, metrics, statistics, formats, --utility) are found in the
+    # current folder, searched last, whether the suite was started as `bench` or `python -m bench`.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         return _call(args)
+    except BrokenPipeError:  # `bench score A B | head -1`: the reader left; nothing to report to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141
     except (BenchError, MetricError) as exc:
         print(f"bench: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code

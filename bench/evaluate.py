@@ -137,8 +137,12 @@ def evaluate(
         table, metrics, store=store, device=device, batch_size=scoring.batch_size, workers=scoring.workers,
         size_policy=scoring.size_policy, progress=scoring.progress, command=command, metric_options=options,
     )
-    runner.write_outputs(scored, out_dir)
     ok = [outcome for outcome in scored.metrics if outcome.status == "ok"]
+    if not ok:  # nothing to correlate: say why, and leave an earlier run's results in out_dir as they are
+        reasons = "; ".join(f"{outcome.name}: {outcome.reason}" for outcome in scored.metrics)
+        raise InputError(f"{annotations.name}: no metric could be computed, so nothing was correlated or written "
+                         f"({reasons or 'no metrics were asked for'})")
+    runner.write_outputs(scored, out_dir)
     pairs = pairs_with_scores(table, scored, ok)
     infos = [outcome.info for outcome in ok]
     correlation = correlate(

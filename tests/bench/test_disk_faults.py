@@ -179,3 +179,17 @@ def test_every_command_names_the_path_it_cannot_write(tmp_path, mounts_allowed, 
     failed = _in_namespace(tmp_path, mount, [sys.executable, "-m", "bench", *arguments], keep=("target", "kept"))
     line = _one_line(failed, str(tmp_path / "target"))
     assert any(reason in line for reason in reasons), line
+
+
+def test_a_reader_that_leaves_early_is_not_an_error_report(tmp_path):
+    """`bench score A B | head -1`: the closed pipe ends the command quietly (status 141, as a
+    SIGPIPE would), not with a "disk error" line or a traceback."""
+    arguments = _score_folders(tmp_path, "out")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    process = subprocess.Popen([sys.executable, "-m", "bench", *arguments], cwd=tmp_path, env=_env(tmp_path),
+                               stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 141, err[-3000:]
+    assert err == ""
