@@ -165,6 +165,7 @@ def test_demo_tables_mark_few_originals_and_print_intervals_as_low_high(tmp_path
             assert ("**" in mse) == ("**" in psnr), line
 
 
+@pytest.mark.slow
 def test_trained_checkpoint_is_a_column_and_its_grad_cam_is_in_the_report(tmp_path):
     from metrics import perceptanon
 

@@ -357,6 +357,7 @@ def test_score_tensors_equals_the_adapters_and_counts_infinities():
 
 
 # ----------------------------------------------------------------------------- bench metrics
+@pytest.mark.slow
 def test_bench_metrics_lists_every_registered_metric_from_its_class(tmp_path, inception_dir):  # noqa: F811
     from metrics.registry import BUILTIN_METRICS, metric_class
 

@@ -528,6 +528,7 @@ def hostile_run(tmp_path_factory):
     return cwd, finished
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(HOSTILE_METHODS))
 def test_a_hostile_method_is_reported_and_the_run_goes_on(hostile_run, name):
     cwd, finished = hostile_run
@@ -562,6 +563,7 @@ def test_validate_does_not_hang_on_a_fifo(tmp_path):
     assert finished.returncode == 1 and "FIFO" in finished.stdout and "Traceback" not in finished.stderr
 
 
+@pytest.mark.slow
 def test_a_formula_for_a_method_name_is_neutralised_in_csv_and_kept_in_json(tmp_path):
     folder = benchset(tmp_path)
     anonymized = tmp_path / "anon"

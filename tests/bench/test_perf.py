@@ -42,6 +42,7 @@ def tiny_report(tmp_path_factory) -> tuple[dict, str]:
     return json.loads(json_path.read_text(encoding="utf-8")), (folder / "run" / "perf.txt").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_report_records_the_conditions_of_the_run(tiny_report):
     report, _ = tiny_report
     assert report["config"]["pairs"] == 8 and report["config"]["originals"] == 2
@@ -90,6 +91,7 @@ def test_table_shows_rates_ratios_and_conventions(tiny_report):
     assert table.splitlines()[0].startswith("bench perf: 8 pairs of 64x64 (2 originals)")
 
 
+@pytest.mark.slow
 def test_runner_memory_stays_flat_as_pairs_grow(tmp_path):
     """Peak RSS of the runner process: 40 vs 400 pairs (each in its own fresh process)."""
     peaks = {}

@@ -88,6 +88,7 @@ def trained(ha1_csv, tmp_path_factory) -> train.TrainResult:
 
 
 # --------------------------------------------------------------------------- a short run
+@pytest.mark.slow
 def test_short_run_lowers_the_training_loss_and_writes_its_files(trained):
     losses = trained.progress.history["train_loss"]
     assert len(losses) == 5
@@ -168,6 +169,7 @@ def test_models_trained_here_load_strictly_into_the_released_layout(ha, label, c
     assert released(*inputs).shape[1] == outputs
 
 
+@pytest.mark.slow
 def test_ha2_classifier_run_loads_as_the_released_model_and_as_a_metric(ha2_csv, tmp_path):
     config = _config(ha2_csv, tmp_path / "out", ha="HA2", label="labels3", classification=True,
                      class_weighted=True, epochs=1, batch_size=8)
@@ -249,6 +251,7 @@ def uninterrupted(ha1_csv, tmp_path_factory) -> train.TrainResult:
     return train.train(_config(ha1_csv, tmp_path_factory.mktemp("whole") / "out"), echo=None)
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_weights(uninterrupted, ha1_csv, tmp_path):
     config = _config(ha1_csv, tmp_path / "out")
     stopped = train.train(replace(config, stop_after=1), echo=None)
@@ -261,6 +264,7 @@ def test_resumed_run_ends_with_the_same_weights(uninterrupted, ha1_csv, tmp_path
     assert "stopped after epoch 1 of 3" in (tmp_path / "out" / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_run_killed_mid_training_resumes_to_the_same_weights(uninterrupted, ha1_csv, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "bench", "train", "--annotations", str(ha1_csv), "--root", str(IMAGES),

@@ -194,6 +194,7 @@ def test_the_input_contract_is_enforced(name, built):
 
 
 # ----------------------------------------------------------------------------- batch size
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BATCH_NAMES)
 def test_a_batch_scores_what_its_pairs_score_one_by_one(name, built):
     metric = built(name)
