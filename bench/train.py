@@ -52,7 +52,6 @@ states, which equal its own (the ranks draw alike). Rank 0 alone validates, writ
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -74,6 +73,7 @@ from bench.errors import ImageError, InputError, SplitError
 from bench.stats import correlation
 from bench.store import run_provenance
 from metrics import weights
+from metrics.atomic import save_torch_atomic, write_atomic
 from metrics.base import WeightsRecord, library_versions
 from metrics.errors import WeightsError, checkpoint_load_reason
 from metrics.schema import to_json_text
@@ -518,17 +518,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """torch.save under a temporary name, then rename: a kill never leaves half a checkpoint."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A training checkpoint, every entry, loaded with weights_only=True on the CPU."""
     try:
@@ -654,9 +643,7 @@ def write_evaluation(evaluation: Evaluation, path: Path, **context: Any) -> None
         "undefined": evaluation.notes,
         "correlations": _CORRELATED[context.get("convention", "default")],
     }
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(to_json_text(document, indent=2), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomic(path, to_json_text(document, indent=2))
 
 
 # --------------------------------------------------------------------------- logging
@@ -855,8 +842,8 @@ def _train_epochs(config: TrainConfig, state: _Training, trainable: nn.Module, p
             progress.best_epoch, progress.best_val_loss = epoch, val_loss
         payload = _checkpoint(state.model, state.optimizer, state.scheduler, progress, state.metadata)
         if improved:
-            save_atomic(payload, out / "best.pt")
-        save_atomic(payload, out / "last.pt")
+            save_torch_atomic(payload, out / "best.pt")
+        save_torch_atomic(payload, out / "last.pt")
         plot_losses(progress.history, progress.best_epoch, out / "loss.png", _title(config))
         log(f"epoch {epoch}/{config.epochs}  train loss {train_loss:.5f}  val loss {val_loss:.5f}  lr {lr:.6g}  "
             f"{progress.history['seconds'][-1]:.1f} s{'  (best)' if improved else ''}")

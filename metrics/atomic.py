@@ -8,10 +8,12 @@ import this too.)
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -58,3 +60,19 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
             with open(tmp, "w", encoding="utf-8", newline="") as handle:
                 handle.write(data)
     return Path(path)
+
+
+def torch_bytes(obj: Any) -> bytes:
+    """What torch.save writes for `obj`, made in memory: saved to a path, the archive embeds
+    the file's name (a hash of it would depend on a temporary's random name), and a write the
+    disk refuses surfaces as torch's RuntimeError ("unexpected pos"), not as an OSError."""
+    import torch  # only the callers that save tensors pay for it
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def save_torch_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """torch.save `obj` to `path` atomically; a full disk is one OSError naming `path`."""
+    return write_atomic(path, torch_bytes(obj))

@@ -36,7 +36,6 @@ uint8 rounding: the two differ by at most 1/255 per pixel (about 0.3/255 on aver
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,6 +48,7 @@ import torch.nn.functional as F
 import torchvision.models as tvm
 from torch import nn
 
+from metrics.atomic import save_torch_atomic
 from metrics.base import FeaturePairMetric, WeightsRecord, check_inputs
 from metrics.errors import MetricInputError, WeightsError, checkpoint_load_reason
 from metrics.hashing import file_sha256
@@ -257,13 +257,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, **metadata: Any) -> None
     path = Path(path)
     state = {key: tensor.detach().cpu() for key, tensor in model.state_dict().items()}
     # A crash mid-write must never leave a truncated checkpoint under the final name.
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save({"state_dict": state, **metadata}, tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    save_torch_atomic({"state_dict": state, **metadata}, path)
 
 
 def load_checkpoint(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -43,6 +42,7 @@ from typing import Any
 
 import torch
 
+from metrics.atomic import torch_bytes
 from metrics.base import WeightsRecord
 from metrics.errors import WeightsError, checkpoint_load_reason
 from metrics.hashing import file_sha256, remember_sha256
@@ -244,7 +244,7 @@ def _convert_fid_helper(spec: WeightSpec, source: Path, target: Path) -> Resolve
         "check": f"pool3 max abs diff {difference:.3g} <= {CONVERSION_TOLERANCE:g} vs the TorchScript "
                  f"on 3 random 299x299 images",
     }
-    return _install(spec, target, _torch_bytes(network.state_dict()), status=WeightsStatus.VERIFIED,
+    return _install(spec, target, torch_bytes(network.state_dict()), status=WeightsStatus.VERIFIED,
                     provenance=provenance)
 
 
@@ -470,14 +470,6 @@ def _install(spec: WeightSpec, target: Path, data: bytes, *, status: WeightsStat
         return _commit(spec, temporary, target, sha256, status, provenance)
 
 
-def _torch_bytes(obj: Any) -> bytes:
-    # Saved through a buffer: torch.save(path) embeds the file's name in the archive, which
-    # would make the hash depend on the temp file's random name.
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
 def fetch(name: str, *, url: str | None = None, progress: bool = True,
           deadline_s: float = FETCH_DEADLINE_S) -> ResolvedWeights:
     """Download into the cache, hashing while streaming, within `deadline_s` seconds overall;
@@ -582,7 +574,7 @@ def write_stand_in(name: str, state_dict: dict[str, torch.Tensor], directory: st
     """Save made-up tensors under a spec's file name, marked "stand-in" (tests and demos)."""
     spec = spec_for(name)
     target = Path(directory or weights_dir()) / spec.filename
-    return _install(spec, target, _torch_bytes(state_dict), status=WeightsStatus.STAND_IN,
+    return _install(spec, target, torch_bytes(state_dict), status=WeightsStatus.STAND_IN,
                     provenance={"source": "stand-in written by metrics.weights.write_stand_in; not pretrained"})
 
 

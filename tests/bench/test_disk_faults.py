@@ -153,8 +153,23 @@ def _leaderboard(cwd: Path, out: str) -> list[str]:
     return ["leaderboard", "--dataset", "set", "--store", "board.sqlite", "--out", out, "--n-boot", "20"]
 
 
+def _train(cwd: Path, out: str) -> list[str]:
+    return ["train", "--annotations", str(DEMO / "HA1.csv"), "--root", str(DEMO / "images"), "--backbone", "resnet18",
+            "--no-pretrained", "--epochs", "1", "--device", "cpu", "--out", f"{out}/run"]
+
+
+def _explain(cwd: Path, out: str) -> list[str]:
+    finished = subprocess.run([sys.executable, "-m", "bench", *_train(cwd, "trained")], cwd=cwd, env=_env(cwd),
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    image = next((DEMO / "images").rglob("*.png"))
+    return ["explain", "--checkpoint", "trained/run/best.pt", str(image), "--out", out, "--device", "cpu"]
+
+
 # Each command's output folder is the mount; what it reads lies outside it.
 COMMANDS = {
+    "train": _train,
+    "explain": _explain,
     "score": _score_folders,
     "correlate": lambda cwd, out: ["correlate", "--annotations", str(DEMO / "HA1.csv"), "--metrics", "mse",
                                    "--n-boot", "20", "--out", out, "--no-progress"],
