@@ -761,7 +761,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
-        return _call(args)
+        code = _call(args)
+        sys.stdout.flush()  # a reader that left surfaces here, where it is handled, not at exit
+        return code
     except BrokenPipeError:  # `bench score A B | head -1`: the reader left; nothing to report to it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 141
