@@ -220,11 +220,21 @@ def _compute_group(name: str, members: Sequence[GroupMember], waiting: list[_Act
 
 def _feed(name: str, members: Sequence[GroupMember], items: list[_Active], scores: SetScores,
           device: torch.device, batch_size: int) -> None:
-    """Decode `members` in batches and update every metric still ok; raises ImageError."""
+    """Decode `members` in batches and update every metric still ok; raises ImageError.
+    Metrics of one `feature_key` (FID and KID) share one feature extraction per batch."""
     for originals, anonymized in _batches(members, batch_size):
         original_batch, anonymized_batch = to_device(originals, device), to_device(anonymized, device)
+        extracted: dict[str, Any] = {}
         for item in (a for a in items if a.outcome.status == "ok"):
-            _guarded(item, name, scores, item.metric.update, original_batch, anonymized_batch)
+            key = item.metric.feature_key
+            if key is None:
+                _guarded(item, name, scores, item.metric.update, original_batch, anonymized_batch)
+                continue
+            if extracted.get(key) is None:  # not yet, or the metric that extracted it got a note
+                extracted[key] = _guarded(item, name, scores, item.metric.batch_features, original_batch,
+                                          anonymized_batch)
+            if extracted[key] is not None:
+                _guarded(item, name, scores, item.metric.update_features, extracted[key])
 
 
 def _finish(item: _Active, name: str, members: Sequence[GroupMember], *, store: ResultsStore, scores: SetScores,

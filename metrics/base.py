@@ -323,6 +323,20 @@ class SetMetric(Metric):
     def update(self, original: torch.Tensor, anonymized: torch.Tensor) -> None:
         raise NotImplementedError
 
+    @property
+    def feature_key(self) -> str | None:
+        """Names the per-image features `update` is made of (network and weights), or None.
+        Set metrics of one key in one run (FID and KID) share one extraction per batch: the
+        runner calls `batch_features` once and `update_features` on each."""
+        return None
+
+    def batch_features(self, original: torch.Tensor, anonymized: torch.Tensor) -> Any:
+        """The checked batch's features, for `update_features` (metrics with a `feature_key`)."""
+        raise NotImplementedError
+
+    def update_features(self, features: Any) -> None:
+        raise NotImplementedError
+
     def compute(self) -> float:
         raise NotImplementedError
 

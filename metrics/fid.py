@@ -158,10 +158,21 @@ class _InceptionSetMetric(SetMetric):
         self._anonymized_features: list[np.ndarray] = []
 
     def update(self, original: torch.Tensor, anonymized: torch.Tensor) -> None:
+        self.update_features(self.batch_features(original, anonymized))
+
+    @property
+    def feature_key(self) -> str:
+        record = self._extractor.record()  # the network and its weights: FID and KID of one run share them
+        return f"{type(self._extractor).__qualname__} {record.name} {record.sha256}"
+
+    def batch_features(self, original: torch.Tensor, anonymized: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         check_inputs(original, anonymized, metric=self.name)
         with torch.inference_mode():
-            for images, store in ((original, self._original_features), (anonymized, self._anonymized_features)):
-                store.append(self._extractor(images).double().cpu().numpy())
+            return tuple(self._extractor(images).double().cpu().numpy() for images in (original, anonymized))
+
+    def update_features(self, features: tuple[np.ndarray, np.ndarray]) -> None:
+        self._original_features.append(features[0])
+        self._anonymized_features.append(features[1])
 
     @property
     def n_samples(self) -> int:

@@ -14,7 +14,7 @@ from PIL import Image
 from bench.setmetrics import SPREAD_FIELDS, GroupMember, lookup_spread, score_groups
 from bench.store import ResultsStore
 from metrics.base import SetMetric, WeightsRecord
-from metrics.fid import KID
+from metrics.fid import FID, KID
 from tests.bench.test_dist import ChannelStatistics  # the same 6-d stand-in extractor
 
 
@@ -76,3 +76,47 @@ def test_batch_size_does_not_change_kid_or_its_spread(tmp_path):
     (value_a, spread_a), (value_b, spread_b) = results
     assert value_a == pytest.approx(value_b, rel=1e-12)
     assert spread_a.stderr == pytest.approx(spread_b.stderr, rel=1e-9)
+
+
+class CountingStatistics(ChannelStatistics):
+    """The stand-in extractor, counting the images it is given."""
+
+    images = 0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        CountingStatistics.images += len(images)
+        return super().__call__(images)
+
+
+class CountedFID(FID):
+    name: ClassVar[str] = "counted_fid"
+    min_samples: ClassVar[int] = 2
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        SetMetric.__init__(self, device)
+        self._extractor = CountingStatistics()
+
+
+class CountedKID(ChannelKID):
+    name: ClassVar[str] = "counted_kid"
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        super().__init__(device)
+        self._extractor = CountingStatistics()
+
+
+def test_fid_and_kid_of_one_run_share_one_feature_extraction(tmp_path):
+    members = _group(tmp_path, 9, identity=False)
+    names = [f"{__name__}:CountedFID", f"{__name__}:CountedKID"]
+    alone = {}
+    for name in names:
+        CountingStatistics.images = 0
+        with ResultsStore(tmp_path / f"{name.split(':')[1]}.sqlite") as store:
+            alone[name] = score_groups({"g": members}, [name], store=store, device="cpu", batch_size=4,
+                                       progress=False).values[(name, "g")]
+        assert CountingStatistics.images == 2 * len(members)
+    CountingStatistics.images = 0
+    with ResultsStore(tmp_path / "both.sqlite") as store:
+        both = score_groups({"g": members}, names, store=store, device="cpu", batch_size=4, progress=False)
+    assert CountingStatistics.images == 2 * len(members)  # once for both metrics, not once each
+    assert {name: both.values[(name, "g")] for name in names} == alone
