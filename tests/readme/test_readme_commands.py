@@ -28,6 +28,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+import warnings
 from argparse import Namespace
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,7 @@ README = REPO / "README.md"
 DOC = readme.read(README)
 #: A command may take this long (the quick start's `bench run` on 2 CPU cores takes about a minute).
 COMMAND_TIMEOUT_S = 900
+NEW_USER_PATIENCE_S = 25.0
 #: Never copied into a test checkout, when there is no git to list the tracked files.
 _UNTRACKED = {".git", ".tox", ".venv", "runs", "__pycache__", ".pytest_cache", "build", "dist"}
 
@@ -178,8 +181,16 @@ def _environment(installed: Path) -> dict[str, str]:
 
 
 def _run_shell(text: str, cwd: Path, installed: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", text], cwd=cwd, env=_environment(installed), capture_output=True,
-                          text=True, timeout=COMMAND_TIMEOUT_S)
+    started = time.monotonic()
+    finished = subprocess.run(["bash", "-c", text], cwd=cwd, env=_environment(installed), capture_output=True,
+                              text=True, timeout=COMMAND_TIMEOUT_S)
+    elapsed = time.monotonic() - started
+    # Not a failure (the suite runs in parallel, under load), but in the summary: a new user
+    # tries the README's commands with a short patience.
+    if elapsed > NEW_USER_PATIENCE_S:
+        warnings.warn(f"README command took {elapsed:.0f} s (a new user's patience: {NEW_USER_PATIENCE_S:.0f} s): "
+                      f"{text.splitlines()[0][:120]}", stacklevel=2)
+    return finished
 
 
 # ----------------------------------------------------------------------------- the extraction
