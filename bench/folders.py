@@ -247,11 +247,7 @@ def summarize_values(values: Sequence[float], *, n_boot: int, seed: int) -> tupl
     finite = array[np.isfinite(array)]
     if finite.size == 0:
         return math.nan, math.nan, math.nan, math.nan, 0, int(infinite.sum())
-    low = high = math.nan
-    if finite.size >= 2:
-        weights = stats.cluster_weights(np.arange(finite.size), n_boot, seed)
-        low, high = stats.percentile_interval((weights * finite[:, None]).sum(axis=0) / weights.sum(axis=0),
-                                              CI_LEVEL)
+    low, high = stats.mean_interval(finite, np.arange(finite.size), n_boot, seed, CI_LEVEL)
     return float(finite.mean()), float(np.median(finite)), low, high, int(finite.size), int(infinite.sum())
 
 

@@ -97,10 +97,7 @@ def summarize(values: Sequence[float], clusters: Sequence[str], *, n_boot: int, 
     if n == 0:
         return Entry(n=0, n_infinite=n_infinite, note=note or ("" if n_infinite else "no values"))
     kept = values[finite]
-    low = high = math.nan
-    if n >= 2:
-        weights = stats.cluster_weights(clusters[finite], n_boot, seed)
-        low, high = stats.percentile_interval((weights * kept[:, None]).sum(axis=0) / weights.sum(axis=0))
+    low, high = stats.mean_interval(kept, clusters[finite], n_boot, seed)
     return Entry(value=float(kept.mean()), ci_low=low, ci_high=high, n=n, n_infinite=n_infinite, note=note)
 
 

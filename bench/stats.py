@@ -234,6 +234,16 @@ def cluster_bootstrap_ci(
     return percentile_interval(distribution, level)
 
 
+def mean_interval(values, clusters, n_boot: int, seed: int | None, level: float = 0.95) -> Interval:
+    """Percentile CI of the mean of `values`, resampling whole `clusters` with replacement
+    (each value its own cluster for plain pairs); NaN for fewer than 2 values."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return Interval(math.nan, math.nan)
+    weights = cluster_weights(clusters, n_boot, seed)
+    return percentile_interval((weights * values[:, None]).sum(axis=0) / weights.sum(axis=0), level)
+
+
 def bootstrap_p_value(differences) -> float:
     """Two-sided p that the bootstrapped difference is centred on 0:
     2 * min(#(d <= 0) + 1, #(d >= 0) + 1) / (B + 1), capped at 1 (B = defined resamples)."""
