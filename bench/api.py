@@ -37,13 +37,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import dataset, folders
+from bench.data import dataset
+from bench.flows import folders
 from bench.options import Bootstrap, ScoringOptions
-from bench.store import weights_status
+from bench.scoring.store import weights_status
 from metrics.base import SetMetric
 from metrics.errors import MetricError
 from metrics.catalog import metric_facts
-from bench.setmetrics import spread_of as _spread_of
+from bench.scoring.setmetrics import spread_of as _spread_of
 from metrics.registry import build_metric, parse_metric_list
 from metrics.schema import json_number
 
@@ -176,7 +177,7 @@ def score_tensors(
     for name in _names(metrics, ("mse", "psnr", "ssim")):
         try:
             metric = build_metric(name, device=device,
-                                  **folders.two_sample_options(metric_options or {}).get(name, {}))
+                                  **folders.two_sample_options(metric_options or {}, [name]).get(name, {}))
         except MetricError as exc:
             direction = metric_facts(name).higher_is_more_anonymous
             pair_summaries.append(folders.PairMetricSummary(name=name, label=name, higher_is_more_anonymous=direction,

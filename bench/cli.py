@@ -3,7 +3,7 @@
 No logic lives here. Every `_cmd_*` returns the process exit code. A `BenchError` anywhere
 below becomes one line on stderr and exit code 2; nothing user-caused shows a traceback.
 Under torchrun the commands that can be shared (score, run, correlate, train) run as one job
-of all its processes (`bench.dist.run_command`); the others refuse to.
+of all its processes (`bench.scoring.dist.run_command`); the others refuse to.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.demo import DEMO_DATASET
+from bench.data.demo import DEMO_DATASET
 from bench.errors import BenchError, printable
 from bench.options import Bootstrap, ScoringOptions
 from metrics.errors import MetricError
+from metrics.registry import DEFAULT_METRICS, PAPER_METRICS
 
 
 # --------------------------------------------------------------------------- paths
@@ -96,7 +97,7 @@ def _seed(text: str) -> int:
 
 # --------------------------------------------------------------------------- torchrun
 def _add_dist_options(p: argparse.ArgumentParser) -> None:
-    """Options that matter only under torchrun (see `bench.dist`)."""
+    """Options that matter only under torchrun (see `bench.scoring.dist`)."""
     p.add_argument("--backend", choices=("auto", "nccl", "gloo"), default=None,
                    help="torchrun only: torch.distributed backend (default auto: nccl on GPUs, gloo on CPUs; "
                         "or $BENCH_DIST_BACKEND)")
@@ -128,7 +129,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from bench import dataset
+    from bench.data import dataset
 
     report = dataset.validate(
         args.annotations,
@@ -155,7 +156,7 @@ def _add_splits(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_splits(args: argparse.Namespace) -> int:
-    from bench import dataset, protocol
+    from bench.data import dataset, protocol
 
     for path in args.annotations:
         table = dataset.load_pairs(path, root=args.root)
@@ -179,8 +180,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                    help="instead of two folders: HA1.csv / HA2.csv or a generic CSV (a score column is not needed)")
     _add_table_options(p)
     p.add_argument("--metrics", default=None,
-                   help="comma-separated metric names or module:Class (default: mse,psnr,ssim,lpips,inception_dist; "
-                        "for two folders also fid,kid); see `bench metrics`")
+                   help=f"comma-separated metric names or module:Class (default: {','.join(PAPER_METRICS)}; for two "
+                        f"folders {','.join(DEFAULT_METRICS)}); see `bench metrics`")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per batch (never changes a value; default 32)")
     p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes (default 0: in-process)")
@@ -201,7 +202,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from bench import folders
+    from bench.flows import folders
     from metrics.registry import parse_metric_list
     from metrics.schema import to_json_text
 
@@ -382,9 +383,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace) -> int:
     """`bench run --method ...`: print the summary and the leaderboard; exit 1 when a method
     failed on an image, a pair failed, or a metric asked for by name could not be computed."""
-    from bench import benchmark
+    from bench.flows import benchmark
     from bench.errors import InputError
-    from bench.store import DEFAULT_STORE_NAME
+    from bench.scoring.store import DEFAULT_STORE_NAME
     from reports.leaderboard import to_markdown_document
 
     if args.annotations or args.root:
@@ -421,8 +422,8 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
-    from bench import evaluate
-    from bench.stats import parse_statistics
+    from bench.flows import evaluate
+    from bench.analysis.stats import parse_statistics
 
     evaluations = evaluate.run_evaluation(evaluate.EvaluateConfig(
         out=args.out or _runs_dir() / ("evaluate" if args.annotations else "demo"),
@@ -448,7 +449,7 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` (without --method) and `correlate`."""
     p.add_argument("--root", type=Path, default=None, help="image root of --annotations (default: the CSV's folder)")
     p.add_argument("--metrics", default=None,
-                   help="comma-separated metric names (default: mse,psnr,ssim,lpips,inception_dist)")
+                   help=f"comma-separated metric names (default: {','.join(PAPER_METRICS)})")
     p.add_argument("--checkpoint-ha1", type=Path, default=None, help="PerceptAnon HA1 checkpoint to add as a metric")
     p.add_argument("--checkpoint-ha2", type=Path, default=None, help="PerceptAnon HA2 checkpoint to add as a metric")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
@@ -506,7 +507,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bench import evaluate
+    from bench.flows import evaluate
 
     formats = [name.strip() for name in args.formats.split(",") if name.strip()] if args.formats else None
     print(f"report: {evaluate.render(args.results, args.out, formats)}")
@@ -536,8 +537,8 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench import leaderboard
-    from bench.store import DEFAULT_STORE_NAME
+    from bench.analysis import leaderboard
+    from bench.scoring.store import DEFAULT_STORE_NAME
     from reports.leaderboard import to_markdown_document
 
     runs = _runs_dir()
@@ -598,7 +599,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bench import dataset, train
+    from bench.data import dataset
+    from bench.flows import train
 
     config = train.TrainConfig(
         annotations=args.annotations, root=args.root, columns=dataset.parse_column_mapping(args.columns),
@@ -629,7 +631,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from bench import explain
+    from bench.flows import explain
 
     for line in explain.explain_files(args.checkpoint, args.images, args.out, ha=args.ha, original=args.original,
                                       device=args.device, alpha=args.alpha):
@@ -648,7 +650,7 @@ def _add_perf(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", type=Path, default=None, help="measure on this dataset instead of synthetic pairs")
     p.add_argument("--root", type=Path, default=None, help="image root of --annotations (default: the CSV's folder)")
     p.add_argument("--metrics", default=None,
-                   help="comma-separated pair metrics (default: mse,psnr,ssim,lpips,inception_dist)")
+                   help=f"comma-separated pair metrics (default: {','.join(PAPER_METRICS)})")
     p.add_argument("--checkpoint-ha1", type=Path, default=None,
                    help="PerceptAnon HA1 checkpoint (default: a stand-in ResNet-50, if perceptanon_ha1 is measured)")
     p.add_argument("--checkpoint-ha2", type=Path, default=None,
@@ -671,7 +673,7 @@ def _add_perf(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:
-    from bench import perf
+    from bench.flows import perf
     from metrics.registry import parse_metric_list
 
     with perf.work_folder(args.out) as work:
@@ -712,7 +714,7 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
-    from bench.dataset_init import init_dataset
+    from bench.flows.dataset_init import init_dataset
 
     # Paths are absolute already (_resolve_paths); resolving follows a symlinked folder to its target.
     folder = args.folder.resolve()
@@ -786,21 +788,21 @@ def _call(args: argparse.Namespace) -> int:
     job of all its processes."""
     if os.environ.get("WORLD_SIZE", "1") == "1":
         return int(args.func(args) or 0)
-    from bench import dist
+    from bench.scoring import dist
 
     return dist.run_command(lambda: int(args.func(args) or 0), name=args.command,
                             mode=getattr(args, "distributed", None), device=getattr(args, "device", "auto"),
                             backend=getattr(args, "backend", None), timeout_s=getattr(args, "dist_timeout", None))
 
 
-# --------------------------------------------------------------------------- python -m bench.startup
+# --------------------------------------------------------------------------- python -m bench.flows.startup
 def startup_main(argv: list[str] | None = None) -> int:
-    """`python -m bench.startup`: its own command line, parsed here like every other."""
+    """`python -m bench.flows.startup`: its own command line, parsed here like every other."""
     import tempfile
 
-    from bench import startup
+    from bench.flows import startup
 
-    parser = argparse.ArgumentParser(prog="python -m bench.startup", description=startup.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.flows.startup", description=startup.__doc__.splitlines()[0])
     parser.add_argument("--metrics", default=",".join(startup.MEASURED_METRICS), help="comma-separated pair metrics")
     parser.add_argument("--repeat", type=int, default=startup.DEFAULT_REPEAT,
                         help="fresh runs (the first fills the cache)")

@@ -81,7 +81,7 @@ def check_inputs(original: torch.Tensor | None, anonymized: torch.Tensor, *, met
             raise InputError(f"{metric}: {role} images must be N x 3 x H x W, got {tuple(images.shape)}")
         # One pass for both bounds; NaN propagates into them and fails the test, as infinities do.
         if images.numel() and not _within_unit_range(images):
-            raise InputError(f"{metric}: {role} images must lie in [0, 1]; convert with bench.images.to_float")
+            raise InputError(f"{metric}: {role} images must lie in [0, 1]; convert with bench.data.images.to_float")
     if original is not None and original.shape != anonymized.shape:
         raise InputError(
             f"{metric}: original {tuple(original.shape)} and anonymized {tuple(anonymized.shape)} differ in shape; "
@@ -164,6 +164,14 @@ class Metric:
     # Preference as the leaderboard's default sort column: the lowest number present sorts
     # the table; None is never preferred (then the first column sorts).
     sort_priority: ClassVar[int | None] = None
+    # Preference as the default axes of a trade-off view (`bench.analysis.tradeoff.choose_axes`),
+    # the lowest number present first: as the privacy axis (x) and, for a utility metric, as
+    # the utility axis (y). None is chosen only when no metric of its role has a number.
+    tradeoff_privacy_priority: ClassVar[int | None] = None
+    tradeoff_utility_priority: ClassVar[int | None] = None
+    # Options that compare two samples of unrelated images (`bench score A B` without pairs)
+    # need, under the user's own: KID's subsets then pair originals and anonymized independently.
+    two_sample_options: ClassVar[dict[str, Any]] = {}
     # Modules the adapter imports on first construction: `bench perf` imports them before its
     # timers start, since imports are a process's start-up cost, the same for every pipeline.
     preload_modules: ClassVar[tuple[str, ...]] = ()

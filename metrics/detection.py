@@ -5,7 +5,7 @@ confident face is the PII face; the pair's value is the confidence of the best a
 detection that overlaps it (IoU >= `iou_threshold`), or 0 when none does. Higher values mean
 the face is still found, so LESS anonymous (`higher_is_more_anonymous = False`). A pair whose
 original has no detectable face has no value (NaN): the attack says nothing about it, and the
-set-level report counts such pairs on their own line (`bench.privacy`).
+set-level report counts such pairs on their own line (`bench.scoring.privacy`).
 
 Two detector families, both offline from files inside pinned registry packages:
 
@@ -129,6 +129,7 @@ def _resolve(name: str) -> Any:
 
 class MTCNNDetection(_FaceDetection):
     name = "face_detection_mtcnn"
+    tradeoff_privacy_priority = 0
     label = "MTCNN face confidence"
     version = "1"
     detector = "MTCNN (facenet-pytorch 2.6.0 port of Zhang et al. 2016)"
@@ -220,6 +221,7 @@ class MTCNNFaceFound(MTCNNDetection):
     face): its mean over a method x scope is the detection rate, with the leaderboard's CI."""
 
     name = "face_found_mtcnn"
+    tradeoff_privacy_priority = 1
     label = "MTCNN detection rate"
     value_range = "{0, 1}: 1 = MTCNN finds the PII face (IoU >= 0.5); its mean is the detection rate"
 

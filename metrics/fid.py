@@ -73,6 +73,7 @@ class InceptionDistance(FeaturePairMetric):
     """Squared Euclidean distance of pool3 features, per pair: larger means more anonymous."""
 
     name: ClassVar[str] = "inception_dist"
+    tradeoff_privacy_priority: ClassVar[int | None] = 6
     label: ClassVar[str] = "Inception dist."
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
@@ -200,6 +201,7 @@ class FID(_InceptionSetMetric):
     """Frechet distance between Gaussians fitted to the two sets' pool3 features."""
 
     name: ClassVar[str] = "fid"
+    tradeoff_utility_priority: ClassVar[int | None] = 6
     label: ClassVar[str] = "FID"
     version: ClassVar[str] = "1"
     # The covariance needs 2 samples to exist at all, but with n samples its rank is at most
@@ -259,6 +261,7 @@ class KID(_InceptionSetMetric):
     that changes nothing), averaged over subsets; `estimate` holds the last value's spread."""
 
     name: ClassVar[str] = "kid"
+    two_sample_options: ClassVar[dict[str, Any]] = {"pairing": "independent"}
     label: ClassVar[str] = "KID"
     # 2: subsets are drawn from rows in a canonical order (see `compute`); version 1 drew them
     # in decode order, so a group larger than subset_size depended on the batch size.

@@ -163,6 +163,8 @@ class LPIPS(FeaturePairMetric):
     """
 
     name: ClassVar[str] = "lpips"
+    tradeoff_privacy_priority: ClassVar[int | None] = 5
+    tradeoff_utility_priority: ClassVar[int | None] = 5
     label: ClassVar[str] = "LPIPS"
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True

@@ -416,7 +416,7 @@ class _PerceptAnonMetric(FeaturePairMetric):
     value_range: ClassVar[str] = "[1, 10]: the predicted human anonymity score"
     # The released eval.py scores a classifier by its arg-max class.
     paper_options: ClassVar[dict[str, Any]] = {"class_rule": "argmax"}
-    # The released pipeline built the network anew for every pair (see bench.perf).
+    # The released pipeline built the network anew for every pair (see bench.flows.perf).
     naive_rebuild: ClassVar[str] = "network"
     #: Backbone of `stand_in_checkpoint` (the paper's default).
     stand_in_backbone: ClassVar[str] = "resnet50"
@@ -501,7 +501,7 @@ class _PerceptAnonMetric(FeaturePairMetric):
             "output_mapping": self.mapping.describe() if self.class_rule == "expected" else
             "the arg-max class's score 1 + 9 c / (K - 1) (the released eval.py correlates the arg-max class)",
             # The released model's own output runs against anonymity with the released binary
-            # labels: the sign the paper convention shows for this metric (bench.correlate).
+            # labels: the sign the paper convention shows for this metric (bench.analysis.correlate).
             "released_sign": -1 if self.mapping.binary_compat else 1,
         }
 
@@ -534,6 +534,7 @@ class PerceptAnonHA1Metric(_PerceptAnonMetric):
     """PerceptAnon HA1: anonymity of the anonymized image alone; the original is not used."""
 
     name: ClassVar[str] = "perceptanon_ha1"
+    tradeoff_privacy_priority: ClassVar[int | None] = 4
     label: ClassVar[str] = "PerceptAnon HA1"
     ha: ClassVar[str] = "HA1"
     needs_original: ClassVar[bool] = False
@@ -555,6 +556,7 @@ class PerceptAnonHA2Metric(_PerceptAnonMetric):
     """PerceptAnon HA2: anonymity of a pair; features are the shared backbone's embeddings."""
 
     name: ClassVar[str] = "perceptanon_ha2"
+    tradeoff_privacy_priority: ClassVar[int | None] = 3
     label: ClassVar[str] = "PerceptAnon HA2"
     ha: ClassVar[str] = "HA2"
     checkpoint_option: ClassVar[str] = "checkpoint_ha2"

@@ -20,6 +20,7 @@ class MSE(PairMetric):
     """Mean squared error on [0, 1] RGB: a distance, so larger means more anonymous."""
 
     name: ClassVar[str] = "mse"
+    tradeoff_privacy_priority: ClassVar[int | None] = 7
     label: ClassVar[str] = "MSE"
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True

@@ -1,5 +1,5 @@
 """Names -> things the suite builds by name: metrics here, and (through the same `Registry`)
-anonymization methods and statistics in bench/ (bench.methods, bench.stats) and report
+anonymization methods and statistics in bench/ (bench.methods, bench.analysis.stats) and report
 formats in reports/ (reports.formats).
 
 A registry is one greppable dict of lazy "module:attr" strings (nothing is imported until a
@@ -170,6 +170,17 @@ def metric_class(name: str) -> type[Metric]:
         raise MetricInputError(f"metric {name!r} points to {METRICS.target(name, allow_references=True)}, "
                                "which is not a metrics.base.Metric")
     return cls
+
+
+def metric_label(name: str, given: str = "") -> str:
+    """The column title of a metric: `given`, else its class's label (a metric that could not be
+    built still has one), else its name."""
+    if given and given != name:
+        return given
+    try:
+        return metric_class(name).label or name
+    except MetricError:  # an unknown or unimportable plugin: its name is all there is
+        return name
 
 
 def build_metric(name: str, *, device: str = "cpu", **options) -> Metric:

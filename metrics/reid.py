@@ -21,7 +21,7 @@ Per image, the most confident face is embedded. Per pair, the value is the Eucli
 distance between the original's and the anonymized image's embeddings (face_recognition
 calls two faces the same person below 0.6). Higher = more anonymous. When no face is found
 on the anonymized image the attack fails there: the value is +inf (not re-identified: rank
-statistics keep it, as they keep PSNR's +inf) and `bench.privacy` counts such pairs on their
+statistics keep it, as they keep PSNR's +inf) and `bench.scoring.privacy` counts such pairs on their
 own line. When the original has no detectable face, the pair has no value (NaN).
 
 Features are an N x 128 float64 tensor; rows of images without a face are NaN.
@@ -155,6 +155,7 @@ def identity_distance(original: np.ndarray, anonymized: np.ndarray) -> np.ndarra
 
 class DlibIdentityDistance(FeaturePairMetric):
     name = "reid_dlib"
+    tradeoff_privacy_priority = 2
     label = "dlib identity distance"
     version = "2"
     higher_is_more_anonymous: ClassVar[bool] = True

@@ -63,6 +63,7 @@ class BackgroundSSIM(_MaskedUtility):
     """SSIM outside the PII region (`metrics.functional.background_ssim`): 1 = background untouched."""
 
     name: ClassVar[str] = "background_ssim"
+    tradeoff_utility_priority: ClassVar[int | None] = 3
     label: ClassVar[str] = "Background SSIM"
     version: ClassVar[str] = "1"
     value_range: ClassVar[str] = "[-1, 1]; 1 = background untouched; NaN without background"
@@ -83,6 +84,7 @@ class BackgroundPSNR(_MaskedUtility):
     """PSNR over the pixels outside the PII region: +inf = background untouched."""
 
     name: ClassVar[str] = "background_psnr"
+    tradeoff_utility_priority: ClassVar[int | None] = 4
     label: ClassVar[str] = "Background PSNR"
     version: ClassVar[str] = "1"
     value_range: ClassVar[str] = "[0, +inf] dB; +inf = background untouched; NaN without background"
@@ -107,6 +109,7 @@ class TaskUtility(PairMetric):
     """
 
     name: ClassVar[str] = "task"
+    tradeoff_utility_priority: ClassVar[int | None] = 0
     label: ClassVar[str] = "Task utility"
     version: ClassVar[str] = "1"
     family: ClassVar[str] = "utility"
@@ -211,6 +214,7 @@ class LandmarkDisplacement(PairMetric):
     """
 
     name: ClassVar[str] = "landmarks_dlib"
+    tradeoff_utility_priority: ClassVar[int | None] = 1
     label: ClassVar[str] = "Landmark displacement (IOD)"
     version: ClassVar[str] = "1"
     family: ClassVar[str] = "utility"
@@ -269,6 +273,8 @@ class FaceKept(MTCNNFaceFound):
     privacy attack face_found_mtcnn, read as a utility: higher = more useful."""
 
     name: ClassVar[str] = "face_kept_mtcnn"
+    tradeoff_privacy_priority: ClassVar[int | None] = None
+    tradeoff_utility_priority: ClassVar[int | None] = 2
     label: ClassVar[str] = "Face still detected (MTCNN)"
     family: ClassVar[str] = "utility"
     higher_is_more_useful: ClassVar[bool] = True

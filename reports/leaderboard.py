@@ -1,6 +1,6 @@
 """The anonymization leaderboard, rendered as Markdown, LaTeX, CSV, JSON and HTML.
 
-`Leaderboard` is the model (built by bench/leaderboard.py from stored scores): rows = method
+`Leaderboard` is the model (built by bench/analysis/leaderboard.py from stored scores): rows = method
 x scope, one column per metric, each cell a mean over originals with its 95% bootstrap CI, or
 a set-level value (FID, KID), or the reason there is none. `leaderboard_table` turns it ONCE
 into a `reports.tables.Table` -- arrows, daggers, bold best values and lettered footnotes --

@@ -167,7 +167,7 @@ def dagger_note(infos: Iterable[MetricInfo]) -> str:
 
 @dataclass(frozen=True)
 class StatisticInfo:
-    """What a report shows of one statistic of the correlations table (bench.stats.Statistic
+    """What a report shows of one statistic of the correlations table (bench.analysis.stats.Statistic
     is the producer's record; reports never import it): its name in the table, the symbol of
     its table rows, its word on plots, and whether the tables show it (the paper convention
     adds Pearson to the long table and the plots only)."""

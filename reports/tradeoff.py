@@ -1,6 +1,6 @@
 """The privacy–utility trade-off, rendered: a plot, and one table in Markdown, LaTeX, CSV, JSON, HTML.
 
-The records (`Axis`, `Point`, `Curve`, `Tradeoff`) are built by bench/tradeoff.py from a
+The records (`Axis`, `Point`, `Curve`, `Tradeoff`) are built by bench/analysis/tradeoff.py from a
 leaderboard; this module only renders them. `trade_off_table` turns a view ONCE into a
 `reports.tables.Table` that the Markdown, LaTeX and HTML renderers share; CSV and JSON carry
 the same numbers unrounded.

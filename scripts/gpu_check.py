@@ -107,7 +107,7 @@ def machine(device: str) -> dict[str, Any]:
     import torch
     import torchvision
 
-    from bench.perf import cpu_model
+    from bench.flows.perf import cpu_model
 
     info: dict[str, Any] = {
         "device": device,
@@ -170,7 +170,7 @@ def run_cuda_tests(work: Path) -> dict[str, Any]:
 
 
 def run_perf_variants(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    from bench import perf
+    from bench.flows import perf
 
     variants = [(name, "float32", list(perf.PHASES)) for name in args.sets]
     variants += [(name, precision, ["runner", "floor"]) for name in args.sets for precision in args.precisions]
@@ -240,7 +240,7 @@ def run_demo(args: argparse.Namespace, work: Path, weights: Path) -> list[dict[s
 def run_torchrun(args: argparse.Namespace, work: Path, weights: Path) -> dict[str, Any]:
     import torch
 
-    from bench import perf
+    from bench.flows import perf
 
     gpus = torch.cuda.device_count() if args.device.startswith("cuda") else 0
     if gpus < 2:
@@ -274,7 +274,7 @@ def goals(perf_results: list[dict[str, Any]], device: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    from bench import perf
+    from bench.flows import perf
     from metrics.atomic import write_atomic
 
     json_path = args.json.resolve()

@@ -48,10 +48,14 @@ def _nodes(tree: ast.Module) -> Iterator[ast.AST]:
 
 
 def _internal(name: str, modules: set[str]) -> str | None:
-    """The suite's module that importing `name` runs last (``a.b.c`` where it is one, else ``a.b``)."""
-    while name and name not in modules:
+    """The suite's module that importing `name` runs last: ``a.b.c`` where it is one, else the
+    package ``a.b`` (its ``__init__``), and so on up."""
+    while name:
+        for candidate in (name, name + ".__init__"):
+            if candidate in modules:
+                return candidate
         name = name.rpartition(".")[0]
-    return name or None
+    return None
 
 
 def _imported(module: str, tree: ast.Module, modules: set[str]) -> Iterator[tuple[str, int]]:
@@ -70,7 +74,7 @@ def _imported(module: str, tree: ast.Module, modules: set[str]) -> Iterator[tupl
         else:
             continue
         for name in names:
-            target = _internal(name, modules) or _internal(name + ".__init__", modules)
+            target = _internal(name, modules)
             if target is not None and target != module:
                 yield target, node.lineno
 
@@ -127,7 +131,8 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_the_graph_sees_module_and_function_level_imports():
     graph = import_graph()
     assert "metrics.weights" in graph["metrics.fid"]  # module level
-    assert "metrics.registry" in graph["bench.leaderboard"]  # inside `_infinite_means`
+    assert "bench.methods.__init__" in graph["bench.analysis.tradeoff"]  # `from a package import name`
+    assert "metrics.registry" in graph["bench.analysis.leaderboard"]  # inside `_infinite_means`
 
 
 def test_no_import_cycle():
@@ -143,9 +148,57 @@ def test_lower_layers_import_nothing_from_bench(package):
     assert {module: targets for module, targets in offending.items() if targets} == {}
 
 
+#: bench/'s subpackages in data-flow order: a module imports only from its own layer or lower
+#: ones. The shared records (errors, options, the version) sit below all of them; the command
+#: line and the Python API on top.
+BENCH_LAYERS = (
+    {"bench.__init__", "bench.errors", "bench.options"},
+    {"bench.data"},
+    {"bench.methods"},
+    {"bench.scoring"},
+    {"bench.analysis"},
+    {"bench.flows"},
+    {"bench.api", "bench.cli", "bench.__main__"},
+)
+
+
+def _layer(module: str) -> int:
+    """The index in BENCH_LAYERS of a bench module, by its subpackage or its own name."""
+    parts = module.split(".")
+    for name in (".".join(parts[:2]), module):
+        for index, layer in enumerate(BENCH_LAYERS):
+            if name in layer:
+                return index
+    raise AssertionError(f"{module} is in no layer of BENCH_LAYERS: add it to the one its imports allow")
+
+
+def test_every_bench_module_has_a_layer():
+    for module in import_graph():
+        if module.startswith("bench."):
+            _layer(module)
+
+
+def upward_imports(graph: dict[str, dict[str, int]]) -> list[str]:
+    return [f"{module} (layer {_layer(module)}) imports {target} (layer {_layer(target)}), line {line}"
+            for module, targets in graph.items() if module.startswith("bench.")
+            for target, line in targets.items() if target.startswith("bench.") and _layer(target) > _layer(module)]
+
+
+def test_bench_subpackages_import_only_downwards():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    graph = {"bench.data.dataset": {"bench.errors": 1, "bench.flows.evaluate": 7},
+             "bench.flows.evaluate": {"bench.data.dataset": 3}}
+    assert upward_imports(graph) == ["bench.data.dataset (layer 1) imports bench.flows.evaluate (layer 5), line 7"]
+    with pytest.raises(AssertionError, match="no layer"):
+        _layer("bench.somewhere_new")
+
+
 def _command_line_uses(tree: ast.Module) -> Iterator[tuple[int, str]]:
     # The whole module, ``if __name__ == "__main__":`` included: an entry point of its own
-    # (`python -m bench.startup`, a child process) leaves its command line to bench.cli too.
+    # (`python -m bench.flows.startup`, a child process) leaves its command line to bench.cli too.
     for node in ast.walk(tree):
         if isinstance(node, ast.Import) and any(alias.name == "argparse" for alias in node.names):
             yield node.lineno, "import argparse"
@@ -197,7 +250,7 @@ def _where(predicate) -> set[str]:
 
 @pytest.mark.parametrize(("literal", "home"), [
     # `--dataset fixtures`, the name of the demo set, and the folder the CLI writes into.
-    ("fixtures", "bench.demo"),
+    ("fixtures", "bench.data.demo"),
     ("runs", "bench.cli"),
 ])
 def test_each_default_path_is_spelled_in_one_module(literal, home):

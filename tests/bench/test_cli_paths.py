@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.store import ResultsStore
+from bench.scoring.store import ResultsStore
 from tests.bench.benchset import BUILTINS, THIS, write_benchmark_set
 
 METRICS = "mse,psnr,ssim"

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench import dataset, perf
-from bench.runner import host_batch, score_pairs, to_device
-from bench.store import ResultsStore
+from bench.data import dataset
+from bench.flows import perf
+from bench.scoring.runner import host_batch, score_pairs, to_device
+from bench.scoring.store import ResultsStore
 from metrics.registry import build_metric
 
 pytestmark = [pytest.mark.cuda,

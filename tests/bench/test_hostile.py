@@ -111,7 +111,7 @@ def row_with(cwd: Path, image: str) -> list[str]:
 
 
 def store_with_tables(path: Path) -> None:
-    from bench.store import ResultsStore
+    from bench.scoring.store import ResultsStore
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with ResultsStore(path):
@@ -129,8 +129,8 @@ def damage_pages(path: Path) -> None:
 
 def store_with_benchmark_record(cwd: Path, record: str) -> str:
     """A store holding one benchmark run of the demo set whose record column is `record`."""
-    from bench.benchmark_set import load_benchmark_set
-    from bench.store import ResultsStore
+    from bench.data.benchmark_set import load_benchmark_set
+    from bench.scoring.store import ResultsStore
 
     path = cwd / OUT / "r.sqlite"
     path.parent.mkdir(parents=True)

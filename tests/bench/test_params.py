@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from bench import methods
-from bench.benchmark import BenchmarkConfig, run_benchmark
+from bench.flows.benchmark import BenchmarkConfig, run_benchmark
 from bench.cli import main
 from bench.errors import InputError
 from bench.options import Bootstrap, ScoringOptions
@@ -148,7 +148,7 @@ def test_param_values_are_in_the_store_record_and_the_leaderboard_json(tmp_path,
         methods=("pixelate",), method_params=(("block=2,4",),), dataset=benchset, out=tmp_path / "runs",
         bootstrap=Bootstrap(n_boot=20), scoring=ScoringOptions(metrics="mse", store=tmp_path / "r.sqlite",
                                                                progress=False)))
-    from bench.store import ResultsStore
+    from bench.scoring.store import ResultsStore
 
     with ResultsStore(tmp_path / "r.sqlite") as store:
         (record,) = store.benchmark_records(result.benchmark_set.sha256)

@@ -1,4 +1,4 @@
-"""A statistic is one `bench.stats.Statistic` record, found by name in the registry or as an
+"""A statistic is one `bench.analysis.stats.Statistic` record, found by name in the registry or as an
 explicit "module:attr": correlate, the noise ceiling and the tables read the record.
 
 The toy statistic (Goodman-Kruskal gamma) is written into a temporary module, as a user's
@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import protocol, stats
-from bench.correlate import correlate
+from bench.data import protocol
+from bench.analysis import stats
+from bench.analysis.correlate import correlate
 from bench.errors import InputError
-from tests.bench.test_correlate import ANNOTATORS, METRICS, synthetic_pairs
+from tests.bench.analysis.test_correlate import ANNOTATORS, METRICS, synthetic_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "fixtures" / "demo"
@@ -29,7 +30,7 @@ DEMO = REPO / "fixtures" / "demo"
 TOY_MODULE = textwrap.dedent('''\
     import numpy as np
 
-    from bench.stats import Statistic
+    from bench.analysis.stats import Statistic
 
 
     def signs(values):
@@ -119,7 +120,7 @@ def test_a_registered_statistic_is_found_by_name_and_a_name_is_taken_once(toy_mo
 @pytest.mark.parametrize("spec, message", [
     ("kendal", r"unknown statistic kendal \(did you mean 'kendall'\?\); choose from: kendall, pearson, spearman; "
                "or module:RECORD for a Statistic of your own"),
-    ("toy_statistic:NOT_A_STATISTIC", "which is not a bench.stats.Statistic; make it one"),
+    ("toy_statistic:NOT_A_STATISTIC", "which is not a bench.analysis.stats.Statistic; make it one"),
     ("toy_statistic:MISSING", "cannot import toy_statistic:MISSING"),
 ])
 def test_bad_statistics_are_one_line_errors(toy_module, spec, message):

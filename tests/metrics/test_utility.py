@@ -10,10 +10,10 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from bench import images
-from bench.benchmark import _pii_mask
-from bench.benchmark_set import load_benchmark_set
-from bench.demo import DEMO_FOLDER
+from bench.data import images
+from bench.flows.benchmark import _pii_mask
+from bench.data.benchmark_set import load_benchmark_set
+from bench.data.demo import DEMO_FOLDER
 from bench.methods import builtin_methods, anonymize
 from metrics.errors import MetricInputError
 from metrics.registry import BUILTIN_METRICS, build_metric, metric_class
@@ -44,7 +44,7 @@ def test_background_ssim_matches_scikit_image_full_map():
     values = BackgroundSSIM().score(_tensor(originals), _tensor(anonymized), pii_mask=_mask_tensor(masks))
     radius = 5
     for i in range(len(originals)):
-        # The metric's inputs are float32 (bench.images.to_float); the reference gets the same numbers.
+        # The metric's inputs are float32 (bench.data.images.to_float); the reference gets the same numbers.
         x = images.to_float(originals[i]).astype(np.float64)
         y = np.where(masks[i][..., None], x, images.to_float(anonymized[i]).astype(np.float64))
         _, full = structural_similarity(x, y,
@@ -159,9 +159,9 @@ def test_every_metric_states_a_consistent_family_and_direction(name):
 
 
 def test_an_annotation_table_has_no_masks_so_background_metrics_are_skipped_with_a_reason(tmp_path):
-    from bench.dataset import load_pairs
-    from bench.runner import score_pairs
-    from bench.store import ResultsStore
+    from bench.data.dataset import load_pairs
+    from bench.scoring.runner import score_pairs
+    from bench.scoring.store import ResultsStore
 
     table = load_pairs(DEMO_FOLDER / "HA1.csv", root=DEMO_FOLDER / "images")
     with ResultsStore(tmp_path / "r.sqlite") as store:

@@ -122,7 +122,7 @@ def _top_level_names() -> frozenset[str]:
 
 def _names_checkout_file(tokens: list[str], names: frozenset[str]) -> bool:
     """Whether an argument is a path or module of the checkout (``fixtures/demo/HA1.csv``,
-    ``mine=fixtures/x``, ``examples.tunable_blend:blend``, ``bench.startup``)."""
+    ``mine=fixtures/x``, ``examples.tunable_blend:blend``, ``bench.flows.startup``)."""
     for token in tokens:
         for part in re.split(r"[=:,]", token):
             if "/" not in part and "." not in part:
@@ -295,7 +295,7 @@ _SECTIONS = {section: commands for section, commands in DOC.sections().items()
 
 def test_the_installed_suite_is_not_the_checkout(installed_suite: Path, tmp_path: Path):
     """What the commands below run: the wheel's bench, which finds its own demo set."""
-    code = "import bench, bench.demo as d; print(bench.__file__); print(d.DEMO_FOLDER)"
+    code = "import bench, bench.data.demo as d; print(bench.__file__); print(d.DEMO_FOLDER)"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_environment(installed_suite),
                           capture_output=True, text=True, timeout=120)
     package, demo = done.stdout.split()

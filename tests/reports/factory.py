@@ -4,7 +4,7 @@ Pairs get annotator scores from a latent anonymity per method, and metric values
 that latent with noise (PSNR of identical images is +inf, one LPIPS value is missing).
 Correlations are real rank/linear correlations of those columns on each split's rows, with
 Fisher-z intervals standing in for the bootstrap. Some rows are NaN with a reason, exactly as
-bench/correlate.py writes them: an empty test set, a constant metric column.
+bench/analysis/correlate.py writes them: an empty test set, a constant metric column.
 """
 
 from __future__ import annotations
