@@ -135,6 +135,10 @@ def _load_linear_heads(network: torch.nn.Module) -> WeightsRecord:
                          status="verified" if sha256 == LINEAR_HEADS_SHA256 else "unverified")
 
 
+def _is_trunk_key(key: str) -> bool:
+    return key.startswith("features.")
+
+
 def trunk_state_dict(network: torch.nn.Module, alexnet_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """torchvision AlexNet `features.<i>.<param>` keys -> lpips' `slice<k>.<i>.<param>` keys.
 
@@ -143,7 +147,7 @@ def trunk_state_dict(network: torch.nn.Module, alexnet_state: dict[str, torch.Te
     `features.*` tensor must be used (the classifier is not part of LPIPS).
     """
     mapping = {f"features.{key.split('.', 1)[1]}": key for key in network.net.state_dict()}
-    offered = {key for key in alexnet_state if key.startswith("features.")}
+    offered = {key for key in alexnet_state if _is_trunk_key(key)}
     missing = sorted(set(mapping) - offered)
     unexpected = sorted(offered - set(mapping))
     if missing or unexpected:
@@ -189,7 +193,7 @@ class LPIPS(FeaturePairMetric):
         from metrics.weights import as_float32, load_state_dict
 
         network = _build_network()
-        alexnet_state, self._trunk_record = load_state_dict(TRUNK_WEIGHTS_NAME)
+        alexnet_state, self._trunk_record = load_state_dict(TRUNK_WEIGHTS_NAME, keep=_is_trunk_key)
         try:
             network.net.load_state_dict(as_float32(trunk_state_dict(network, alexnet_state)), strict=True, assign=True)
         except RuntimeError as exc:

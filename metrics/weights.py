@@ -33,6 +33,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -156,13 +157,23 @@ class ResolvedWeights:
     def record(self) -> WeightsRecord:
         return WeightsRecord(name=self.spec.name, sha256=self.sha256, status=self.status)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The tensors, loaded without executing pickled code."""
+    def state_dict(self, keep: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
+        """The tensors (those whose key `keep` accepts), loaded without executing pickled code.
+
+        With `keep`, a zip-format file (torch.save's own) is memory-mapped and only the kept
+        tensors are read, as copies: LPIPS keeps AlexNet's 2.5 MB of convolutions from a 244 MB
+        file, and its load fell from 0.55 s to 0.07 s on a 2-core EPYC. Nothing returned
+        stays backed by the file, which a user may replace during a run.
+        """
+        mapped = keep is not None and zipfile.is_zipfile(self.path)
         try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
+            loaded = torch.load(self.path, map_location="cpu", weights_only=True, mmap=mapped)
         except Exception as exc:  # torch raises several unrelated types for bad archives
             raise WeightsError(f"cannot load {self.path} ({checkpoint_load_reason(exc)}); "
                                f"run `bench weights fetch {self.spec.name}`") from exc
+        if keep is None:
+            return loaded
+        return {key: value.clone() if mapped else value for key, value in loaded.items() if keep(key)}
 
 
 # --------------------------------------------------------------------------- locations
@@ -412,9 +423,10 @@ def resolve(name: str, *, download: bool = False) -> ResolvedWeights:
     raise WeightsError(_missing_message(spec))
 
 
-def load_state_dict(name: str, *, download: bool = False) -> tuple[dict[str, torch.Tensor], WeightsRecord]:
+def load_state_dict(name: str, *, download: bool = False,
+                    keep: Callable[[str], bool] | None = None) -> tuple[dict[str, torch.Tensor], WeightsRecord]:
     resolved = resolve(name, download=download)
-    return resolved.state_dict(), resolved.record()
+    return resolved.state_dict(keep), resolved.record()
 
 
 def as_float32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -50,6 +50,7 @@ from tqdm import tqdm
 from bench.scoring import dist
 from bench.data import images
 from bench.data.dataset import PairsTable
+from bench.scoring.chunking import ChunkSizer
 from bench.errors import ImageError, InputError, printable
 from bench.scoring.store import PairKey, ResultsStore, ScoreRow, run_provenance
 from metrics.atomic import write_atomic
@@ -64,8 +65,6 @@ from metrics.schema import VALUE_ENCODING, MetricInfo, WeightsStatus, json_numbe
 # different sizes must not pile up in memory.
 _PENDING_BATCHES = 4
 _HASH_THREADS = 8
-# Images per forward pass of a feature metric on CPUs, per torch thread (see `_features`).
-_CPU_IMAGES_PER_THREAD = 2
 # Failures listed in a summary; the rest are in the error column of the per-pair table.
 _LISTED_FAILURES = 10
 
@@ -400,24 +399,10 @@ def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tensor[index.to(tensor.device)]
 
 
-def _features(metric: FeaturePairMetric, images: torch.Tensor) -> Any:
-    """`metric.features(images)`; on CPUs a few images per forward pass, joined afterwards.
-
-    On a CPU a large batch's activations no longer fit in cache: on a 2-core EPYC a forward
-    pass costs per image 50 ms (Inception) and 25 ms (ResNet-50) at 4 images, 76 and 40 ms
-    at 32. GPUs take the whole batch.
-    """
-    parts = [metric.features(part) for part, _ in _chunks(images)]
+def _features(metric: FeaturePairMetric, images: torch.Tensor, sizer: ChunkSizer) -> Any:
+    """`metric.features(images)`, a forward pass of `sizer`'s size at a time, joined afterwards."""
+    parts = sizer.encode(images, lambda part, _: metric.features(part))
     return parts[0] if len(parts) == 1 else _concat_features(parts)
-
-
-def _chunks(images: torch.Tensor) -> Iterator[tuple[torch.Tensor, slice]]:
-    """(images, their positions) a forward pass at a time: the `_features` chunks on CPUs, the
-    whole batch on GPUs."""
-    chunk = _CPU_IMAGES_PER_THREAD * torch.get_num_threads() if images.device.type == "cpu" else len(images)
-    for start in range(0, len(images), chunk):
-        span = slice(start, start + chunk)
-        yield images[span], span
 
 
 def _concat_features(parts: list[Any]) -> Any:
@@ -427,7 +412,7 @@ def _concat_features(parts: list[Any]) -> Any:
     return torch.cat(parts)
 
 
-def _score_metric(metric: PairMetric, batch: _Batch, rows: torch.Tensor) -> np.ndarray:
+def _score_metric(metric: PairMetric, batch: _Batch, rows: torch.Tensor, sizer: ChunkSizer) -> np.ndarray:
     """Values of `metric` for the batch pairs at positions `rows`."""
     anonymized = _rows(batch.anonymized, rows)
     if metric.needs_pii_mask:
@@ -435,14 +420,14 @@ def _score_metric(metric: PairMetric, batch: _Batch, rows: torch.Tensor) -> np.n
         return metric.score(original, anonymized, pii_mask=batch.pii_masks(rows))
     if isinstance(metric, FeaturePairMetric):
         if not metric.needs_original:
-            return np.concatenate([metric.compare(None, metric.features(part)) for part, _ in _chunks(anonymized)])
+            return np.concatenate(sizer.encode(anonymized, lambda part, _: metric.compare(None, metric.features(part))))
         # Encode each original of these pairs once, then compare it with all its anonymizations.
         used, position = torch.unique(batch.original_index[rows], return_inverse=True)
-        original_features = _features(metric, _rows(batch.originals, used))
+        original_features = _features(metric, _rows(batch.originals, used), sizer)
         # Anonymized images are compared chunk by chunk as they are encoded: joining their
         # features first (LPIPS: five activation maps per image) cost 1% of the run in copies.
-        return np.concatenate([metric.compare(metric.select(original_features, position[span]), metric.features(part))
-                               for part, span in _chunks(anonymized)])
+        return np.concatenate(sizer.encode(anonymized, lambda part, span: metric.compare(
+            metric.select(original_features, position[span]), metric.features(part))))
     if not metric.needs_original:
         return metric.score(None, anonymized)
     return metric.score(_rows(batch.originals, batch.original_index[rows]), anonymized)
@@ -462,6 +447,8 @@ class _ActiveMetric:
     values: dict[PairKey, float] = field(default_factory=dict)
     #: Pair key -> reason, for pairs this metric rejected.
     rejected: dict[PairKey, str] = field(default_factory=dict)
+    #: Its forward-pass size on a CPU, measured on this run's images.
+    sizer: ChunkSizer = field(default_factory=ChunkSizer)
 
 
 def _run_metric(active: _ActiveMetric, batch: _Batch) -> list[tuple[int, float]]:
@@ -475,21 +462,22 @@ def _run_metric(active: _ActiveMetric, batch: _Batch) -> list[tuple[int, float]]
     if not positions:
         return []
     try:
-        values = _checked(active.metric, batch, positions)
+        values = _checked(active, batch, positions)
     except MetricError:
         values = []
         for position in positions:
             try:
-                values.extend(_checked(active.metric, batch, [position]))
+                values.extend(_checked(active, batch, [position]))
             except MetricError as exc:
                 active.rejected[batch.keys[position]] = str(exc)
                 values.append(None)
     return [(p, v) for p, v in zip(positions, values) if v is not None]
 
 
-def _checked(metric: PairMetric, batch: _Batch, positions: list[int]) -> list[float]:
+def _checked(active: _ActiveMetric, batch: _Batch, positions: list[int]) -> list[float]:
+    metric = active.metric
     try:
-        values = _score_metric(metric, batch, torch.tensor(positions, dtype=torch.long))
+        values = _score_metric(metric, batch, torch.tensor(positions, dtype=torch.long), active.sizer)
     except MetricError:
         raise
     except Exception as exc:  # noqa: BLE001 - a third-party metric's bug must not end the run
