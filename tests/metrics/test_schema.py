@@ -131,7 +131,7 @@ ALLOWED_DUMPS = {
     ("bench/flows/dataset_init.py", "_json_lines"): "the pii.json / identities.json a user's set is made of (inputs)",
     ("bench/methods/isolation.py", "_child_environment"): "sys.path handed to the worker and probe processes",
     ("bench/methods/worker.py", "probe_main"): "the probe's facts file (strings and parameter defaults), read by isolation.probe",
-    ("bench/methods.py", "sweep"): "a parameter setting's identity (strings), hashed",
+    ("bench/methods/__init__.py", "sweep"): "a parameter setting's identity (strings), hashed",
     ("bench/flows/perf.py", "_child_main"): "subprocess result file, read back by json.loads (Infinity round-trips)",
     ("bench/flows/perf.py", "_run_child"): "subprocess job file",
     ("bench/flows/startup.py", "measure_startup"): "subprocess argv",
