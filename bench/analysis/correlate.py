@@ -48,8 +48,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from bench.data import protocol
 from bench.analysis import stats
+from bench.data import protocol
 from bench.errors import InputError, SplitError
 from metrics.schema import MetricInfo, metric_infos
 

@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from bench.analysis import stats
+from bench.analysis.tradeoff import build_tradeoffs, choose_axes
 from bench.data.benchmark_set import BenchmarkPair, load_benchmark_set
 from bench.errors import InputError
 from bench.methods import REFERENCE_METHODS
 from bench.scoring.setmetrics import group_key, lookup_spread, too_few_note
 from bench.scoring.store import ResultsStore
-from bench.analysis.tradeoff import build_tradeoffs, choose_axes
 from metrics.errors import MetricError
 from metrics.registry import metric_class, metric_label
 from reports.leaderboard import (

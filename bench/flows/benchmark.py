@@ -42,17 +42,17 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from bench.flows import evaluate
+from bench.analysis.leaderboard import build_leaderboard, check_n_boot
 from bench.data import images
 from bench.data.benchmark_set import BenchmarkPair, BenchmarkSet, OriginalImage, load_benchmark_set
 from bench.data.dataset import MASK_COLUMN, PairsTable
 from bench.data.demo import DEMO_DATASET
-from bench.errors import ImageError, InputError, printable
-from bench.methods.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
-from bench.analysis.leaderboard import build_leaderboard, check_n_boot
-from bench.options import Bootstrap, ScoringOptions
 from bench.data.layout import ORIGINALS_FOLDER
 from bench.data.regions import boxes_mask, local_box, local_crop
+from bench.errors import ImageError, InputError, printable
+from bench.flows import evaluate
+from bench.methods.isolation import DEFAULT_TIMEOUT_S, MethodWorker, WorkerDied
+from bench.options import Bootstrap, ScoringOptions
 from bench.methods import (
     FolderMatch,
     Method,
@@ -73,8 +73,8 @@ from bench.scoring.setmetrics import (
     group_key,
     score_groups,
 )
-from bench.scoring.store import DEFAULT_STORE_NAME, ResultsStore
 from bench.analysis.tradeoff import choose_axes
+from bench.scoring.store import DEFAULT_STORE_NAME, ResultsStore
 from metrics.atomic import write_atomic
 from metrics.attacks import PrivacyReport
 from metrics.csvsafe import to_csv_text

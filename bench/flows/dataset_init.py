@@ -24,9 +24,9 @@ import numpy as np
 from PIL import Image
 
 from bench.data import images
-from bench.errors import ImageError, InputError
 from bench.data.layout import method_slug
 from bench.data.regions import boxes_mask
+from bench.errors import ImageError, InputError
 from bench.scoring.runner import to_device
 from metrics.atomic import write_atomic
 

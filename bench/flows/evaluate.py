@@ -34,13 +34,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.data import dataset
-from bench.scoring import runner
 from bench.analysis.correlate import CONVENTIONS, CorrelationResult, correlate
+from bench.analysis.stats import DEFAULT_STATISTICS, Statistic, resolve_statistic
+from bench.data import dataset
 from bench.data.demo import DEMO_FOLDER, DEMO_IMAGES
 from bench.errors import InputError
 from bench.options import Bootstrap, ScoringOptions
-from bench.analysis.stats import DEFAULT_STATISTICS, Statistic, resolve_statistic
+from bench.scoring import runner
 from bench.scoring.store import DEFAULT_STORE_NAME, ResultsStore, run_provenance
 from metrics.atomic import write_atomic
 from metrics.csvsafe import restore_frame, to_csv_text

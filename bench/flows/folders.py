@@ -36,13 +36,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from bench.data import dataset
-from bench.scoring import runner
 from bench.analysis import stats
+from bench.data import dataset
 from bench.data.dataset import PATH_COLUMNS, TEXT_COLUMNS, PairsTable
 from bench.errors import InputError
 from bench.methods import _folder_files, _stem, match_folder
 from bench.options import Bootstrap, ScoringOptions
+from bench.scoring import runner
 from bench.scoring.setmetrics import SPREAD_FIELDS, GroupMember, SetScores, SetValueSpread, score_groups
 from bench.scoring.store import DEFAULT_STORE_NAME, ResultsStore
 from metrics.atomic import write_atomic

@@ -67,11 +67,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import InterpolationMode
 
-from bench.scoring import dist
+from bench.analysis.stats import correlation
 from bench.data import images, protocol
 from bench.data.dataset import PairsTable, load_pairs
 from bench.errors import ImageError, InputError, SplitError
-from bench.analysis.stats import correlation
+from bench.scoring import dist
 from bench.scoring.store import run_provenance
 from metrics import weights
 from metrics.atomic import save_torch_atomic, write_atomic

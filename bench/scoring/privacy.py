@@ -35,8 +35,8 @@ import torch
 
 from bench.data import images
 from bench.data.dataset import PairsTable
-from bench.scoring.runner import to_device
 from bench.errors import InputError
+from bench.scoring.runner import to_device
 from metrics.attacks import (
     DetectionExample, PrivacyReport, PrivacyRow, Rate, adaptive_attack, identify, verification_scores, verify,
 )

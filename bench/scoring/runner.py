@@ -47,10 +47,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from bench.scoring import dist
 from bench.data import images
 from bench.data.dataset import PairsTable
 from bench.errors import ImageError, InputError, printable
+from bench.scoring import dist
 from bench.scoring.store import PairKey, ResultsStore, ScoreRow, run_provenance
 from metrics.atomic import write_atomic
 from metrics.csvsafe import to_csv_text

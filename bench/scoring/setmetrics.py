@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.scoring import dist
 from bench.data import images
 from bench.errors import ImageError
+from bench.scoring import dist
 from bench.scoring.runner import MetricOutcome, to_device
 from bench.scoring.store import PairKey, ResultsStore
 from metrics.base import SetMetric

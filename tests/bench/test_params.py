@@ -7,9 +7,9 @@ import pytest
 from PIL import Image, ImageFilter
 
 from bench import methods
-from bench.flows.benchmark import BenchmarkConfig, run_benchmark
 from bench.cli import main
 from bench.errors import InputError
+from bench.flows.benchmark import BenchmarkConfig, run_benchmark
 from bench.options import Bootstrap, ScoringOptions
 from tests.bench.benchset import BUILTINS, write_benchmark_set
 

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.data import protocol
 from bench.analysis import stats
 from bench.analysis.correlate import correlate
+from bench.data import protocol
 from bench.errors import InputError
 from tests.bench.analysis.test_correlate import ANNOTATORS, METRICS, synthetic_pairs
 

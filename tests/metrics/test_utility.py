@@ -11,9 +11,9 @@ import torch
 from skimage.metrics import structural_similarity
 
 from bench.data import images
-from bench.flows.benchmark import _pii_mask
 from bench.data.benchmark_set import load_benchmark_set
 from bench.data.demo import DEMO_FOLDER
+from bench.flows.benchmark import _pii_mask
 from bench.methods import builtin_methods, anonymize
 from metrics.errors import MetricInputError
 from metrics.registry import BUILTIN_METRICS, build_metric, metric_class

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from bench.data import protocol
 from bench.analysis import stats
 from bench.analysis.correlate import CEILING_COLUMNS, CORRELATION_COLUMNS, EMPTY_TEST_SET, correlate
+from bench.data import protocol
 from bench.errors import InputError
 
 N_BOOT = 200

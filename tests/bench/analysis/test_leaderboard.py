@@ -11,9 +11,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench.flows.benchmark import BenchmarkConfig, run_benchmark
-from bench.cli import main
 from bench.analysis.leaderboard import merge_records, summarize
+from bench.cli import main
+from bench.flows.benchmark import BenchmarkConfig, run_benchmark
 from bench.options import Bootstrap, ScoringOptions
 from tests.bench.benchset import BUILTINS, SIZES, THIS, write_benchmark_set
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bench.analysis import tradeoff
-from bench.flows.benchmark import BenchmarkConfig, run_benchmark
 from bench.errors import InputError
+from bench.flows.benchmark import BenchmarkConfig, run_benchmark
 from bench.options import Bootstrap, ScoringOptions
 
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.flows.benchmark import BenchmarkConfig, run_benchmark
-from bench.data.benchmark_set import load_benchmark_set
 from bench.cli import main
+from bench.data.benchmark_set import load_benchmark_set
 from bench.errors import InputError
+from bench.flows.benchmark import BenchmarkConfig, run_benchmark
 from bench.methods import Method, MethodFailure, anonymize, resolve_method
 from bench.options import Bootstrap, ScoringOptions
 from tests.bench import benchset as benchset_module

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.flows import evaluate
 from bench.data import protocol
-from bench.scoring import runner
+from bench.flows import evaluate
 from bench.options import Bootstrap, ScoringOptions
+from bench.scoring import runner
 from bench.scoring.store import ResultsStore
 from tests.browser import CONSOLE_ERROR, needs_chromium, render
 

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bench.flows import explain
-from bench.data import images
 from bench.cli import main
+from bench.data import images
 from bench.errors import InputError
+from bench.flows import explain
 from metrics.perceptanon import (
     build_ha1,
     build_ha2,

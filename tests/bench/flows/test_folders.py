@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.flows import folders
 from bench.errors import InputError
+from bench.flows import folders
 from bench.options import ScoringOptions
 from metrics.base import SetMetric
 from tests.metrics.test_fid import inception_dir  # noqa: F401 - the session's converted TF-Inception

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import dataset, images
-from bench.flows import perf
 from bench.cli import main
+from bench.data import dataset, images
 from bench.errors import InputError
+from bench.flows import perf
 from bench.scoring.runner import score_pairs
 from bench.scoring.store import ResultsStore
 from metrics import functional

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.flows import startup
 from bench.errors import InputError
+from bench.flows import startup
 from metrics import weights
 from metrics.registry import metric_class
 

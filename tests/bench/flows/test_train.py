@@ -28,11 +28,11 @@ import torchvision
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF_v1
 
-from bench.data import images, protocol
-from bench.flows import train
 from bench.cli import main
+from bench.data import images, protocol
 from bench.data.dataset import load_pairs
 from bench.errors import InputError
+from bench.flows import train
 from bench.scoring.runner import score_pairs
 from bench.scoring.store import ResultsStore
 from metrics import weights

@@ -27,12 +27,12 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.scoring import dist
+from bench.errors import InputError
 from bench.flows import train
 from bench.flows.benchmark import BenchmarkConfig, run_benchmark
 from bench.methods import builtin_methods
-from bench.errors import InputError
 from bench.options import Bootstrap, ScoringOptions
+from bench.scoring import dist
 from metrics import functional, weights
 from metrics.base import PairMetric, SetMetric, WeightsRecord
 from metrics.fid import FID, KID, FeatureMoments

@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.data import images
 from bench.cli import main
+from bench.data import images
 from bench.data.dataset import load_pairs
 from bench.scoring.runner import score_pairs
 from bench.scoring.store import ResultsStore
