@@ -37,16 +37,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.analysis.stats import Statistic
 from bench.data import dataset
+from bench.data.images import load_rgb, to_float
 from bench.flows import folders
 from bench.options import Bootstrap, ScoringOptions
+from bench.scoring.setmetrics import spread_of as _spread_of
 from bench.scoring.store import weights_status
 from metrics.base import SetMetric
-from metrics.errors import MetricError
 from metrics.catalog import metric_facts
-from bench.scoring.setmetrics import spread_of as _spread_of
+from metrics.errors import MetricError
 from metrics.registry import build_metric, parse_metric_list
 from metrics.schema import json_number
+
+#: What a user's code may import from here, wherever inside bench/ it lives: the three scoring
+#: entry points, the image decoder that feeds `score_tensors`, and the record of a statistic
+#: plugin (a method plugin's `Parameter` is in `bench.methods`).
+__all__ = ["Statistic", "load_rgb", "score_folders", "score_pairs_csv", "score_tensors", "to_float"]
 
 PathLike = str | os.PathLike[str]
 
