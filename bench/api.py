@@ -38,7 +38,6 @@ import numpy as np
 import torch
 
 from bench.analysis.stats import Statistic
-from bench.data import dataset
 from bench.data.images import load_rgb, to_float
 from bench.flows import folders
 from bench.options import Bootstrap, ScoringOptions
@@ -147,13 +146,13 @@ def score_pairs_csv(
     """Score every pair of a CSV (img1, img2 relative to `root`, by default the CSV's folder;
     other column names through `columns`, e.g. "original=src,anonymized=dst"), as
     ``bench score --annotations FILE --json`` does. No score column is needed."""
-    table = dataset.load_pairs(_resolved(annotations), root=_resolved(root),
-                               columns=dataset.parse_column_mapping(columns), require_scores=False)
     with _out_folder(out) as out_path:
         config = _config(out_path, metrics=metrics, device=device, store=store, batch_size=batch_size,
                          size_policy=size_policy, n_boot=n_boot, seed=seed, metric_options=metric_options,
                          progress=progress, command="bench.api.score_pairs_csv")
-        report = folders.score_table(table, config)
+        # As `bench score --annotations`: a root under which no image exists is an error, not
+        # a result whose every value is missing.
+        report = folders.score_annotations(_resolved(annotations), config, root=_resolved(root), columns=columns)
         return _kept(report.to_json(), out, store)
 
 

@@ -84,6 +84,17 @@ class _OneLineParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _resamples(text: str) -> int:
+    """--n-boot: a whole number of bootstrap resamples, at least 1 (checked before any scoring)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} resamples: give at least 1 (the default is 2000)")
+    return value
+
+
 def _seed(text: str) -> int:
     """A random seed: an integer from 0 to 2**32 - 1 (what numpy accepts)."""
     try:
@@ -192,7 +203,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                         "under the two folders' common parent, with - for />, e.g. runs/score-anonymized-blur-global; "
                         "with --annotations: runs/score-<file stem>)")
     p.add_argument("--store", type=Path, default=None, help="results store (default: <out>/results.sqlite)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the summary's 95%% CIs")
+    p.add_argument("--n-boot", type=_resamples, default=2000, help="bootstrap resamples of the summary's 95%% CIs")
     p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (the summary and every pair's values) on stdout, and nothing else")
@@ -460,7 +471,7 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, default=None,
                    help="results store (default: <out>/results.sqlite; with --method: runs/results.sqlite, "
                         "shared by every benchmark run so `bench leaderboard` sees them all)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--n-boot", type=_resamples, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed (splits always use the paper's 42)")
     p.add_argument("--statistics", default=None, metavar="NAME[,NAME]",
                    help="correlation statistics: spearman, kendall, pearson or module:RECORD of your own "
@@ -525,7 +536,7 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
                    help="folder for leaderboard.{md,tex,csv,json,html} (default: runs/leaderboard/<dataset>)")
     p.add_argument("--sort", default=None, metavar="METRIC",
                    help="sort metric (default: PerceptAnon, else lpips, inception_dist, ssim)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--n-boot", type=_resamples, default=2000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed")
     p.add_argument("--tradeoff", default=None, metavar="PRIVACY_METRIC,UTILITY_METRIC",
                    help="the axes of the privacy-utility trade-off views (default: see bench run --tradeoff)")

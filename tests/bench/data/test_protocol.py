@@ -13,7 +13,7 @@ import pytest
 
 sklearn_split = pytest.importorskip("sklearn.model_selection").train_test_split
 
-from bench import protocol  # noqa: E402
+from bench.data import protocol  # noqa: E402
 from bench.errors import InputError, SplitError  # noqa: E402
 
 ANNOTATORS = [f"annotator_{i}" for i in range(1, 6)]

@@ -337,6 +337,28 @@ def test_api_resolves_paths_at_the_call_and_equals_the_cli(work, monkeypatch, tm
     assert Path(from_csv["files"]["scores.csv"]) == work / "runs" / "api-csv" / "scores.csv"
 
 
+def test_api_csv_under_a_wrong_root_is_an_error_not_an_empty_result(work, monkeypatch, tmp_path):
+    # From another folder the CSV's relative image paths find nothing: as the CLI does, the
+    # API says so, instead of returning every value missing with status "ok".
+    from bench.api import score_pairs_csv
+    from bench.errors import InputError
+
+    csv_path = _pairs_csv(work)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(InputError, match="none of the .* images exists under the image root"):
+        score_pairs_csv(csv_path, root=elsewhere, metrics=FAST_METRICS, device="cpu")
+
+
+def test_n_boot_below_one_is_refused_before_any_scoring(work):
+    finished = bench(work, "score", "originals", "anonymized", "--metrics", "mse", "--n-boot", "0", "--device", "cpu")
+    assert finished.returncode == 2
+    assert finished.stderr.strip().splitlines() == [
+        "bench score: error: argument --n-boot: 0 resamples: give at least 1 (the default is 2000); "
+        "see `bench score --help`"]
+    assert not (work / "runs").exists()
+
+
 def test_score_tensors_equals_the_adapters_and_counts_infinities():
     from bench.api import score_tensors
     from metrics.pixel import PSNR
