@@ -178,15 +178,16 @@ class LayeredFeatures(FeaturePairMetric):
         return sum((o - a).abs().sum(dim=1) for o, a in zip(original_features, anonymized_features))
 
 
-def test_runner_encodes_a_few_images_per_pass_on_cpu_with_the_same_values(tmp_path):
+def test_runner_tries_each_pass_size_on_cpu_with_the_same_values(tmp_path):
+    # bench.scoring.chunking: 2, 4, 8, ... images per pass, each twice, a short last pass not
+    # counting; 6 originals (2, 2, then 2 of a 4) and 24 anonymized images (4, 4, 8, 8).
     csv_path = perf.write_synthetic_pairs(tmp_path / "data", 24, (32, 32))
     table = dataset.load_pairs(csv_path)
     LayeredFeatures.calls = []
     with ResultsStore(tmp_path / "store.sqlite") as store:
         result = score_pairs(table, ["tests.bench.flows.test_perf:LayeredFeatures"], store=store, device="cpu",
                              batch_size=24, progress=False)
-    chunk = 2 * torch.get_num_threads()
-    assert max(LayeredFeatures.calls) == chunk and sum(LayeredFeatures.calls) == 6 + 24
+    assert LayeredFeatures.calls == [2, 2, 2, 4, 4, 8, 8] and sum(LayeredFeatures.calls) == 6 + 24
     direct = LayeredFeatures()
     for i, value in enumerate(result.scores.sort_values("row")["value"]):
         pair = [torch.from_numpy(images.to_float(images.load_rgb(path))).permute(2, 0, 1)[None].contiguous()
