@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -57,15 +57,21 @@ class ChunkSizer:
         if self.passes[size] == _PASSES_PER_CANDIDATE:
             self.timed[size] = seconds / images
 
-    def encode(self, images: torch.Tensor, work: Callable[[torch.Tensor, slice], Result]) -> list[Result]:
-        """`work(part, positions)` over `images` a forward pass at a time, in order."""
+    def encode(self, images: torch.Tensor, features: Callable[[torch.Tensor], Any],
+               then: Callable[[Any, slice], Result] | None = None) -> list[Result]:
+        """`features(part)` over `images` a forward pass at a time, in order, each result passed
+        with the part's positions to `then` where given. Only `features` is timed: what a
+        caller does with them (a comparison with the originals' features, or none) would make
+        passes of one metric incomparable."""
         if images.device.type != "cpu":
-            return [work(images, slice(0, len(images)))]
+            found = features(images)
+            return [found if then is None else then(found, slice(0, len(images)))]
         results = []
         for part, span in self.parts(images):
             start = time.perf_counter()
-            results.append(work(part, span))
+            found = features(part)
             self.record(span.stop - span.start, len(part), time.perf_counter() - start)
+            results.append(found if then is None else then(found, span))
         return results
 
     def parts(self, images: torch.Tensor) -> Iterator[tuple[torch.Tensor, slice]]:

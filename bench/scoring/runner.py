@@ -401,7 +401,7 @@ def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def _features(metric: FeaturePairMetric, images: torch.Tensor, sizer: ChunkSizer) -> Any:
     """`metric.features(images)`, a forward pass of `sizer`'s size at a time, joined afterwards."""
-    parts = sizer.encode(images, lambda part, _: metric.features(part))
+    parts = sizer.encode(images, metric.features)
     return parts[0] if len(parts) == 1 else _concat_features(parts)
 
 
@@ -420,14 +420,14 @@ def _score_metric(metric: PairMetric, batch: _Batch, rows: torch.Tensor, sizer: 
         return metric.score(original, anonymized, pii_mask=batch.pii_masks(rows))
     if isinstance(metric, FeaturePairMetric):
         if not metric.needs_original:
-            return np.concatenate(sizer.encode(anonymized, lambda part, _: metric.compare(None, metric.features(part))))
+            return np.concatenate(sizer.encode(anonymized, metric.features, lambda found, _: metric.compare(None, found)))
         # Encode each original of these pairs once, then compare it with all its anonymizations.
         used, position = torch.unique(batch.original_index[rows], return_inverse=True)
         original_features = _features(metric, _rows(batch.originals, used), sizer)
         # Anonymized images are compared chunk by chunk as they are encoded: joining their
         # features first (LPIPS: five activation maps per image) cost 1% of the run in copies.
-        return np.concatenate(sizer.encode(anonymized, lambda part, span: metric.compare(
-            metric.select(original_features, position[span]), metric.features(part))))
+        return np.concatenate(sizer.encode(anonymized, metric.features, lambda found, span: metric.compare(
+            metric.select(original_features, position[span]), found)))
     if not metric.needs_original:
         return metric.score(None, anonymized)
     return metric.score(_rows(batch.originals, batch.original_index[rows]), anonymized)

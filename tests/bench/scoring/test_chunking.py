@@ -45,15 +45,25 @@ def test_a_short_last_pass_says_nothing_about_its_size():
 def test_encode_covers_every_image_once_in_order():
     sizer = ChunkSizer()
     images = torch.arange(101, dtype=torch.float32).reshape(101, 1, 1, 1)
-    seen = sizer.encode(images, lambda part, span: (part.flatten().tolist(), span))
+    seen = sizer.encode(images, lambda part: part.flatten().tolist(), lambda values, span: (values, span))
     assert [value for values, _ in seen for value in values] == list(range(101))
     for values, span in seen:
         assert values == list(range(101))[span]
     assert [len(values) for values, _ in seen][:4] == [2, 2, 4, 4]
 
 
+def test_only_the_forward_pass_is_timed():
+    # What the caller does with a pass's features (comparing them with the originals') is not
+    # the pass's cost: a slow `then` must not steer the size.
+    import time
+
+    sizer = ChunkSizer()
+    sizer.encode(torch.zeros(4, 1, 1, 1), len, lambda count, span: time.sleep(0.05))
+    assert sizer.timed == {2: sizer.timed[2]} and sizer.timed[2] < 0.01
+
+
 def test_a_gpu_batch_is_one_pass():
     sizer = ChunkSizer()
     images = torch.empty(40, 3, 8, 8, device="meta")  # any non-CPU device
-    parts = sizer.encode(images, lambda part, span: (len(part), span))
+    parts = sizer.encode(images, len, lambda count, span: (count, span))
     assert parts == [(40, slice(0, 40))] and sizer.passes == {}
