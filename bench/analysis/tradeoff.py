@@ -35,15 +35,13 @@ import numpy as np
 
 from bench.errors import InputError
 from bench.methods import REFERENCE_METHODS
-from reports.leaderboard import Entry, Leaderboard
 from metrics.errors import MetricError
 from metrics.registry import metric_class
+from reports.leaderboard import Entry, Leaderboard
 from reports.tradeoff import Axis, Curve, Point, Tradeoff
 
 #: The anchor rows and what each stands for.
 ANCHORS: dict[str, str] = {**{name: "no anonymization" for name in REFERENCE_METHODS}, "mask": "full mask"}
-#: Default axes, the first of each list that the run has (a utility must be in the utility
-#: family or a realism view); privacy attacks first, then learned and perceptual metrics.
 SCOPES = ("global", "local")
 
 
@@ -128,7 +126,8 @@ def choose_axes(spec: str | None, metrics: Mapping[str, Mapping[str, Any]], *,
         if parts[0] == parts[1]:
             raise InputError(f"--tradeoff {spec!r}: the privacy and utility axes must be two different metrics")
         return parts[0], parts[1]
-    # The utility family first (in preference order, then any plugin's), realism views after.
+    # Default axes: by the metric classes' tradeoff priorities (privacy attacks first, then
+    # learned and perceptual metrics), any plugin without one after.
     family = _by_priority([name for name, info in computed.items() if info.get("family") == "utility"],
                           "tradeoff_utility_priority")
     if not family:
@@ -142,13 +141,13 @@ def choose_axes(spec: str | None, metrics: Mapping[str, Mapping[str, Any]], *,
 def _by_priority(names: list[str], attribute: str) -> list[str]:
     """`names` by their metric classes' `attribute` (lowest first), those without one after, in
     their given order; a plugin that no longer imports has none."""
-    def priority(name: str) -> int | None:
+    def rank(name: str) -> tuple[bool, int]:
         try:
-            return getattr(metric_class(name), attribute)
+            priority = getattr(metric_class(name), attribute)
         except MetricError:
-            return None
-    ranked = [(priority(name), index, name) for index, name in enumerate(names)]
-    return [name for value, index, name in sorted(ranked, key=lambda r: (r[0] is None, r[0] or 0, r[1]))]
+            priority = None
+        return priority is None, priority or 0
+    return sorted(names, key=rank)  # stable: equal ranks keep their given order
 
 
 # ----------------------------------------------------------------------------- the views
