@@ -361,12 +361,6 @@ _LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "scikit-image", "lpips",
 
 
 def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from metrics.installed import version
 
-    found = {}
-    for dist in _LIBRARIES:
-        try:
-            found[dist] = version(dist)
-        except PackageNotFoundError:
-            continue
-    return found
+    return {dist: found for dist in _LIBRARIES if (found := version(dist)) is not None}

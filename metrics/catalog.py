@@ -9,6 +9,7 @@ listed with the reason instead of ending the listing.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,8 @@ class MetricFacts:
     #: "perceptual" or "utility", and the direction as a utility (None: not a utility view).
     family: str = ""
     higher_is_more_useful: bool | None = None
+    #: Modules the metric imports when built that are not installed here: it cannot run.
+    missing_modules: tuple[str, ...] = ()
 
     @property
     def direction(self) -> str:
@@ -63,6 +66,9 @@ class MetricFacts:
         parts = [f"{need.name} ({need.status})" for need in self.weights]
         if self.user_weights:
             parts.append(self.user_weights)
+        if self.missing_modules:
+            # Weights shipped in one package can be verified while the code that runs them is absent.
+            parts.append(f"cannot run here: {', '.join(self.missing_modules)} not installed")
         return "; ".join(parts) or "none"
 
     def to_json(self) -> dict[str, Any]:
@@ -73,6 +79,7 @@ class MetricFacts:
             "weights": [{"name": need.name, "status": need.status} for need in self.weights],
             "user_weights": self.user_weights, "convention": self.convention, "min_samples": self.min_samples,
             "error": self.error, "family": self.family, "higher_is_more_useful": self.higher_is_more_useful,
+            "missing_modules": list(self.missing_modules),
         }
 
 
@@ -94,7 +101,13 @@ def metric_facts(name: str, target: str | None = None) -> MetricFacts:
         convention=cls.convention or (doc[0] if doc else ""),
         min_samples=getattr(cls, "min_samples", None) if cls.level == "set" else None,
         family=cls.family, higher_is_more_useful=cls.higher_is_more_useful,
+        missing_modules=tuple(module for module in cls.preload_modules if not _installed(module)),
     )
+
+
+def _installed(module: str) -> bool:
+    """Whether `module`'s top-level package can be found, without importing it (dlib takes seconds)."""
+    return importlib.util.find_spec(module.partition(".")[0]) is not None
 
 
 def all_metric_facts() -> list[MetricFacts]:

@@ -294,7 +294,8 @@ def load_checkpoint(
 def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict without any DataParallel prefix, scalar metadata) of a checkpoint file."""
     if not path.is_file():
-        raise WeightsError(f"PerceptAnon checkpoint {path} not found; pass the path of a .pth.tar file")
+        raise WeightsError(f"PerceptAnon checkpoint {path} not found; pass the path of a checkpoint file "
+                           "(the paper's .pth.tar, or the best.pt that `bench train` writes)")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for unreadable or unsafe pickles

@@ -14,10 +14,11 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Iterable, Mapping
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import TYPE_CHECKING, Any
 
 from metrics.errors import MetricError, MetricInputError
+from metrics.installed import entry_points
 
 if TYPE_CHECKING:  # importing metrics.base imports torch: bench.methods' workers start without it
     from metrics.base import Metric

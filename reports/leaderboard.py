@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -347,16 +347,16 @@ def _slug(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- Markdown / LaTeX
-def to_markdown_document(board: Leaderboard) -> str:
-    """The table with its notes, then every failure on its own line."""
-    text = to_markdown(leaderboard_table(board))
+def to_markdown_document(board: Leaderboard, *, escape: Callable[[str], str] = markdown_escape) -> str:
+    """The table with its notes, then every failure on its own line (`escape`: see tables.to_markdown)."""
+    text = to_markdown(leaderboard_table(board), escape=escape)
     privacy = privacy_table(board)
     if privacy is not None:
-        text += "\n" + to_markdown(privacy)
+        text += "\n" + to_markdown(privacy, escape=escape)
     if board.failures:
-        text += "\n#### Failures\n\n" + "".join(f"- {markdown_escape(f.message)}\n" for f in board.failures)
+        text += "\n#### Failures\n\n" + "".join(f"- {escape(f.message)}\n" for f in board.failures)
     if board.tradeoffs:
-        text += "\n" + tradeoff.to_markdown_document(board.tradeoffs)
+        text += "\n" + tradeoff.to_markdown_document(board.tradeoffs, escape=escape)
     return text
 
 

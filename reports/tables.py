@@ -16,7 +16,7 @@ writer; metric metadata (MetricInfo) is metrics.schema's.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -591,27 +591,33 @@ def markdown_escape(text: str) -> str:
     return str(text).translate(_MARKDOWN_SPECIAL)
 
 
-def _markdown_cell(cell: Cell) -> str:
+def as_typed(text: str) -> str:
+    """The escape of text printed to a terminal, where no Markdown is rendered: none."""
+    return str(text)
+
+
+def _markdown_cell(cell: Cell, escape: Callable[[str], str]) -> str:
     text = (f"**{cell.text}**" if cell.best else cell.text) + cell.flag
-    parts = [text, cell.ci, markdown_escape(cell.marks), f"({cell.footnote})" if cell.footnote else ""]
+    parts = [text, cell.ci, escape(cell.marks), f"({cell.footnote})" if cell.footnote else ""]
     return " ".join(part for part in parts if part)
 
 
-def to_markdown(table: Table) -> str:
-    """A GitHub table with its title as a heading and its notes as a list below it."""
+def to_markdown(table: Table, *, escape: Callable[[str], str] = markdown_escape) -> str:
+    """A GitHub table with its title as a heading and its notes as a list below it; with
+    `escape=as_typed`, the same for a terminal (`face_detection`, not `face\\_detection`)."""
     header = [*table.row_header, *(column.header for column in table.columns)]
     lines = [
-        f"### {markdown_escape(table.title)}",
+        f"### {escape(table.title)}",
         "",
-        "| " + " | ".join(markdown_escape(text) for text in header) + " |",
+        "| " + " | ".join(escape(text) for text in header) + " |",
         "|" + "|".join([":---"] * len(table.row_header) + ["---:"] * len(table.columns)) + "|",
     ]
     for row in table.rows:
-        cells = [markdown_escape(label) for label in row.labels] + [_markdown_cell(cell) for cell in row.cells]
+        cells = [escape(label) for label in row.labels] + [_markdown_cell(cell, escape) for cell in row.cells]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines += [f"- {markdown_escape(note)}" for note in table.notes]
-    lines += [f"- ({key}) {markdown_escape(reason)}" for key, reason in table.footnotes]
+    lines += [f"- {escape(note)}" for note in table.notes]
+    lines += [f"- ({key}) {escape(reason)}" for key, reason in table.footnotes]
     return "\n".join(lines) + "\n"
 
 

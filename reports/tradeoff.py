@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from metrics.atomic import write_atomic
 from metrics.csvsafe import to_csv_text
 from reports.html import data_uri, environment
 from metrics.schema import to_json_text
-from reports.tables import Cell, Column, Row, Table, format_number, to_latex, to_markdown
+from reports.tables import Cell, Column, Row, Table, format_number, markdown_escape, to_latex, to_markdown
 
 #: Output files of the trade-off views, by format; "{scope}" is each view's scope.
 FILE_NAMES = {"markdown": "tradeoff.md", "latex": "tradeoff.tex", "csv": "tradeoff.csv", "json": "tradeoff.json",
@@ -169,8 +169,8 @@ def trade_off_table(view: Tradeoff) -> Table:
                  rows=tuple(rows), notes=tuple(view.notes()), footnotes=())
 
 
-def to_markdown_document(views: Sequence[Tradeoff]) -> str:
-    return "\n".join(to_markdown(trade_off_table(view)) for view in views)
+def to_markdown_document(views: Sequence[Tradeoff], *, escape: Callable[[str], str] = markdown_escape) -> str:
+    return "\n".join(to_markdown(trade_off_table(view), escape=escape) for view in views)
 
 
 def to_latex_document(views: Sequence[Tradeoff]) -> str:

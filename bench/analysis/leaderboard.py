@@ -56,6 +56,11 @@ EXAMPLES = 4
 
 
 # ----------------------------------------------------------------------------- records
+#: A merged record's method -> the metrics its own run asked for: a metric another run added
+#: was never requested for it, which is not the same as a value missing from the store.
+REQUESTED = "requested_metrics"
+
+
 def merge_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Records (oldest first) as one: each method's latest entry, each metric's latest
     computed version (a metric never computed keeps its latest reason)."""
@@ -63,7 +68,10 @@ def merge_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         raise ValueError("no records to merge")
     methods: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
+    requested: dict[str, list[str]] = {}
     for record in records:
+        for name in record["methods"]:
+            requested[name] = list(record["metrics"])
         for name, entry in record["methods"].items():
             previous = methods.get(name)
             # A run without the attacks keeps an older run's results for the very same images.
@@ -74,7 +82,7 @@ def merge_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for name, info in record["metrics"].items():
             if info["status"] == "ok" or metrics.get(name, {}).get("status") != "ok":
                 metrics[name] = info
-    merged = {**records[-1], "methods": methods, "metrics": metrics}
+    merged = {**records[-1], "methods": methods, "metrics": metrics, REQUESTED: requested}
     # The attacks' shared part (notes, unavailable attacks, the originals' faces) is the same
     # for every method of a set: the latest run that ran them has it.
     privacy = next((record["privacy"] for record in reversed(records) if "privacy" in record), None)
@@ -183,6 +191,7 @@ def build_leaderboard(
             rows.append(BoardRow(method=method, scope=scope,
                                  params=tuple((str(k), str(v)) for k, v in (entry.get("params") or {}).items()),
                                  entries=_row_entries(store, metrics, dataset, method, scope, pairs, entry,
+                                                      requested=record.get(REQUESTED, {}).get(method, metrics),
                                                       n_boot=n_boot, seed=seed)))
     ordered = sort_rows(rows, next((c for c in columns if c.name == sort_metric), None))
     board = Leaderboard(
@@ -265,13 +274,16 @@ def _rate_entry(cell: Mapping[str, Any]) -> Entry:
 
 
 def _row_entries(store: ResultsStore, metrics: Mapping[str, Any], dataset: str, method: str, scope: str,
-                 pairs: list[BenchmarkPair], entry: Mapping[str, Any], *, n_boot: int, seed: int) -> dict[str, Entry]:
+                 pairs: list[BenchmarkPair], entry: Mapping[str, Any], *, requested: Sequence[str], n_boot: int,
+                 seed: int) -> dict[str, Entry]:
     if not pairs:
         reason = (f"no anonymized images: the method failed on all {entry.get('n_images', 0)} (see the failures)"
                   if entry.get("failures") else "no pairs")
         return {name: Entry(note=reason) for name in metrics}
     return {
-        name: (Entry(note=f"{' and '.join(info['scopes'])} scope only") if scope not in info.get("scopes", (scope,))
+        name: (Entry(note=f"not requested in this method's run (add it to --metrics of `bench run --method {method}`)")
+               if name not in requested
+               else Entry(note=f"{' and '.join(info['scopes'])} scope only") if scope not in info.get("scopes", (scope,))
                else _set_entry(store, info, dataset, method, scope, pairs) if info["level"] == "set"
                else _pair_entries(store, info, pairs, n_boot=n_boot, seed=seed))
         for name, info in metrics.items()

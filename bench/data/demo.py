@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: bench/ (this module is bench/data/demo.py).
-_PACKAGE = Path(__file__).resolve().parents[1]
+from bench import SOURCE_ROOT
+
+_PACKAGE = SOURCE_ROOT / "bench"
 #: The checkout's copy (the source of truth, rebuilt by fixtures/build_demo.py).
 CHECKOUT_DEMO = _PACKAGE.parent / "fixtures" / "demo"
 #: The installed copy (pyproject.toml: package `bench._demo` is the folder fixtures/demo).

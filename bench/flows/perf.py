@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from bench import SOURCE_ROOT
 from bench.data import images
 from bench.errors import BenchError, ImageError, InputError
 from metrics.errors import MetricError
@@ -507,7 +508,7 @@ def _run_child(job: dict[str, Any], work: Path, weights_dir: Path) -> dict[str, 
     job = {**job, "work": str(work), "result": str(work / "result.json")}
     job_path = work / "job.json"
     job_path.write_text(json.dumps(job), encoding="utf-8")
-    project = Path(__file__).resolve().parents[1]
+    project = SOURCE_ROOT
     env = {**os.environ, "BENCH_WEIGHTS_DIR": str(weights_dir),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")]))}
     # The job's path travels in the environment: only bench.cli parses a command line.

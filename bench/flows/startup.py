@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import SOURCE_ROOT
 from bench.errors import BenchError, InputError
 
 #: What is measured without --metrics: the two metrics whose networks dominate start-up.
@@ -36,7 +37,8 @@ start_wall, start_cpu = time.perf_counter(), time.process_time()
 import torch, torchvision
 imported_wall, imported_cpu = time.perf_counter(), time.process_time()
 from bench.cli import main
-code = main(json.load(sys.stdin))
+sys.argv = ["bench", *json.load(sys.stdin)]  # as the `bench` command starts: main() reads sys.argv
+code = main()
 end_wall, end_cpu = time.perf_counter(), time.process_time()
 print(json.dumps({"exit": code, "import_s": imported_wall - start_wall, "import_cpu_s": imported_cpu - start_cpu,
                   "beyond_s": end_wall - imported_wall, "beyond_cpu_s": end_cpu - imported_cpu}))
@@ -117,7 +119,7 @@ def measure_startup(work: Path, metrics: list[str] | tuple[str, ...] = MEASURED_
     load_before = list(os.getloadavg())
     csv_path = perf.write_synthetic_pairs(work / "data", 1, (256, 256))
     setup = perf.prepare_weights(metrics, work / "weights")
-    project = Path(__file__).resolve().parents[1]
+    project = SOURCE_ROOT
     env = {**os.environ, "BENCH_WEIGHTS_DIR": str(setup.directory), "BENCH_HASH_CACHE": str(work / "hash-cache"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")]))}
     if threads is not None:

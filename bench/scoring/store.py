@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import SOURCE_ROOT
 from bench.errors import BenchError, InputError
 from metrics.base import Metric
 from metrics.schema import WeightsStatus
@@ -163,6 +164,9 @@ class ResultsStore:
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
+        #: What this open made (the file, then missing folders from the deepest), for `_discard`.
+        self._made = [self.path] if not self.path.exists() else []
+        self._made += [folder for folder in self.path.parents if not folder.exists()]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE) so a writer
@@ -186,9 +190,32 @@ class ResultsStore:
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
+        discard = exc is not None and self._made[:1] == [self.path] and self._holds_nothing()
         self.close()
         if exc is not None and _is_damage(exc):
             raise self._damaged(exc) from None
+        if discard:
+            self._discard()
+
+    def _holds_nothing(self) -> bool:
+        """No run was ever started in it (by this process or another that opened it since)."""
+        try:
+            return self._db.execute("SELECT NOT EXISTS (SELECT 1 FROM runs)").fetchone()[0] == 1
+        except sqlite3.Error:
+            return False
+
+    def _discard(self) -> None:
+        """A command that failed before it started a run leaves no empty store (nor the folders
+        made for it) to be mistaken for results."""
+        for made in self._made:
+            try:
+                if made == self.path:
+                    for extra in ("", "-wal", "-shm", "-journal"):
+                        Path(str(made) + extra).unlink(missing_ok=True)
+                else:
+                    made.rmdir()  # only when empty: another command may have written beside it
+            except OSError:
+                return
 
     def close(self) -> None:
         self._checkpoint()
@@ -575,17 +602,12 @@ def run_provenance(
     **settings: Any,
 ) -> dict[str, Any]:
     """What a run needs recorded to be reproduced: versions, commit, device, seeds, data."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import bench
     from metrics.base import library_versions
+    from metrics.installed import version
 
     packages = library_versions()
-    for dist in ("pillow", "pandas"):
-        try:
-            packages[dist] = version(dist)
-        except PackageNotFoundError:
-            continue
+    packages.update({dist: found for dist in ("pillow", "pandas") if (found := version(dist)) is not None})
     return {
         "bench": bench.__version__,
         "python": platform.python_version(),
@@ -600,7 +622,11 @@ def run_provenance(
 
 
 def _git_commit() -> str | None:
-    checkout = Path(__file__).resolve().parents[1]
+    """The suite's own commit when it runs from a git checkout; None when it is installed
+    (an installed copy's folder may sit inside some other repository, whose commit it is not)."""
+    checkout = SOURCE_ROOT
+    if not (checkout / ".git").exists():
+        return None
     try:
         result = subprocess.run(
             ["git", "-C", str(checkout), "rev-parse", "HEAD"],

@@ -95,3 +95,13 @@ def test_bad_columns_option_is_one_line_error(data):
     proc = bench("validate", str(write(data, GOOD)), "--columns", "photo=src")
     assert_reported(proc, "bench: error:", "'photo'", "original, anonymized")
     assert proc.returncode == 2
+
+
+@pytest.mark.parametrize("command", [["run"], ["run", "--method", "mask"], ["perf", "--pairs", "2"]])
+def test_a_missing_checkpoint_is_refused_before_anything_is_scored(command, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench", *command, "--checkpoint-ha1", "missing/best.pt"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert_reported(proc, "--checkpoint-ha1", "missing/best.pt is not a file", "bench train")
+    assert len((proc.stdout + proc.stderr).strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists(), "refused before any output was made"

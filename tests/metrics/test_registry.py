@@ -87,3 +87,23 @@ def test_each_checkpoint_option_feeds_one_metric():
     assert checkpoint_metric("checkpoint_ha2") == "perceptanon_ha2"
     with pytest.raises(MetricInputError, match="no registered metrics take their checkpoint from checkpoint_ha3"):
         checkpoint_metric("checkpoint_ha3")
+
+
+def test_installed_answers_are_cached_until_the_import_path_changes(plugin_site, monkeypatch):
+    from importlib import metadata
+
+    from metrics import installed
+
+    scans = []
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points", lambda **kw: scans.append(kw) or real(**kw))
+    assert not list(installed.entry_points(GROUP))
+    assert not list(installed.entry_points(GROUP))
+    assert len(scans) == 1, "an unchanged import path is not scanned again"
+    assert installed.version("registry_plugin_0") is None
+    plugin_site("thing = registry_plugin:VALUE")  # a package installed mid-process
+    assert [ep.name for ep in installed.entry_points(GROUP)] == ["thing"]
+    assert installed.version("registry_plugin_0") == "1.0"
+    assert len(scans) == 2
+    plugin_site("other = registry_plugin:OTHER")  # at once: a coarse mtime alone could miss it
+    assert sorted(ep.name for ep in installed.entry_points(GROUP)) == ["other", "thing"]

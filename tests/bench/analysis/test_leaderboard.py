@@ -267,3 +267,18 @@ def test_a_recorded_pair_list_reads_back_as_named_fields():
         "originals/coco/a.png", "local", "_originals/local/coco/a.png", "blur/local/coco/a.png")
     assert pair.key == ("0a" * 32, "0b" * 32)
     assert pair.stored() == stored
+
+
+def test_a_metric_another_run_added_is_not_requested_rather_than_missing(tmp_path):
+    from bench.analysis.leaderboard import stored_leaderboard
+
+    benchset = write_benchmark_set(tmp_path / "set")
+    common = BenchmarkConfig(methods=(), dataset=benchset, out=tmp_path / "runs", bootstrap=Bootstrap(n_boot=20),
+                             scoring=ScoringOptions(metrics="mse", store=tmp_path / "r.sqlite", progress=False))
+    run_benchmark(replace(common, methods=(f"{THIS}:invert",)))
+    run_benchmark(replace(common, methods=(f"{THIS}:identity",), scoring=replace(common.scoring, metrics="mse,psnr")))
+    board, _, _ = stored_leaderboard(dataset=str(benchset), store_path=tmp_path / "r.sqlite", out=tmp_path / "board",
+                                     leaderboards_dir=tmp_path / "boards", n_boot=20, seed=0)
+    notes = {(row.method, row.scope): row.entries["psnr"].note for row in board.rows}
+    assert notes[(f"{THIS}:invert", "global")].startswith("not requested in this method's run")
+    assert notes[(f"{THIS}:identity", "global")] == ""

@@ -179,15 +179,15 @@ class LayeredFeatures(FeaturePairMetric):
 
 
 def test_runner_tries_each_pass_size_on_cpu_with_the_same_values(tmp_path):
-    # bench.scoring.chunking: 2, 4, 8, ... images per pass, each twice, a short last pass not
-    # counting; 6 originals (2, 2, then 2 of a 4) and 24 anonymized images (4, 4, 8, 8).
+    # bench.scoring.chunking: 4, 8, 16 images per pass, each twice, a short last pass not
+    # counting; 6 originals (4, then 2 of a 4) and 24 anonymized images (4, 8, 8, then 4 of a 16).
     csv_path = perf.write_synthetic_pairs(tmp_path / "data", 24, (32, 32))
     table = dataset.load_pairs(csv_path)
     LayeredFeatures.calls = []
     with ResultsStore(tmp_path / "store.sqlite") as store:
         result = score_pairs(table, ["tests.bench.flows.test_perf:LayeredFeatures"], store=store, device="cpu",
                              batch_size=24, progress=False)
-    assert LayeredFeatures.calls == [2, 2, 2, 4, 4, 8, 8] and sum(LayeredFeatures.calls) == 6 + 24
+    assert LayeredFeatures.calls == [4, 2, 4, 8, 8, 4] and sum(LayeredFeatures.calls) == 6 + 24
     direct = LayeredFeatures()
     for i, value in enumerate(result.scores.sort_values("row")["value"]):
         pair = [torch.from_numpy(images.to_float(images.load_rgb(path))).permute(2, 0, 1)[None].contiguous()

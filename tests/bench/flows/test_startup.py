@@ -46,3 +46,42 @@ def test_startup_refuses_checkpoint_metrics_and_single_runs(tmp_path):
         startup.measure_startup(tmp_path, ["perceptanon_ha1"])
     with pytest.raises(InputError, match="at least 2"):
         startup.measure_startup(tmp_path, ["mse"], repeat=1)
+
+
+@pytest.mark.parametrize(("argv", "frozen"), [
+    (["bench", "score", "--annotations", "missing.csv", "--no-progress"], True),  # a torch command, as started
+    (["bench", "validate", "missing.csv"], False),  # needs no torch: not imported for it
+])
+def test_a_command_started_as_bench_freezes_the_collector_after_torch(argv, frozen, monkeypatch, tmp_path):
+    import gc
+
+    from bench import cli
+
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("torch" in sys.modules))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", argv)
+    assert cli.main() != 0  # the missing file is refused after the collector is settled
+    assert calls == ([True] if frozen else [])
+    calls.clear()
+    assert cli.main(argv[1:]) != 0
+    assert calls == [], "a library or test caller's collector is left as it was"
+
+
+def test_child_processes_run_this_copy_of_the_suite():
+    """perf and startup children put SOURCE_ROOT first on PYTHONPATH: it must hold this bench."""
+    import bench
+
+    assert (bench.SOURCE_ROOT / "bench" / "__init__.py").resolve() == Path(bench.__file__).resolve()
+    assert bench.SOURCE_ROOT == ROOT
+
+
+def test_the_commit_is_recorded_only_from_the_suites_own_checkout(monkeypatch, tmp_path):
+    from bench.scoring import store
+
+    assert store._git_commit() is not None  # this checkout
+    installed = tmp_path / "project" / "venv" / "site-packages"  # an install inside a user's repository
+    installed.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "project")], check=True)
+    monkeypatch.setattr(store, "SOURCE_ROOT", installed)
+    assert store._git_commit() is None

@@ -19,27 +19,29 @@ def _drive(sizer: ChunkSizer, per_image_seconds: dict[int, float], passes: int) 
 
 def test_each_size_is_tried_twice_then_the_fastest_is_kept():
     sizer = ChunkSizer()
-    cost = {2: 0.20, 4: 0.17, 8: 0.14, 16: 0.15, 32: 0.16}
+    fastest = CANDIDATES[1]
+    cost = {size: 0.14 if size == fastest else 0.17 + 0.01 * index for index, size in enumerate(CANDIDATES)}
     sizes = _drive(sizer, cost, 2 * len(CANDIDATES) + 5)
     assert sizes[:2 * len(CANDIDATES)] == [size for size in CANDIDATES for _ in range(2)]
-    assert sizes[2 * len(CANDIDATES):] == [8] * 5
-    assert sizer.chosen == 8
+    assert sizes[2 * len(CANDIDATES):] == [fastest] * 5
+    assert sizer.chosen == fastest
 
 
 def test_only_the_second_pass_of_a_size_is_timed():
     # The first pass of a new shape pays for building its kernels: it must not decide.
     sizer = ChunkSizer()
+    smallest = CANDIDATES[0]
     for size in CANDIDATES:
-        sizer.record(size, size, 100.0 if size == 2 else 1.0 * size)  # warm-up: 2 looks terrible
-        sizer.record(size, size, (0.1 if size == 2 else 1.0) * size)  # timed: 2 is the fastest
-    assert sizer.next_size() == 2
+        sizer.record(size, size, 100.0 if size == smallest else 1.0 * size)  # warm-up: it looks terrible
+        sizer.record(size, size, (0.1 if size == smallest else 1.0) * size)  # timed: it is the fastest
+    assert sizer.next_size() == smallest
 
 
 def test_a_short_last_pass_says_nothing_about_its_size():
     sizer = ChunkSizer()
-    sizer.record(2, 1, 0.001)
-    sizer.record(2, 1, 0.001)
-    assert sizer.passes == {} and sizer.next_size() == 2
+    sizer.record(CANDIDATES[0], 1, 0.001)
+    sizer.record(CANDIDATES[0], 1, 0.001)
+    assert sizer.passes == {} and sizer.next_size() == CANDIDATES[0]
 
 
 def test_encode_covers_every_image_once_in_order():
@@ -49,7 +51,7 @@ def test_encode_covers_every_image_once_in_order():
     assert [value for values, _ in seen for value in values] == list(range(101))
     for values, span in seen:
         assert values == list(range(101))[span]
-    assert [len(values) for values, _ in seen][:4] == [2, 2, 4, 4]
+    assert [len(values) for values, _ in seen][:4] == [CANDIDATES[0]] * 2 + [CANDIDATES[1]] * 2
 
 
 def test_only_the_forward_pass_is_timed():
@@ -58,8 +60,9 @@ def test_only_the_forward_pass_is_timed():
     import time
 
     sizer = ChunkSizer()
-    sizer.encode(torch.zeros(4, 1, 1, 1), len, lambda count, span: time.sleep(0.05))
-    assert sizer.timed == {2: sizer.timed[2]} and sizer.timed[2] < 0.01
+    smallest = CANDIDATES[0]
+    sizer.encode(torch.zeros(2 * smallest, 1, 1, 1), len, lambda count, span: time.sleep(0.05))
+    assert sizer.timed == {smallest: sizer.timed[smallest]} and sizer.timed[smallest] < 0.01
 
 
 def test_a_gpu_batch_is_one_pass():

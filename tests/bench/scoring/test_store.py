@@ -223,3 +223,34 @@ def test_a_damaged_store_is_one_line_naming_the_file(tmp_path, damage):
             store.benchmark_records("d" * 64)
     message = str(info.value)
     assert f"results store {path} is damaged" in message and "move it aside" in message and "\n" not in message
+
+
+def test_a_command_that_fails_before_any_run_leaves_no_new_store(tmp_path):
+    new = tmp_path / "runs" / "evaluate" / "results.sqlite"
+    with pytest.raises(InputError), ResultsStore(new):
+        raise InputError("the annotations are bad")
+    assert not (tmp_path / "runs").exists(), "the store and the folders made for it are gone"
+
+    with pytest.raises(InputError), ResultsStore(new) as store:
+        store.start_run("bench score", {})
+        raise InputError("failed after the run started")
+    assert new.is_file(), "a store that holds a run is kept"
+
+    existing = tmp_path / "old.sqlite"
+    ResultsStore(existing).close()
+    with pytest.raises(InputError), ResultsStore(existing):
+        raise InputError("bad input")
+    assert existing.is_file(), "a store that was there before is never removed"
+
+
+def test_a_failed_correlate_leaves_no_empty_store(tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[3]
+    annotations = repo / "fixtures" / "demo" / "HA1.csv"
+    proc = subprocess.run([sys.executable, "-m", "bench", "correlate", "--annotations", str(annotations),
+                           "--root", str(tmp_path), "--metrics", "mse"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "none of the" in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists(), sorted(str(p) for p in tmp_path.rglob("*"))
