@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from bench.data.demo import DEMO_DATASET
-from bench.errors import BenchError, printable
+from bench.errors import BenchError, InputError, printable
 from bench.options import Bootstrap, ScoringOptions
 from metrics.errors import MetricError
 from metrics.registry import DEFAULT_METRICS, PAPER_METRICS
@@ -75,6 +75,17 @@ def _resolve_paths(args: argparse.Namespace) -> None:
         args.method = [_resolve_method(spec) for spec in args.method]
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Input files every command needs, checked once paths are resolved and before any work:
+    a missing checkpoint would otherwise be found only after the other metrics were scored."""
+    for option in ("checkpoint_ha1", "checkpoint_ha2"):
+        path = getattr(args, option, None)
+        if path is not None and not path.is_file():
+            raise InputError(
+                f"--{option.replace('_', '-')} {path}: {'a folder' if path.is_dir() else 'no such file'}; give a "
+                "PerceptAnon checkpoint file (the paper's .pth.tar, or the best.pt that `bench train` writes)")
+
+
 # --------------------------------------------------------------------------- one-line output
 class _OneLineParser(argparse.ArgumentParser):
     """argparse's errors as one line (usage lives in --help), like every other error."""
@@ -82,16 +93,6 @@ class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"{self.prog}: error: {printable(message)}; see `{self.prog} --help`", file=sys.stderr)
         raise SystemExit(2)
-
-
-def _checkpoint_file(text: str) -> Path:
-    """--checkpoint-ha1/-ha2: an existing file, checked before anything is scored."""
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(
-            f"{path} is {'a folder' if path.is_dir() else 'not a file'}; give a PerceptAnon checkpoint file (the "
-            "paper's .pth.tar, or the best.pt that `bench train` writes)")
-    return path
 
 
 def _resamples(text: str) -> int:
@@ -395,7 +396,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.method:
         return _benchmark(args)
     if args.utility or getattr(args, "tradeoff", None):
-        from bench.errors import InputError
 
         raise InputError("--utility and --tradeoff belong to benchmark runs; give --method too")
     return _evaluate(args, splits=None)
@@ -472,8 +472,8 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=None, help="image root of --annotations (default: the CSV's folder)")
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated metric names (default: {','.join(PAPER_METRICS)})")
-    p.add_argument("--checkpoint-ha1", type=_checkpoint_file, default=None, help="PerceptAnon HA1 checkpoint to add as a metric")
-    p.add_argument("--checkpoint-ha2", type=_checkpoint_file, default=None, help="PerceptAnon HA2 checkpoint to add as a metric")
+    p.add_argument("--checkpoint-ha1", type=Path, default=None, help="PerceptAnon HA1 checkpoint to add as a metric")
+    p.add_argument("--checkpoint-ha2", type=Path, default=None, help="PerceptAnon HA2 checkpoint to add as a metric")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per batch (never changes a value; default 32)")
     p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes (default 0)")
@@ -674,9 +674,9 @@ def _add_perf(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, default=None, help="image root of --annotations (default: the CSV's folder)")
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated pair metrics (default: {','.join(PAPER_METRICS)})")
-    p.add_argument("--checkpoint-ha1", type=_checkpoint_file, default=None,
+    p.add_argument("--checkpoint-ha1", type=Path, default=None,
                    help="PerceptAnon HA1 checkpoint (default: a stand-in ResNet-50, if perceptanon_ha1 is measured)")
-    p.add_argument("--checkpoint-ha2", type=_checkpoint_file, default=None,
+    p.add_argument("--checkpoint-ha2", type=Path, default=None,
                    help="PerceptAnon HA2 checkpoint (default: a stand-in ResNet-50, if perceptanon_ha2 is measured)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=32, help="the runner's pairs per batch (default 32)")
@@ -773,7 +773,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, owns_process: bool | None = None) -> int:
+    """`bench ARGV...`; `owns_process` (default: whether ARGV is the process's own command line,
+    argv None) lets the command tune the process (`_settle`); a library or test caller's is
+    left as it was."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -785,9 +788,10 @@ def main(argv: list[str] | None = None) -> int:
     # current folder, searched last, whether the suite was started as `bench` or `python -m bench`.
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
-    if argv is None:  # the process's own command line; a library or test caller keeps its collector as it was
-        _settle(args)
     try:
+        _check_inputs(args)
+        if argv is None if owns_process is None else owns_process:
+            _settle(args)
         code = _call(args)
         sys.stdout.flush()  # a reader that left surfaces here, where it is handled, not at exit
         return code

@@ -102,6 +102,6 @@ def test_a_missing_checkpoint_is_refused_before_anything_is_scored(command, tmp_
     proc = subprocess.run([sys.executable, "-m", "bench", *command, "--checkpoint-ha1", "missing/best.pt"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")))
-    assert_reported(proc, "--checkpoint-ha1", "missing/best.pt is not a file", "bench train")
+    assert_reported(proc, "--checkpoint-ha1", "missing/best.pt: no such file", "bench train")
     assert len((proc.stdout + proc.stderr).strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists(), "refused before any output was made"
