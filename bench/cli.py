@@ -440,7 +440,10 @@ def _benchmark(args: argparse.Namespace) -> int:
     print()
     print(to_markdown_document(result.board, escape=as_typed))  # its privacy block included
     print(f"wrote {', '.join(str(path) for path in result.written.values())}")
-    return 0 if result.complete else 1
+    shortfalls = result.shortfalls()
+    if shortfalls:
+        print(f"exit status 1: {'; '.join(shortfalls)}")
+    return 1 if shortfalls else 0
 
 
 def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:

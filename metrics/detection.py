@@ -79,8 +79,6 @@ def pack_detections(per_image: list[list[tuple[float, float, float, float, float
 class _FaceDetection(FeaturePairMetric):
     higher_is_more_anonymous: ClassVar[bool] = False
     detector: ClassVar[str]
-    preload_modules: ClassVar[tuple[str, ...]] = ("facenet_pytorch.models.mtcnn",
-                                                  "facenet_pytorch.models.utils.detect_face", "skimage.feature")
 
     def __init__(self, device: str | torch.device = "cpu", iou_threshold: float = IOU_THRESHOLD) -> None:
         super().__init__(device)
@@ -133,6 +131,7 @@ class MTCNNDetection(_FaceDetection):
     label = "MTCNN face confidence"
     version = "1"
     detector = "MTCNN (facenet-pytorch 2.6.0 port of Zhang et al. 2016)"
+    preload_modules = ("facenet_pytorch.models.mtcnn", "facenet_pytorch.models.utils.detect_face")
     value_range = "[0, 1] confidence of the face overlapping the original's (IoU >= 0.5); 0 = not found"
     weights_needed = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
     convention = ("MTCNN thresholds 0.6/0.7/0.7, min face 20 px, factor 0.709; uint8 RGB; IoU >= 0.5 with the "
@@ -148,7 +147,7 @@ class MTCNNDetection(_FaceDetection):
             from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
         except ImportError as exc:
             raise WeightsError(f"{self.name}: facenet-pytorch is not importable ({exc}); "
-                               "pip install --no-deps facenet-pytorch==2.6.0 requests") from exc
+                               "pip install -c constraints.txt --no-deps facenet-pytorch (see the README's privacy section)") from exc
         self.networks = []
         for network, weights_name in ((PNet, "mtcnn_pnet"), (RNet, "mtcnn_rnet"), (ONet, "mtcnn_onet")):
             resolved = _resolve(weights_name)
@@ -182,6 +181,7 @@ class LBPCascadeDetection(_FaceDetection):
     label = "LBP cascade face found"
     version = "1"
     detector = "LBP frontal-face cascade (OpenCV's lbpcascade_frontalface, via scikit-image Cascade)"
+    preload_modules = ("skimage.feature",)
     value_range = "{0, 1}: 1 = a face overlapping the original's (IoU >= 0.5) is found"
     weights_needed = ("lbp_frontal_face",)
     convention = ("scikit-image Cascade.detect_multi_scale, scale 1.1, step 1.0, min size 24, min neighbours 4, "

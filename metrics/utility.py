@@ -223,6 +223,7 @@ class LandmarkDisplacement(PairMetric):
     utility_view: ClassVar[str] = "landmarks"
     value_range: ClassVar[str] = ">= 0 inter-ocular distances; 0 = landmarks kept; NaN without an original face"
     weights_needed: ClassVar[tuple[str, ...]] = ("dlib_shape_predictor_5",)
+    preload_modules: ClassVar[tuple[str, ...]] = ("dlib",)
     convention: ClassVar[str] = ("dlib HOG face of the original (upsampled once), 5-point landmarks in that "
                                  "rectangle on both images, mean displacement / inter-ocular distance")
 

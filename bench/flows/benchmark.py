@@ -495,9 +495,16 @@ class BenchmarkResult:
 
     @property
     def complete(self) -> bool:
-        metrics_ok = all(m.status == "ok" for m in [*self.scores.metrics, *self.set_scores.metrics]
-                         if m.name in self.requested)
-        return metrics_ok and not self.scores.failures and not any(o.failures for o in self.outputs)
+        return not self.shortfalls()
+
+    def shortfalls(self) -> list[str]:
+        """Why the command exits 1: images a method failed on, failed pairs, and metrics asked
+        for by name that did not run (a default metric without its weights is reported, not this)."""
+        problems = [f"{o.method.name} failed on {len(o.failures)} image(s)" for o in self.outputs if o.failures]
+        problems += [f"{len(self.scores.failures)} pair(s) failed"] if self.scores.failures else []
+        problems += [f"{m.name} asked for but {m.status}" for m in [*self.scores.metrics, *self.set_scores.metrics]
+                     if m.name in self.requested and m.status != "ok"]
+        return problems
 
     def summary_lines(self) -> list[str]:
         bset = self.benchmark_set

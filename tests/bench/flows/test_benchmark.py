@@ -253,6 +253,8 @@ def test_small_groups_get_a_too_few_note_and_missing_weights_do_not_stop_the_run
     lpips = next(m for m in result.scores.metrics if m.name == "lpips")
     assert lpips.status == "unavailable"
     assert result.complete is False  # lpips was asked for by name
+    assert "lpips asked for but unavailable" in result.shortfalls()
+    assert f"{THIS}:raises_on_landscape failed on" in "; ".join(result.shortfalls())
 
     small = write_benchmark_set(tmp_path / "small")
     pii = json.loads((small / "pii.json").read_text())
@@ -299,3 +301,13 @@ def test_a_malformed_benchmark_set_is_refused_in_one_line(benchset, pii, expecte
     (benchset / "pii.json").write_text(pii)
     with pytest.raises(InputError, match=expected):
         load_benchmark_set(benchset)
+
+
+def test_bench_run_says_why_it_exits_1(tmp_path, benchset, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--method", "mask", "--metrics", "mse,lpips", "--no-privacy", "--dataset", str(benchset),
+                 "--no-progress", "--n-boot", "20"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert out.rstrip().splitlines()[-1] == "exit status 1: lpips asked for but unavailable"
