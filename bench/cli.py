@@ -410,8 +410,9 @@ def _benchmark(args: argparse.Namespace) -> int:
     from reports.leaderboard import to_markdown_document
     from reports.tables import as_typed
 
-    if args.annotations or args.root:
-        raise InputError("--annotations and --root belong to the evaluation run; leave them out with --method")
+    if args.annotations or args.root or args.columns:
+        raise InputError("--annotations, --root and --columns belong to the evaluation run; leave them out with "
+                         "--method")
     if args.convention != "default":
         # A leaderboard has no human scores to correlate: the paper's conventions are about those.
         raise InputError("--convention paper applies to evaluating annotations (bench run without --method, "
@@ -449,10 +450,11 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
     from bench.flows import evaluate
     from bench.analysis.stats import parse_statistics
+    from metrics.registry import parse_metric_list
 
     evaluations = evaluate.run_evaluation(evaluate.EvaluateConfig(
         out=args.out or _runs_dir() / ("evaluate" if args.annotations else "demo"),
-        annotations=tuple(args.annotations or ()), root=args.root,
+        annotations=tuple(args.annotations or ()), root=args.root, column_map=args.columns,
         checkpoint_ha1=args.checkpoint_ha1, checkpoint_ha2=args.checkpoint_ha2,
         splits=None if splits is None else tuple(splits), convention=args.convention,
         metric_columns=getattr(args, "metric_columns", None), directions=tuple(getattr(args, "direction", None) or ()),
@@ -466,13 +468,23 @@ def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
             print(f"  split skipped: {line}")
         print(f"  tables: {evaluation.out_dir / 'tables'}")
         print(f"  report: {evaluation.report}")
-    return 0
+    # As bench score: a metric asked for by name (or by its checkpoint) that did not run fails
+    # the command; a default one without its weights (LPIPS offline) is only reported.
+    requested = set(parse_metric_list(args.metrics) if args.metrics else ())
+    requested |= set(evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2, args.convention))
+    shortfalls = list(dict.fromkeys(f"{name} asked for but {status}" for evaluation in evaluations
+                                    for name, status in evaluation.not_run.items() if name in requested))
+    if shortfalls:
+        print(f"exit status 1: {'; '.join(shortfalls)}")
+    return 1 if shortfalls else 0
 
 
 # --------------------------------------------------------------------------- correlate / report
 def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` (without --method) and `correlate`."""
     p.add_argument("--root", type=Path, default=None, help="image root of --annotations (default: the CSV's folder)")
+    p.add_argument("--columns", default=None,
+                   help="column mapping for a generic CSV, e.g. original=src,anonymized=dst,score_mean=mos")
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated metric names (default: {','.join(PAPER_METRICS)})")
     p.add_argument("--checkpoint-ha1", type=Path, default=None, help="PerceptAnon HA1 checkpoint to add as a metric")

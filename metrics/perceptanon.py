@@ -333,8 +333,9 @@ def _infer_backbone(state: Mapping[str, torch.Tensor], ha: str, path: Path) -> s
         if _state_keys(ha, backbone) == keys:
             return backbone
     raise WeightsError(
-        f"{path}: its keys match no PerceptAnon {ha} backbone ({', '.join(BACKBONES)}); "
-        "pass backbone=NAME to see which keys differ"
+        f"{path}: its keys match no PerceptAnon {ha} backbone ({', '.join(BACKBONES)}); check that it is a "
+        f"PerceptAnon {ha} checkpoint (the paper's, or the best.pt of `bench train --ha {ha}`); in Python, "
+        "backbone=NAME shows which keys differ"
     )
 
 

@@ -8,6 +8,7 @@ Rendered once into Markdown and JSON from `metrics.attacks.PrivacyReport`.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from metrics.atomic import write_atomic
@@ -156,7 +157,19 @@ def write_privacy(report: PrivacyReport, out_dir: Path, roc_png: bytes | None = 
                "html": write_atomic(out_dir / FILE_NAMES["html"], to_html(report, roc_png))}
     if roc_png is not None:
         written["roc"] = write_atomic(out_dir / FILE_NAMES["roc"], roc_png)
+    remove_stale(out_dir, keep=written.values())
     return written
+
+
+def remove_stale(out_dir: Path, keep: Iterable[Path] = ()) -> None:
+    """An earlier run's privacy detail in `out_dir` that this run did not rewrite (a run with
+    --no-privacy, or one whose ROC could not be drawn) would pass for this run's: it goes.
+    The attacks' values stay in the results store."""
+    kept = set(keep)
+    for name in FILE_NAMES.values():
+        path = Path(out_dir) / name
+        if path not in kept:
+            path.unlink(missing_ok=True)
 
 
 def roc_plot(report: PrivacyReport) -> bytes:

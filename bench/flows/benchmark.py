@@ -669,6 +669,10 @@ def write_results(scored: ScoreResult, board: Leaderboard, attacks: PrivacyRepor
 
         written.update({f"privacy_{kind}": path for kind, path in
                         write_privacy(attacks, out_root, roc_plot(attacks)).items()})
+    else:
+        from reports.privacy import remove_stale
+
+        remove_stale(out_root)
     return written
 
 

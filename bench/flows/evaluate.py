@@ -26,7 +26,7 @@ released eval.py). The convention is recorded in results.json (top level and pro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -65,6 +65,8 @@ class Evaluation:
     report: Path
     score_summary: list[str]
     skipped_splits: list[str]
+    #: Metrics that did not run -> their status ("unavailable", ...): the CLI fails those asked for by name.
+    not_run: dict[str, str] = field(default_factory=dict)
 
 
 def demo_annotations() -> list[Path]:
@@ -119,6 +121,7 @@ def evaluate(
     out_dir: Path,
     store: ResultsStore,
     root: Path | None = None,
+    column_map: str | None = None,
     metrics: Sequence[str] = PAPER_METRICS,
     options: dict[str, dict[str, Any]] | None = None,
     splits: Sequence[str] | None = None,
@@ -131,7 +134,7 @@ def evaluate(
     """Score, correlate and report one annotation file into `out_dir` (`metrics` and `store`
     are the ones the flow resolved: `scoring` gives how to score, not which metrics or store)."""
     n_boot, seed, command, device = bootstrap.n_boot, bootstrap.seed, scoring.command, scoring.device
-    table = dataset.load_pairs(annotations, root=root)
+    table = dataset.load_pairs(annotations, root=root, columns=column_map)
     dataset.check_image_root(table)
     scored = runner.score_pairs(
         table, metrics, store=store, device=device, batch_size=scoring.batch_size, workers=scoring.workers,
@@ -151,12 +154,16 @@ def evaluate(
     )
     provenance = report_provenance(scored, ok, table=table, seed=seed, simulated=simulated, command=command)
     samples = sample_pairs(pairs, table.root)
-    gradcam = gradcam_overlays(options or {}, samples, out_dir, device=device)
+    # Only checkpoints that loaded: one that did not is reported with its metric, not loaded again.
+    computed = {outcome.name for outcome in ok}
+    gradcam = gradcam_overlays({name: option for name, option in (options or {}).items() if name in computed},
+                               samples, out_dir, device=device)
     report = _save_and_render(out_dir, table, correlation, [info.to_json() for info in infos], provenance, pairs,
                               gradcam, missing=not_computed(scored.metrics))
     return Evaluation(
         name=table.source.stem, out_dir=out_dir, report=report,
         score_summary=scored.summary_lines(), skipped_splits=list(correlation.skipped),
+        not_run={outcome.name: outcome.status for outcome in scored.metrics if outcome.status != "ok"},
     )
 
 
@@ -276,6 +283,7 @@ def evaluate_columns(
     columns: Sequence[str],
     directions: dict[str, bool] | None = None,
     root: Path | None = None,
+    column_map: str | None = None,
     splits: Sequence[str] | None = None,
     bootstrap: Bootstrap = Bootstrap(),
     simulated: bool = False,
@@ -287,7 +295,7 @@ def evaluate_columns(
     n_boot, seed = bootstrap.n_boot, bootstrap.seed
     check_convention(convention)
     resolved = column_directions(columns, directions or {})
-    table = dataset.load_pairs(annotations, root=root)
+    table = dataset.load_pairs(annotations, root=root, columns=column_map)
     table.annotators = [a for a in table.annotators if a not in {c.name for c in resolved}]
     pairs = pairs_with_columns(table, resolved)
     infos = [column_info(column) for column in resolved]
@@ -524,6 +532,8 @@ class EvaluateConfig:
     annotations: tuple[Path, ...] = ()
     #: The image root of `annotations` (default: each CSV's folder).
     root: Path | None = None
+    #: A generic CSV's header mapping (``original=src,anonymized=dst,score_mean=mos``: --columns).
+    column_map: str | None = None
     checkpoint_ha1: Path | None = None
     checkpoint_ha2: Path | None = None
     #: Only these splits (default: all ten of the paper).
@@ -572,7 +582,8 @@ def correlate_columns(config: EvaluateConfig, files: Sequence[Path]) -> list[Eva
                          "--checkpoint-ha1/--checkpoint-ha2 (or drop --metric-columns to score images)")
     columns, chosen = parse_metric_columns(config.metric_columns or ""), parse_directions(config.directions)
     return [evaluate_columns(path, out_dir=config.out / path.stem, columns=columns, directions=chosen,
-                             root=config.image_root, splits=config.splits, bootstrap=config.bootstrap,
+                             root=config.image_root, column_map=config.column_map, splits=config.splits,
+                             bootstrap=config.bootstrap,
                              simulated=config.simulated(path), command=config.scoring.command,
                              convention=config.convention, statistics=config.statistics)
             for path in files]
@@ -585,7 +596,8 @@ def score_and_correlate(config: EvaluateConfig, files: Sequence[Path]) -> list[E
     options = metric_options(config.checkpoint_ha1, config.checkpoint_ha2, config.convention)
     names = metric_names(config.scoring.metrics, options, config.convention)
     with ResultsStore(config.scoring.store or config.out / DEFAULT_STORE_NAME) as store:
-        return [evaluate(path, out_dir=config.out / path.stem, store=store, root=config.image_root, metrics=names,
+        return [evaluate(path, out_dir=config.out / path.stem, store=store, root=config.image_root,
+                         column_map=config.column_map, metrics=names,
                          options=options, splits=config.splits, scoring=config.scoring,
                          bootstrap=config.bootstrap, simulated=config.simulated(path),
                          convention=config.convention, statistics=config.statistics)

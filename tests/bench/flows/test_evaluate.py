@@ -371,3 +371,35 @@ def test_paper_convention_scores_the_released_ssim():
     assert options == {"perceptanon_ha2": {"checkpoint": "model.pt", "class_rule": "argmax"}}
     assert evaluate.metric_names(None, {}, "paper") == ["mse", "psnr", "ssim_paper_compat", "lpips", "inception_dist"]
     assert evaluate.metric_names(None, {}) == list(evaluate.PAPER_METRICS)
+
+
+def test_correlate_reads_a_generic_csv_through_columns_as_its_error_says(tmp_path, monkeypatch, capsys):
+    """The missing-column error says "map your names with --columns": bench correlate takes it."""
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    frame = released_format_file(tmp_path / "HA1.csv")
+    frame.rename(columns={"score_mean": "mos"}).to_csv(tmp_path / "mine.csv", index=False)
+    base = ["correlate", "--annotations", "mine.csv", "--split", "all", "--n-boot", "5", "--no-progress",
+            "--metric-columns", "PSNR"]
+    assert main(base) == 2
+    assert "--columns" in capsys.readouterr().err
+    assert main(base + ["--columns", "score_mean=mos"]) == 0, capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "runs" / "evaluate" / "mine" / "pairs.csv").shape[0] == len(frame)
+
+
+def test_a_checkpoint_that_does_not_load_fails_the_command_after_the_rest_is_written(tmp_path, monkeypatch, capsys):
+    """Its metric is reported as not run, no Grad-CAM tries to load it again, and the command
+    says why it exits 1 (as bench score does for a metric asked for by name)."""
+    from bench.cli import main
+    from bench.flows.evaluate import DEMO_FOLDER
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.pt").write_text("not a checkpoint\n")
+    code = main(["correlate", "--annotations", str(DEMO_FOLDER / "HA1.csv"), "--root", str(DEMO_FOLDER / "images"),
+                 "--metrics", "mse", "--checkpoint-ha1", "bad.pt", "--n-boot", "5", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert out.rstrip().splitlines()[-1] == "exit status 1: perceptanon_ha1 asked for but unavailable"
+    assert "it is not a PyTorch checkpoint" in out  # a text file is not "a pickle with Python objects"
+    assert (tmp_path / "runs" / "evaluate" / "HA1" / "report.html").is_file()

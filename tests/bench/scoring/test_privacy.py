@@ -176,7 +176,11 @@ def test_no_privacy_skips_the_attacks(tmp_path, monkeypatch):
     monkeypatch.setattr(bench.flows.benchmark, "_privacy", refuse)
     write_benchmark_set(tmp_path / "set")
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "set").mkdir(parents=True)
+    for stale in ("privacy.md", "privacy.json", "privacy.html", "privacy_roc.png"):  # an earlier run's detail
+        (tmp_path / "out" / "set" / stale).write_text("earlier run")
     assert main(["run", "--method", "mask", "--dataset", "set", "--metrics", "mse", "--out", "out",
                  "--store", "s.sqlite", "--no-progress", "--n-boot", "20", "--no-privacy"]) == 0
+    assert not list((tmp_path / "out" / "set").glob("privacy*")), "no earlier run's detail passes for this one's"
     assert "Privacy attacks" not in (tmp_path / "out" / "set" / "leaderboard.md").read_text()
     assert not (tmp_path / "out" / "set" / "privacy.json").exists()
