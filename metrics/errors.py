@@ -29,7 +29,9 @@ def checkpoint_load_reason(exc: BaseException) -> str:
     import pickle
 
     text = str(exc)
-    if "invalid load key" in text:  # neither torch.save's zip nor a pickle: text, an image, a truncated download
+    # Neither torch.save's zip nor a pickle (text, an image, an HTML error page): its first byte
+    # is no pickle opcode, which torch words as one of these.
+    if "invalid load key" in text or "Unsupported operand" in text:
         return "it is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)"
     if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text:
         return ("it holds Python objects besides tensors and plain containers, which are not loaded "

@@ -123,7 +123,9 @@ def test_bench_run_cli_on_the_demo_set(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "BENCH_WEIGHTS_DIR": str(no_weights)},
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    # Everything is written; lpips was asked for by name, so the command says so and exits 1.
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stdout.rstrip().splitlines()[-1] == "exit status 1: lpips asked for but unavailable"
     assert "Traceback" not in done.stdout + done.stderr
     for name in ("HA1", "HA2"):
         assert f"report: {out / name / 'report.html'}" in done.stdout
@@ -401,5 +403,9 @@ def test_a_checkpoint_that_does_not_load_fails_the_command_after_the_rest_is_wri
     out = capsys.readouterr().out
     assert code == 1, out
     assert out.rstrip().splitlines()[-1] == "exit status 1: perceptanon_ha1 asked for but unavailable"
-    assert "it is not a PyTorch checkpoint" in out  # a text file is not "a pickle with Python objects"
     assert (tmp_path / "runs" / "evaluate" / "HA1" / "report.html").is_file()
+    from metrics.errors import WeightsError
+    from metrics.perceptanon import load_checkpoint
+
+    with pytest.raises(WeightsError, match="it is not a PyTorch checkpoint"):  # not "a pickle with Python objects"
+        load_checkpoint(tmp_path / "bad.pt", ha="HA1")
