@@ -49,7 +49,7 @@ class MetricFacts:
     #: "perceptual" or "utility", and the direction as a utility (None: not a utility view).
     family: str = ""
     higher_is_more_useful: bool | None = None
-    #: Modules the metric imports when built that are not installed here: it cannot run.
+    #: Packages the metric imports when built that are not installed here: it cannot run.
     missing_modules: tuple[str, ...] = ()
 
     @property
@@ -101,7 +101,8 @@ def metric_facts(name: str, target: str | None = None) -> MetricFacts:
         convention=cls.convention or (doc[0] if doc else ""),
         min_samples=getattr(cls, "min_samples", None) if cls.level == "set" else None,
         family=cls.family, higher_is_more_useful=cls.higher_is_more_useful,
-        missing_modules=tuple(module for module in cls.preload_modules if not _installed(module)),
+        missing_modules=tuple(dict.fromkeys(module.partition(".")[0] for module in cls.preload_modules
+                                            if not _installed(module))),
     )
 
 

@@ -299,7 +299,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for unreadable or unsafe pickles
-        raise WeightsError(f"{path} is not a readable torch checkpoint ({checkpoint_load_reason(exc)})") from exc
+        raise WeightsError(f"{path} is not a readable torch checkpoint ({checkpoint_load_reason(exc, path)})") from exc
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         state, metadata = loaded["state_dict"], {k: v for k, v in loaded.items() if k != "state_dict"}
     elif isinstance(loaded, Mapping) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):

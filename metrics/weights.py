@@ -169,7 +169,7 @@ class ResolvedWeights:
         try:
             loaded = torch.load(self.path, map_location="cpu", weights_only=True, mmap=mapped)
         except Exception as exc:  # torch raises several unrelated types for bad archives
-            raise WeightsError(f"cannot load {self.path} ({checkpoint_load_reason(exc)}); "
+            raise WeightsError(f"cannot load {self.path} ({checkpoint_load_reason(exc, self.path)}); "
                                f"run `bench weights fetch {self.spec.name}`") from exc
         if keep is None:
             return loaded
@@ -557,7 +557,7 @@ def _check_loadable(spec: WeightSpec, source: Path) -> None:
         state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for bad archives
         raise WeightsError(f"cannot import {source} as {spec.name}: not a loadable torch file "
-                           f"({checkpoint_load_reason(exc)})") from None
+                           f"({checkpoint_load_reason(exc, source)})") from None
     if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise WeightsError(f"cannot import {source} as {spec.name}: it holds a {type(state).__name__}, not a "
                            "state dict (names -> tensors)")

@@ -524,7 +524,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated or foreign files
-        raise InputError(f"{path} is not a readable training checkpoint ({checkpoint_load_reason(exc)}); "
+        raise InputError(f"{path} is not a readable training checkpoint ({checkpoint_load_reason(exc, path)}); "
                          "delete it to start the run again") from None
     if not isinstance(loaded, dict) or not {"state_dict", "optimizer", "scheduler", "progress"} <= loaded.keys():
         raise InputError(f"{path} was not written by `bench train` (no optimizer/scheduler/progress); "

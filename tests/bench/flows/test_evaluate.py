@@ -407,5 +407,7 @@ def test_a_checkpoint_that_does_not_load_fails_the_command_after_the_rest_is_wri
     from metrics.errors import WeightsError
     from metrics.perceptanon import load_checkpoint
 
-    with pytest.raises(WeightsError, match="it is not a PyTorch checkpoint"):  # not "a pickle with Python objects"
-        load_checkpoint(tmp_path / "bad.pt", ha="HA1")
+    for text in ("not a checkpoint\n", "hi\n", "<html>404</html>"):  # torch words each differently
+        (tmp_path / "bad.pt").write_text(text)
+        with pytest.raises(WeightsError, match="it is not a PyTorch checkpoint"):  # not "a pickle with Python objects"
+            load_checkpoint(tmp_path / "bad.pt", ha="HA1")
