@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from bench.data.demo import DEMO_DATASET
 from bench.errors import BenchError, InputError, printable
@@ -73,6 +74,13 @@ def _resolve_paths(args: argparse.Namespace) -> None:
         args.dataset = str(_absolute(args.dataset))
     if getattr(args, "method", None):
         args.method = [_resolve_method(spec) for spec in args.method]
+
+
+def _exit_status(shortfalls: list[str], file: TextIO | None = None) -> int:
+    """1, after a last line saying why, when a command ran but did not do all it was asked; else 0."""
+    if shortfalls:
+        print(f"exit status 1: {'; '.join(shortfalls)}", file=file)
+    return 1 if shortfalls else 0
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -257,10 +265,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
           f"{report.result.store_path}", file=human)
     if args.json:
         print(to_json_text(report.to_json()), end="")
-    shortfalls = report.shortfalls(parse_metric_list(args.metrics) if args.metrics else ())
-    if shortfalls:
-        print(f"exit status 1: {'; '.join(shortfalls)}", file=human)
-    return 1 if shortfalls else 0
+    return _exit_status(report.shortfalls(parse_metric_list(args.metrics) if args.metrics else ()), file=human)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -441,15 +446,13 @@ def _benchmark(args: argparse.Namespace) -> int:
     print()
     print(to_markdown_document(result.board, escape=as_typed))  # its privacy block included
     print(f"wrote {', '.join(str(path) for path in result.written.values())}")
-    shortfalls = result.shortfalls()
-    if shortfalls:
-        print(f"exit status 1: {'; '.join(shortfalls)}")
-    return 1 if shortfalls else 0
+    return _exit_status(result.shortfalls())
 
 
 def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
     from bench.flows import evaluate
     from bench.analysis.stats import parse_statistics
+    from bench.scoring.runner import not_run_as_asked
     from metrics.registry import parse_metric_list
 
     evaluations = evaluate.run_evaluation(evaluate.EvaluateConfig(
@@ -468,15 +471,11 @@ def _evaluate(args: argparse.Namespace, *, splits: list[str] | None) -> int:
             print(f"  split skipped: {line}")
         print(f"  tables: {evaluation.out_dir / 'tables'}")
         print(f"  report: {evaluation.report}")
-    # As bench score: a metric asked for by name (or by its checkpoint) that did not run fails
-    # the command; a default one without its weights (LPIPS offline) is only reported.
+    # As bench score: a metric asked for by name, or by its checkpoint, that did not run fails the command.
     requested = set(parse_metric_list(args.metrics) if args.metrics else ())
     requested |= set(evaluate.metric_options(args.checkpoint_ha1, args.checkpoint_ha2, args.convention))
-    shortfalls = list(dict.fromkeys(f"{name} asked for but {status}" for evaluation in evaluations
-                                    for name, status in evaluation.not_run.items() if name in requested))
-    if shortfalls:
-        print(f"exit status 1: {'; '.join(shortfalls)}")
-    return 1 if shortfalls else 0
+    return _exit_status(list(dict.fromkeys(
+        line for evaluation in evaluations for line in not_run_as_asked(evaluation.metrics, requested))))
 
 
 # --------------------------------------------------------------------------- correlate / report

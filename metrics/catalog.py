@@ -101,14 +101,9 @@ def metric_facts(name: str, target: str | None = None) -> MetricFacts:
         convention=cls.convention or (doc[0] if doc else ""),
         min_samples=getattr(cls, "min_samples", None) if cls.level == "set" else None,
         family=cls.family, higher_is_more_useful=cls.higher_is_more_useful,
-        missing_modules=tuple(dict.fromkeys(module.partition(".")[0] for module in cls.preload_modules
-                                            if not _installed(module))),
+        missing_modules=tuple(package for package in dict.fromkeys(m.partition(".")[0] for m in cls.preload_modules)
+                              if importlib.util.find_spec(package) is None),  # found, not imported: dlib takes seconds
     )
-
-
-def _installed(module: str) -> bool:
-    """Whether `module`'s top-level package can be found, without importing it (dlib takes seconds)."""
-    return importlib.util.find_spec(module.partition(".")[0]) is not None
 
 
 def all_metric_facts() -> list[MetricFacts]:

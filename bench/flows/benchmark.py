@@ -65,7 +65,7 @@ from bench.methods import (
     resolve_method,
     sweep,
 )
-from bench.scoring.runner import MetricOutcome, ScoreResult, score_pairs, write_outputs
+from bench.scoring.runner import MetricOutcome, ScoreResult, not_run_as_asked, score_pairs, write_outputs
 from bench.scoring.setmetrics import (
     GroupMember,
     SetMetricOutcome,
@@ -502,9 +502,7 @@ class BenchmarkResult:
         for by name that did not run (a default metric without its weights is reported, not this)."""
         problems = [f"{o.method.name} failed on {len(o.failures)} image(s)" for o in self.outputs if o.failures]
         problems += [f"{len(self.scores.failures)} pair(s) failed"] if self.scores.failures else []
-        problems += [f"{m.name} asked for but {m.status}" for m in [*self.scores.metrics, *self.set_scores.metrics]
-                     if m.name in self.requested and m.status != "ok"]
-        return problems
+        return problems + not_run_as_asked([*self.scores.metrics, *self.set_scores.metrics], self.requested)
 
     def summary_lines(self) -> list[str]:
         bset = self.benchmark_set

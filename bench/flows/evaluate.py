@@ -26,7 +26,7 @@ released eval.py). The convention is recorded in results.json (top level and pro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -65,8 +65,8 @@ class Evaluation:
     report: Path
     score_summary: list[str]
     skipped_splits: list[str]
-    #: Metrics that did not run -> their status ("unavailable", ...): the CLI fails those asked for by name.
-    not_run: dict[str, str] = field(default_factory=dict)
+    #: What happened to each metric scored (none when the values came from the file's columns).
+    metrics: tuple[runner.MetricOutcome, ...] = ()
 
 
 def demo_annotations() -> list[Path]:
@@ -163,7 +163,7 @@ def evaluate(
     return Evaluation(
         name=table.source.stem, out_dir=out_dir, report=report,
         score_summary=scored.summary_lines(), skipped_splits=list(correlation.skipped),
-        not_run={outcome.name: outcome.status for outcome in scored.metrics if outcome.status != "ok"},
+        metrics=tuple(scored.metrics),
     )
 
 

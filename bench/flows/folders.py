@@ -345,10 +345,7 @@ class ScoreReport:
         run. A default metric without its weights (LPIPS offline) is reported, not a failure, as
         in `bench run`."""
         problems = [f"{len(self.result.failures)} pair(s) failed"] if self.result.failures else []
-        outcomes = [*self.result.metrics, *self.set_summaries]
-        problems += [f"{o.name} asked for but {o.status}" for o in outcomes
-                     if o.name in requested and o.status != "ok"]
-        return problems
+        return problems + runner.not_run_as_asked([*self.result.metrics, *self.set_summaries], requested)
 
     @property
     def ci_statement(self) -> str:

@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from bench import SOURCE_ROOT
+from bench import child_pythonpath
 from bench.data import images
 from bench.errors import BenchError, ImageError, InputError
 from metrics.errors import MetricError
@@ -508,9 +508,7 @@ def _run_child(job: dict[str, Any], work: Path, weights_dir: Path) -> dict[str, 
     job = {**job, "work": str(work), "result": str(work / "result.json")}
     job_path = work / "job.json"
     job_path.write_text(json.dumps(job), encoding="utf-8")
-    project = SOURCE_ROOT
-    env = {**os.environ, "BENCH_WEIGHTS_DIR": str(weights_dir),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "BENCH_WEIGHTS_DIR": str(weights_dir), "PYTHONPATH": child_pythonpath()}
     # The job's path travels in the environment: only bench.cli parses a command line.
     completed = subprocess.run([sys.executable, "-m", "bench.flows.perf"], env={**env, CHILD_JOB_VARIABLE: str(job_path)},
                                capture_output=True, text=True, check=False)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import SOURCE_ROOT
+from bench import child_pythonpath
 from bench.errors import BenchError, InputError
 
 #: What is measured without --metrics: the two metrics whose networks dominate start-up.
@@ -118,9 +118,8 @@ def measure_startup(work: Path, metrics: list[str] | tuple[str, ...] = MEASURED_
     load_before = list(os.getloadavg())
     csv_path = perf.write_synthetic_pairs(work / "data", 1, (256, 256))
     setup = perf.prepare_weights(metrics, work / "weights")
-    project = SOURCE_ROOT
     env = {**os.environ, "BENCH_WEIGHTS_DIR": str(setup.directory), "BENCH_HASH_CACHE": str(work / "hash-cache"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": child_pythonpath()}
     if threads is not None:
         # One torch thread makes CPU seconds a load-independent measure (no spinning threads).
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)

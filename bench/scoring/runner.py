@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +70,13 @@ _LISTED_FAILURES = 10
 
 
 # ----------------------------------------------------------------------------- results
+def not_run_as_asked(outcomes: Iterable[Any], requested: Collection[str]) -> list[str]:
+    """"NAME asked for but STATUS" for each metric asked for by name that did not run (an
+    outcome: anything with `name` and `status`): why a command exits 1. A default metric that
+    did not run (LPIPS offline) is only reported."""
+    return [f"{o.name} asked for but {o.status}" for o in outcomes if o.name in requested and o.status != "ok"]
+
+
 @dataclass
 class MetricOutcome:
     """What happened to one requested metric in a run; `info` describes the metric itself."""

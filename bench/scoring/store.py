@@ -164,9 +164,9 @@ class ResultsStore:
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
-        #: What this open made (the file, then missing folders from the deepest), for `_discard`.
-        self._made = [self.path] if not self.path.exists() else []
-        self._made += [folder for folder in self.path.parents if not folder.exists()]
+        # What this open makes (the file; the missing folders, deepest first), for `_discard`.
+        self._created = not self.path.exists()
+        self._made_folders = [folder for folder in self.path.parents if not folder.exists()]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE) so a writer
@@ -190,7 +190,7 @@ class ResultsStore:
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
-        discard = exc is not None and self._made[:1] == [self.path] and self._holds_nothing()
+        discard = exc is not None and self._created and self._holds_nothing()
         self.close()
         if exc is not None and _is_damage(exc):
             raise self._damaged(exc) from None
@@ -207,15 +207,13 @@ class ResultsStore:
     def _discard(self) -> None:
         """A command that failed before it started a run leaves no empty store (nor the folders
         made for it) to be mistaken for results."""
-        for made in self._made:
-            try:
-                if made == self.path:
-                    for extra in ("", "-wal", "-shm", "-journal"):
-                        Path(str(made) + extra).unlink(missing_ok=True)
-                else:
-                    made.rmdir()  # only when empty: another command may have written beside it
-            except OSError:
-                return
+        try:
+            for extra in ("", "-wal", "-shm", "-journal"):
+                Path(str(self.path) + extra).unlink(missing_ok=True)
+            for folder in self._made_folders:
+                folder.rmdir()  # only when empty: another command may have written beside it
+        except OSError:
+            return
 
     def close(self) -> None:
         self._checkpoint()
@@ -624,12 +622,11 @@ def run_provenance(
 def _git_commit() -> str | None:
     """The suite's own commit when it runs from a git checkout; None when it is installed
     (an installed copy's folder may sit inside some other repository, whose commit it is not)."""
-    checkout = SOURCE_ROOT
-    if not (checkout / ".git").exists():
+    if not (SOURCE_ROOT / ".git").exists():
         return None
     try:
         result = subprocess.run(
-            ["git", "-C", str(checkout), "rev-parse", "HEAD"],
+            ["git", "-C", str(SOURCE_ROOT), "rev-parse", "HEAD"],
             capture_output=True, text=True, timeout=10, check=False,
         )
     except (OSError, subprocess.SubprocessError):
