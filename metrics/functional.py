@@ -6,9 +6,12 @@ that decides a value lives here so it can be tested against reference implementa
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,16 +139,51 @@ def ssim(
     y = anonymized.reshape(batch * channels, 1, height, width)
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
-    per_plane = _in_steps(lambda x_step, y_step: _mean_ssim(x_step, y_step, window, c1, c2), x, y)
+    per_plane = _plane_means(lambda x_part, y_part: _ssim_map(x_part, y_part, window, c1, c2), x, y)
     return per_plane.reshape(batch, channels).mean(dim=1)
 
 
-def _ssim_map(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
-    """The SSIM map over the valid region of each (P, 1, H, W) plane pair, in float64."""
-    x, y = x.double(), y.double()
-    # One filter pass over all five local moments.
-    moments = _valid_gaussian_blur(torch.cat([x, y, x * x, y * y, x * y]), window)
-    mean_x, mean_y, mean_xx, mean_yy, mean_xy = moments.chunk(5)
+def _plane_means(map_of: Callable[[Any, Any], Any], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The mean of `map_of(x, y)` over each (P, 1, H, W) plane pair, float64, shape (P,).
+
+    On CPUs the planes go as numpy arrays, a few at a time (`_CPU_STEP_ELEMENTS`), over as
+    many threads as torch computes with: numpy and scipy release the GIL, and each step's
+    filter runs on one core. torch ops in those threads would not do: each would wake torch's
+    OpenMP workers, whose spinning took the cores from the filters (SSIM came out slower than
+    on one thread). Each plane is reduced on its own, so values do not depend on the split.
+    """
+    if x.device.type != "cpu" or x.requires_grad:
+        return map_of(x, y).flatten(1).mean(dim=1)
+    x_planes, y_planes = x.detach().numpy(), y.detach().numpy()
+    step = max(1, _CPU_STEP_ELEMENTS // max(1, x_planes[0].size)) if len(x_planes) else 1
+
+    def step_means(start: int) -> np.ndarray:
+        part = map_of(x_planes[start:start + step], y_planes[start:start + step])
+        return part.reshape(len(part), -1).mean(axis=1)
+
+    starts = range(0, len(x_planes), step)
+    threads = min(torch.get_num_threads(), len(starts))
+    means = list(_step_pool(threads).map(step_means, starts) if threads > 1 else map(step_means, starts))
+    return torch.from_numpy(np.concatenate(means)) if means else torch.zeros(0, dtype=torch.float64)
+
+
+@functools.cache
+def _step_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="metrics-steps")
+
+
+def _ssim_map(x: Any, y: Any, window: torch.Tensor, c1: float, c2: float) -> Any:
+    """The SSIM map over the valid region of each (P, 1, H, W) plane pair, in float64: torch
+    tensors, or numpy arrays (`_plane_means` on CPUs), with the same arithmetic."""
+    if isinstance(x, np.ndarray):
+        x, y = x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)
+        moments = _valid_line_filter(np.concatenate([x, y, x * x, y * y, x * y]), window.numpy())
+    else:
+        x, y = x.double(), y.double()
+        # One filter pass over all five local moments.
+        moments = _valid_gaussian_blur(torch.cat([x, y, x * x, y * y, x * y]), window)
+    planes = len(x)
+    mean_x, mean_y, mean_xx, mean_yy, mean_xy = (moments[i * planes:(i + 1) * planes] for i in range(5))
     var_x = mean_xx - mean_x * mean_x
     var_y = mean_yy - mean_y * mean_y
     cov_xy = mean_xy - mean_x * mean_y
@@ -153,11 +191,6 @@ def _ssim_map(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, c1: float,
         (mean_x * mean_x + mean_y * mean_y + c1) * (var_x + var_y + c2)
     )
     return ssim_map
-
-
-def _mean_ssim(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
-    """Mean of the SSIM map over the valid region of each (P, 1, H, W) plane pair, in float64."""
-    return _ssim_map(x, y, window, c1, c2).flatten(1).mean(dim=1)
 
 
 def background_ssim(original: torch.Tensor, anonymized: torch.Tensor, pii_mask: torch.Tensor, *,

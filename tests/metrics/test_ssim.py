@@ -102,3 +102,29 @@ def test_orientation() -> None:
 def test_batch_size_does_not_change_values(metric_class) -> None:
     original, anonymized = random_pairs(32, 48, 64, seed=9)
     assert_batch_size_invariant(metric_class(), original, anonymized)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_count_does_not_change_values(threads: int) -> None:
+    """On CPUs the planes are filtered over torch's thread count; every plane is reduced whole."""
+    original, anonymized = random_pairs(12, 96, 128, seed=4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = SSIM().score(original, anonymized)
+        torch.set_num_threads(threads)
+        threaded = SSIM().score(original, anonymized)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(threaded, single)
+
+
+def test_cpu_steps_agree_with_the_whole_batch_torch_path() -> None:
+    """The numpy steps (CPU) and the one-pass torch maths (GPU, autograd) compute one formula:
+    only the summation order of the mean differs, so the values agree to float64 rounding."""
+    from metrics import functional
+
+    original, anonymized = random_pairs(6, 64, 80, seed=5)
+    stepped = functional.ssim(original, anonymized)
+    whole = functional.ssim(original.requires_grad_(), anonymized).detach()
+    np.testing.assert_allclose(stepped.numpy(), whole.numpy(), rtol=0, atol=1e-14)
