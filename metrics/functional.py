@@ -29,11 +29,16 @@ _CPU_STEP_ELEMENTS = 1 << 18
 def _in_steps(function: Callable[..., torch.Tensor], *batches: torch.Tensor) -> torch.Tensor:
     """`function(*batches)`, on CPUs over a few items (first dimension) at a time, joined."""
     first = batches[0]
-    step = max(1, _CPU_STEP_ELEMENTS // max(1, first[0].numel())) if len(first) else 1
+    step = _cpu_step(first[0].numel()) if len(first) else 1
     if first.device.type != "cpu" or len(first) <= step:
         return function(*batches)
     return torch.cat([function(*(batch[start:start + step] for batch in batches))
                       for start in range(0, len(first), step)])
+
+
+def _cpu_step(item_elements: int) -> int:
+    """Items per CPU step: as many as fit in `_CPU_STEP_ELEMENTS`, at least one."""
+    return max(1, _CPU_STEP_ELEMENTS // max(1, item_elements))
 
 
 def mse(original: torch.Tensor, anonymized: torch.Tensor) -> torch.Tensor:
@@ -155,7 +160,7 @@ def _plane_means(map_of: Callable[[Any, Any], Any], x: torch.Tensor, y: torch.Te
     if x.device.type != "cpu" or x.requires_grad:
         return map_of(x, y).flatten(1).mean(dim=1)
     x_planes, y_planes = x.detach().numpy(), y.detach().numpy()
-    step = max(1, _CPU_STEP_ELEMENTS // max(1, x_planes[0].size)) if len(x_planes) else 1
+    step = _cpu_step(x_planes[0].size) if len(x_planes) else 1
 
     def step_means(start: int) -> np.ndarray:
         part = map_of(x_planes[start:start + step], y_planes[start:start + step])

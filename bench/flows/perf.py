@@ -457,7 +457,7 @@ def _phase_floor(job: Mapping[str, Any], device: Any) -> dict[str, Any]:
             _timed_call(metric, kind, chunk, device)  # warm-up: kernels, allocator, caches
             # One short pass is noise (on a shared 2-core machine, passes of 2 images varied by
             # 30%); the median of passes over at least _FLOOR_SAMPLE_IMAGES images picks the size.
-            passes = max(_FLOOR_MIN_PASSES, -(-_FLOOR_SAMPLE_IMAGES // len(chunk[0])))
+            passes = max(_FLOOR_MIN_PASSES, math.ceil(_FLOOR_SAMPLE_IMAGES / len(chunk[0])))
             per_item[size] = statistics.median(_timed_call(metric, kind, chunk, device)
                                                for _ in range(passes)) / len(chunk[0])
         del sample, chunk
@@ -809,7 +809,7 @@ CONVENTIONS = [
     ("every phase runs in a fresh process whose module imports happen before its timers start; with --repeat R, "
      "each phase runs R times and its fastest run counts"),
     ("floor: metric compute on decoded tensors at the best batch size (each size tried: the median of its timed "
-     "passes over at least 32 sample images, after a warm-up pass); feature metrics encode each unique "
+     f"passes over at least {_FLOOR_SAMPLE_IMAGES} sample images, after a warm-up pass); feature metrics encode each unique "
      "original ONCE (the runner reuses its features) plus every anonymized image, HA1 anonymized images only; "
      "pixel metrics score every pair; full set = sum over metrics"),
     "speedup = naive s/pair / runner s/pair; runner/floor = runner s/pair / floor s/pair",
