@@ -73,9 +73,13 @@ class InceptionPool3(nn.Module):
         return F.adaptive_avg_pool2d(x, output_size=1).flatten(1)
 
 
-def pool3_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def is_pool3_key(key: str) -> bool:
     """pytorch-fid's published file also holds the classifier (fc.*); pool3 does not use it."""
-    return {key: value for key, value in state_dict.items() if not key.startswith("fc.")}
+    return not key.startswith("fc.")
+
+
+def pool3_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value for key, value in state_dict.items() if is_pool3_key(key)}
 
 
 def build_pool3(state_dict: dict[str, torch.Tensor], device: torch.device) -> InceptionPool3:

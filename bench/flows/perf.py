@@ -25,8 +25,11 @@ Linux would inherit the parent's peak):
     summed over metrics. Feature metrics (LPIPS, Inception distance, PerceptAnon) count
     `features()` over exactly the images the runner encodes: each unique original once (the
     runner reuses its features for all its anonymizations) plus every anonymized image;
-    HA1 never encodes originals. Other pair metrics (MSE, PSNR, SSIM) count `score()` over
-    every pair. Decoding, metric construction and comparison heads are not in the floor.
+    HA1 never encodes originals. Each anonymized image's features are compared with its
+    original's (`select`, `compare`: LPIPS' 1x1 heads and spatial means), which is the
+    metric's compute too; the forward passes alone are also reported (`forward_seconds`).
+    Other pair metrics (MSE, PSNR, SSIM) count `score()` over every pair. Decoding and
+    metric construction are not in the floor.
 
 Per metric, (a) and (b) are each metric scored on its own (the decode is part of its cost);
 the full set is all metrics together, where (b) decodes each image once for all of them.
@@ -385,59 +388,144 @@ def _pool_ssim(original_rgb: np.ndarray, anonymized_rgb: np.ndarray, cls: type) 
         return job.get()
 
 
-def _floor_items(table: Any, metric: Any) -> tuple[str, list[Any]]:
-    """What the runner computes for `metric`: ("images", paths) to encode, or ("pairs", path pairs)."""
+@dataclass
+class _FloorWork:
+    """What the runner computes for one metric. Pixel metrics: `pairs`, each (original,
+    anonymized) path pair scored once. Feature metrics: `originals`, each encoded once (none
+    for HA1), and `anonymized`, each (anonymized path, its original's position in
+    `originals` or None) encoded and compared once."""
+
+    pairs: list[tuple[Path, Path]] = field(default_factory=list)
+    originals: list[Path] = field(default_factory=list)
+    anonymized: list[tuple[Path, int | None]] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return "pairs" if self.pairs else "images"
+
+    @property
+    def items(self) -> int:
+        """Pairs scored, or images encoded."""
+        return len(self.pairs) or len(self.originals) + len(self.anonymized)
+
+
+def _floor_work(table: Any, metric: Any) -> _FloorWork:
     from metrics.base import FeaturePairMetric
 
-    originals, anonymized = table.paths("original"), table.paths("anonymized")
-    if isinstance(metric, FeaturePairMetric):
-        encoded = list(dict.fromkeys(anonymized))
-        if metric.needs_original:
-            encoded = list(dict.fromkeys(originals)) + encoded
-        return "images", encoded
-    return "pairs", list(dict.fromkeys(zip(originals, anonymized)))
+    pairs = list(dict.fromkeys(zip(table.paths("original"), table.paths("anonymized"))))
+    if not isinstance(metric, FeaturePairMetric):
+        return _FloorWork(pairs=pairs)
+    if not metric.needs_original:
+        return _FloorWork(anonymized=[(path, None) for path in dict.fromkeys(a for _, a in pairs)])
+    position = {path: i for i, path in enumerate(dict.fromkeys(o for o, _ in pairs))}
+    return _FloorWork(originals=list(position), anonymized=[(a, position[o]) for o, a in pairs])
 
 
-def _decoded_batches(kind: str, items: Iterable[Any], batch_size: int, device: Any) -> Iterator[tuple[Any, ...]]:
-    """Batches of equal-size decoded items, as device tensors: (images,) or (originals, anonymized).
+def _decoded_batches(items: Iterable[Any], decode: Any, batch_size: int,
+                     device: Any) -> Iterator[tuple[list[Any], tuple[Any, ...]]]:
+    """(items, tensors) batches of equal-size decoded items: `decode(item)` gives a tuple of
+    arrays ((image,), or (original, anonymized)), stacked here into device tensors.
 
     Items of many sizes wait in bounded buckets, so memory does not grow with the item count.
     """
-    buckets: dict[tuple[int, ...], list[tuple[np.ndarray, ...]]] = {}
+    buckets: dict[tuple[int, ...], list[tuple[Any, tuple[np.ndarray, ...]]]] = {}
     pending = 0
+
+    def batch(members: list[tuple[Any, tuple[np.ndarray, ...]]]) -> tuple[list[Any], tuple[Any, ...]]:
+        return [item for item, _ in members], tuple(_to_batch(list(column), device)
+                                                    for column in zip(*(arrays for _, arrays in members)))
+
     for item in items:
         try:
-            decoded = ((images.load_rgb(item),) if kind == "images" else
-                       _decoded_pair(*item))
+            decoded = decode(item)
         except ImageError:
             continue  # the runner records such pairs as failed; they cost it nothing to score
         bucket = buckets.setdefault(decoded[0].shape, [])
-        bucket.append(decoded)
+        bucket.append((item, decoded))
         pending += 1
         if len(bucket) == batch_size or pending > 4 * batch_size:
             fullest = max(buckets, key=lambda shape: len(buckets[shape]))
             members = buckets.pop(fullest)
             pending -= len(members)
-            yield tuple(_to_batch(list(column), device) for column in zip(*members))
+            yield batch(members)
     for members in buckets.values():
-        yield tuple(_to_batch(list(column), device) for column in zip(*members))
+        yield batch(members)
 
 
-def _decoded_pair(original_path: Path, anonymized_path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _decoded_image(item: Path | tuple[Path, int | None]) -> tuple[np.ndarray]:
+    return (images.load_rgb(item[0] if isinstance(item, tuple) else item),)
+
+
+def _decoded_pair(pair: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray]:
+    original_path, anonymized_path = pair
     original = images.load_rgb(original_path)
     anonymized = images.reconcile_sizes(original, images.load_rgb(anonymized_path), "error",
                                         where=str(anonymized_path))
     return original, anonymized
 
 
-def _timed_call(metric: Any, kind: str, batch: tuple[Any, ...], device: Any) -> float:
+def _timed(device: Any, work: Any) -> tuple[float, Any]:
+    """(seconds, result) of `work()`, queued GPU work included."""
     start = time.perf_counter()
-    if kind == "images":
-        metric.features(*batch)
-    else:
-        metric.score(*batch)
+    result = work()
     _synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, result
+
+
+def _forward_seconds(metric: Any, kind: str, batch: tuple[Any, ...], device: Any) -> float:
+    """One forward pass: `features` of an image batch, or `score` of a pair batch."""
+    return _timed(device, lambda: metric.features(*batch) if kind == "images" else metric.score(*batch))[0]
+
+
+def _best_batch_size(metric: Any, kind: str, sample: tuple[Any, ...], sizes: Sequence[int],
+                     device: Any) -> dict[int, float]:
+    """Seconds per item of each batch size on `sample`, forward passes only (as the runner's
+    ChunkSizer times them)."""
+    per_item: dict[int, float] = {}
+    for size in sizes:
+        chunk = tuple(tensor[:size] for tensor in sample)
+        _forward_seconds(metric, kind, chunk, device)  # warm-up: kernels, allocator, caches
+        # One short pass is noise (on a shared 2-core machine, passes of 2 images varied by
+        # 30%); the median of passes over at least _FLOOR_SAMPLE_IMAGES images picks the size.
+        passes = max(_FLOOR_MIN_PASSES, math.ceil(_FLOOR_SAMPLE_IMAGES / len(chunk[0])))
+        per_item[size] = statistics.median(_forward_seconds(metric, kind, chunk, device)
+                                           for _ in range(passes)) / len(chunk[0])
+    return per_item
+
+
+def _feature_pass(metric: Any, work: _FloorWork, batch_size: int, device: Any) -> tuple[float, float]:
+    """(all seconds, forward-pass seconds) of encoding `work`'s originals once, then each
+    anonymized image, compared with its original's features as it is encoded (the runner's
+    order). The comparison is the metric's own compute (LPIPS: its 1x1 heads over five
+    activation maps), which the runner cannot skip; the forward passes alone are reported too."""
+    import torch
+
+    from bench.scoring.runner import concat_features
+
+    forward = compare = 0.0
+    parts, row = [], {}
+    for members, (batch,) in _decoded_batches(work.originals, _decoded_image, batch_size, device):
+        seconds, found = _timed(device, lambda: metric.features(batch))
+        forward += seconds
+        parts.append(found)
+        row.update((path, len(row)) for path in members)
+    if parts:
+        seconds, original_features = _timed(device, lambda: concat_features(parts))
+        compare += seconds
+    for members, (batch,) in _decoded_batches(work.anonymized, _decoded_image, batch_size, device):
+        if work.originals:
+            # A pair whose original did not decode is a failure in the runner, not scored.
+            kept = [i for i, (_, original) in enumerate(members) if work.originals[original] in row]
+            if not kept:
+                continue
+            batch = batch[kept]
+            index = torch.tensor([row[work.originals[members[i][1]]] for i in kept], dtype=torch.long)
+        seconds, found = _timed(device, lambda: metric.features(batch))
+        forward += seconds
+        seconds, _ = _timed(device, lambda: metric.compare(
+            metric.select(original_features, index) if work.originals else None, found))
+        compare += seconds
+    return forward + compare, forward
 
 
 def _phase_floor(job: Mapping[str, Any], device: Any) -> dict[str, Any]:
@@ -447,25 +535,23 @@ def _phase_floor(job: Mapping[str, Any], device: Any) -> dict[str, Any]:
     (name,) = job["metrics"]
     table = _load_table(job)
     metric = build_metric(name, device=job["device"], **job["metric_options"].get(name, {}))
-    kind, items = _floor_items(table, metric)
-    sizes = [size for size in job["floor_batch_sizes"] if size <= len(items)] or [len(items)]
-    per_item: dict[int, float] = {}
+    work = _floor_work(table, metric)
+    kind = work.kind
+    sample_items = work.pairs or [*work.originals, *(path for path, _ in work.anonymized)]
+    sizes = [size for size in job["floor_batch_sizes"] if size <= len(sample_items)] or [len(sample_items)]
+    decode = _decoded_pair if kind == "pairs" else _decoded_image
     with _autocast(device, job["precision"]):
-        sample = next(_decoded_batches(kind, items[:max(sizes)], max(sizes), device))
-        for size in sizes:
-            chunk = tuple(tensor[:size] for tensor in sample)
-            _timed_call(metric, kind, chunk, device)  # warm-up: kernels, allocator, caches
-            # One short pass is noise (on a shared 2-core machine, passes of 2 images varied by
-            # 30%); the median of passes over at least _FLOOR_SAMPLE_IMAGES images picks the size.
-            passes = max(_FLOOR_MIN_PASSES, math.ceil(_FLOOR_SAMPLE_IMAGES / len(chunk[0])))
-            per_item[size] = statistics.median(_timed_call(metric, kind, chunk, device)
-                                               for _ in range(passes)) / len(chunk[0])
-        del sample, chunk
+        _, sample = next(_decoded_batches(sample_items[:max(sizes)], decode, max(sizes), device))
+        per_item = _best_batch_size(metric, kind, sample, sizes, device)
+        del sample
         best = min(per_item, key=per_item.get)
-        seconds = sum(_timed_call(metric, kind, batch, device)
-                      for batch in _decoded_batches(kind, items, best, device))
-    return {"seconds": seconds, "pairs": len(table), "kind": kind, "items": len(items), "batch_size": best,
-            "seconds_per_item_by_batch_size": {str(size): value for size, value in per_item.items()}}
+        if kind == "pairs":
+            seconds = forward = sum(_forward_seconds(metric, kind, batch, device)
+                                    for _, batch in _decoded_batches(work.pairs, _decoded_pair, best, device))
+        else:
+            seconds, forward = _feature_pass(metric, work, best, device)
+    return {"seconds": seconds, "forward_seconds": forward, "pairs": len(table), "kind": kind, "items": work.items,
+            "batch_size": best, "seconds_per_item_by_batch_size": {str(size): value for size, value in per_item.items()}}
 
 
 _PHASE_FUNCTIONS = {"runner": _phase_runner, "naive": _phase_naive, "floor": _phase_floor}
@@ -791,11 +877,12 @@ def _measure_all(measure: Any, metric_names: list[str], phases: Sequence[str], t
         if "floor" in phases:
             floor = measure("floor", [row.name], f"floor-{row.name}")
             row.floor = _timing(floor)
-            row.floor_detail = {key: floor[key] for key in ("kind", "items", "batch_size",
+            row.floor_detail = {key: floor[key] for key in ("kind", "items", "batch_size", "forward_seconds",
                                                              "seconds_per_item_by_batch_size")}
     if "floor" in phases and not single:
         full.floor = Timing(sum(row.floor.seconds for row in rows), total_pairs,
                             max(row.floor.peak_rss_bytes for row in rows))
+        full.floor_detail = {"forward_seconds": sum(row.floor_detail["forward_seconds"] for row in rows)}
     return measured
 
 
@@ -810,7 +897,8 @@ CONVENTIONS = [
      "each phase runs R times and its fastest run counts"),
     ("floor: metric compute on decoded tensors at the best batch size (each size tried: the median of its timed "
      f"passes over at least {_FLOOR_SAMPLE_IMAGES} sample images, after a warm-up pass); feature metrics encode each unique "
-     "original ONCE (the runner reuses its features) plus every anonymized image, HA1 anonymized images only; "
+     "original ONCE (the runner reuses its features) plus every anonymized image, HA1 anonymized images only, "
+     "and compare each pair's features (the forward passes alone: forward_seconds in the JSON); "
      "pixel metrics score every pair; full set = sum over metrics"),
     "speedup = naive s/pair / runner s/pair; runner/floor = runner s/pair / floor s/pair",
     "peak MB: peak resident memory of the fresh process that ran the phase; full-set floor = its largest",

@@ -380,6 +380,14 @@ class _Batch:
         self.anonymized = to_device([m.pair.anonymized for m in members], device)
         self.masks = [m.pair.pii_mask for m in members]
         self.device = device
+        self._paired: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def paired_originals(self, rows: torch.Tensor) -> torch.Tensor:
+        """Each pair's original at `rows`, gathered once for the pixel metrics that all ask for
+        the same rows (MSE, PSNR and SSIM each gathered them: 0.5% of a run)."""
+        if self._paired is None or not torch.equal(self._paired[0], rows):
+            self._paired = rows, _rows(self.originals, self.original_index[rows])
+        return self._paired[1]
 
     def pii_masks(self, rows: torch.Tensor) -> torch.Tensor:
         """N x 1 x H x W bool masks of the pairs at `rows` (all have one: see `_run_metric`)."""
@@ -388,14 +396,22 @@ class _Batch:
 
 
 def to_device(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    """HWC uint8 arrays -> float32 NCHW [0, 1] on `device`, converted by `images.to_float`."""
-    return host_batch(arrays, device).to(device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
+    """HWC uint8 arrays -> float32 NCHW [0, 1] on `device`, the numbers of `images.to_float`
+    (x / 255 in float32, correctly rounded by numpy and torch alike).
+
+    The bytes travel as uint8, a quarter of the float32 batch, and are converted where they
+    land: on a CPU, torch's cast into NCHW and one in-place division instead of numpy's
+    cast, division and NCHW copy (32 images of 256x256: 4-10 ms instead of 8-18 on a 2-core Xeon)."""
+    batch = host_batch(arrays, device).to(device, non_blocking=True).permute(0, 3, 1, 2)
+    return batch.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 def host_batch(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    """The NHWC float32 batch in host memory, page-locked when it goes to a GPU: from there the
+    """The NHWC uint8 batch in host memory, page-locked when it goes to a GPU: from there the
     copy runs asynchronously, behind the GPU's queued work, in one transfer per batch."""
-    batch = torch.from_numpy(images.to_float(np.stack(arrays)))
+    batch = torch.from_numpy(np.stack(arrays))
+    if batch.dtype != torch.uint8:
+        raise TypeError(f"to_device expects uint8 images from images.load_rgb, got {batch.dtype}")
     return batch.pin_memory() if device.type == "cuda" else batch
 
 
@@ -408,14 +424,16 @@ def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def _features(metric: FeaturePairMetric, images: torch.Tensor, sizer: ChunkSizer) -> Any:
     """`metric.features(images)`, a forward pass of `sizer`'s size at a time, joined afterwards."""
-    parts = sizer.encode(images, metric.features)
-    return parts[0] if len(parts) == 1 else _concat_features(parts)
+    return concat_features(sizer.encode(images, metric.features))
 
 
-def _concat_features(parts: list[Any]) -> Any:
-    """Feature batches (tensors, or lists/tuples of tensors, as `select` takes) joined in order."""
+def concat_features(parts: list[Any]) -> Any:
+    """Feature batches (tensors, or lists/tuples of tensors, as `select` takes) joined in order;
+    one batch is returned as it is."""
+    if len(parts) == 1:
+        return parts[0]
     if isinstance(parts[0], (list, tuple)):
-        return type(parts[0])(_concat_features(list(layer)) for layer in zip(*parts))
+        return type(parts[0])(concat_features(list(layer)) for layer in zip(*parts))
     return torch.cat(parts)
 
 
@@ -423,7 +441,7 @@ def _score_metric(metric: PairMetric, batch: _Batch, rows: torch.Tensor, sizer: 
     """Values of `metric` for the batch pairs at positions `rows`."""
     anonymized = _rows(batch.anonymized, rows)
     if metric.needs_pii_mask:
-        original = _rows(batch.originals, batch.original_index[rows]) if metric.needs_original else None
+        original = batch.paired_originals(rows) if metric.needs_original else None
         return metric.score(original, anonymized, pii_mask=batch.pii_masks(rows))
     if isinstance(metric, FeaturePairMetric):
         if not metric.needs_original:
@@ -437,7 +455,7 @@ def _score_metric(metric: PairMetric, batch: _Batch, rows: torch.Tensor, sizer: 
             metric.select(original_features, position[span]), found)))
     if not metric.needs_original:
         return metric.score(None, anonymized)
-    return metric.score(_rows(batch.originals, batch.original_index[rows]), anonymized)
+    return metric.score(batch.paired_originals(rows), anonymized)
 
 
 class _MetricCrashed(Exception):
@@ -839,15 +857,10 @@ def _pair_columns(table: PairsTable) -> pd.DataFrame:
 
 
 def _long_table(frame: pd.DataFrame, keys: Sequence[PairKey | None], active: list[_ActiveMetric]) -> pd.DataFrame:
+    # Columns read once as lists: a pandas lookup per value cost 0.08 s per 1,000 values.
+    rows, originals, anonymized = (frame[column].tolist() for column in ("row", "original", "anonymized"))
     records = [
-        {
-            "row": int(frame["row"].iat[i]),
-            "original": frame["original"].iat[i],
-            "anonymized": frame["anonymized"].iat[i],
-            "metric": item.outcome.name,
-            "metric_key": item.outcome.key,
-            "value": item.values[key],
-        }
+        (int(rows[i]), originals[i], anonymized[i], item.outcome.name, item.outcome.key, item.values[key])
         for item in active
         for i, key in enumerate(keys)
         if key in item.values

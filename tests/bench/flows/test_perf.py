@@ -169,12 +169,16 @@ class LayeredFeatures(FeaturePairMetric):
     version: ClassVar[str] = "1"
     higher_is_more_anonymous: ClassVar[bool] = True
     calls: ClassVar[list[int]] = []
+    #: (original's, anonymized image's) first feature of each pair compared.
+    compared: ClassVar[list[tuple[tuple[float, ...], tuple[float, ...]]]] = []
 
     def _features(self, images: torch.Tensor) -> list[torch.Tensor]:
         type(self).calls.append(len(images))
         return [images.double().mean(dim=(2, 3)), images.double().std(dim=(2, 3))]
 
     def _compare(self, original_features: list[torch.Tensor], anonymized_features: list[torch.Tensor]) -> torch.Tensor:
+        type(self).compared.extend((tuple(o.tolist()), tuple(a.tolist()))
+                                   for o, a in zip(original_features[0], anonymized_features[0]))
         return sum((o - a).abs().sum(dim=1) for o, a in zip(original_features, anonymized_features))
 
 
@@ -193,6 +197,30 @@ def test_runner_tries_each_pass_size_on_cpu_with_the_same_values(tmp_path):
         pair = [torch.from_numpy(images.to_float(images.load_rgb(path))).permute(2, 0, 1)[None].contiguous()
                 for path in (table.original_path(i), table.anonymized_path(i))]
         assert value == pytest.approx(direct.score(*pair)[0], rel=1e-12)
+
+
+def test_floor_of_a_feature_metric_encodes_each_original_once_and_compares_every_pair(tmp_path, monkeypatch):
+    csv_path = perf.write_synthetic_pairs(tmp_path / "data", 12, (32, 32))
+    table = dataset.load_pairs(csv_path)
+    name = "tests.bench.flows.test_perf:LayeredFeatures"
+    job = {"annotations": str(csv_path), "root": str(csv_path.parent), "device": "cpu", "precision": "float32",
+           "metric_options": {}, "floor_batch_sizes": [2, 4], "metrics": [name]}
+    # The size trials (forward passes on a sample) are left out: size 4 "won" them.
+    monkeypatch.setattr(perf, "_best_batch_size", lambda *args: {2: 2.0, 4: 1.0})
+    LayeredFeatures.calls, LayeredFeatures.compared = [], []
+    floor = perf._phase_floor(job, torch.device("cpu"))
+    assert floor["kind"] == "images" and floor["items"] == 3 + 12 and floor["batch_size"] == 4
+    assert 0 < floor["forward_seconds"] <= floor["seconds"]
+    # The 3 originals once (4 at most per pass), then the 12 anonymized images once.
+    assert LayeredFeatures.calls == [3, 4, 4, 4]
+    # Every pair, and only its own original, was compared (the trials compare nothing).
+    def key(features: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(round(value, 6) for value in features)
+
+    mean = {path: key(images.to_float(images.load_rgb(path)).astype(np.float64).mean(axis=(0, 1)))
+            for path in {*table.paths("original"), *table.paths("anonymized")}}
+    expected = sorted((mean[table.original_path(i)], mean[table.anonymized_path(i)]) for i in range(len(table)))
+    assert sorted((key(o), key(a)) for o, a in LayeredFeatures.compared) == expected
 
 
 def test_cpu_steps_of_the_float64_maths_change_no_value(monkeypatch):

@@ -21,7 +21,7 @@ from PIL import Image
 from bench.cli import main
 from bench.data import images
 from bench.data.dataset import load_pairs
-from bench.scoring.runner import score_pairs
+from bench.scoring.runner import score_pairs, to_device
 from bench.scoring.store import ResultsStore
 from metrics.base import FeaturePairMetric, PairMetric, SetMetric
 from metrics.errors import MetricInputError, WeightsError
@@ -160,6 +160,20 @@ class GroupMetric(SetMetric):
 
 
 # ----------------------------------------------------------------------------- values
+def test_batches_hold_exactly_the_numbers_of_to_float():
+    """Every uint8 value, in NCHW order, as `images.to_float` gives it: torch's division must
+    round as numpy's does, or values would depend on the path an image took."""
+    every_value = np.arange(256, dtype=np.uint8).reshape(8, 32, 1)
+    arrays = [np.concatenate([every_value, every_value[::-1], np.roll(every_value, 7)], axis=2),
+              np.random.default_rng(0).integers(0, 256, (8, 32, 3), dtype=np.uint8)]
+    batch = to_device(arrays, torch.device("cpu"))
+    assert batch.dtype == torch.float32 and batch.shape == (2, 3, 8, 32) and batch.is_contiguous()
+    expected = torch.from_numpy(np.stack([images.to_float(a) for a in arrays])).permute(0, 3, 1, 2)
+    assert torch.equal(batch, expected)
+    with pytest.raises(TypeError, match="uint8"):
+        to_device([arrays[0].astype(np.float32)], torch.device("cpu"))
+
+
 def test_values_equal_the_adapters_called_directly(annotations, tmp_path):
     result = _score(annotations, ["mse", "psnr", "ssim"], tmp_path / "s.sqlite")
     table = load_pairs(annotations)
