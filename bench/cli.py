@@ -687,7 +687,8 @@ def _add_perf(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", type=Path, default=None, help="measure on this dataset instead of synthetic pairs")
     p.add_argument("--root", type=Path, default=None, help="image root of --annotations (default: the CSV's folder)")
     p.add_argument("--metrics", default=None,
-                   help=f"comma-separated pair metrics (default: {','.join(PAPER_METRICS)})")
+                   help=f"comma-separated pair metrics (default: {','.join(PAPER_METRICS)}; `bench metrics` "
+                        "lists them all)")
     p.add_argument("--checkpoint-ha1", type=Path, default=None,
                    help="PerceptAnon HA1 checkpoint (default: a stand-in ResNet-50, if perceptanon_ha1 is measured)")
     p.add_argument("--checkpoint-ha2", type=Path, default=None,
@@ -700,12 +701,15 @@ def _add_perf(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--phases", default=None,
                    help="comma-separated subset of naive,runner,per-metric,floor (default: all)")
     p.add_argument("--repeat", type=int, default=1,
-                   help="run each phase this many times and count the fastest (a shared machine's load only slows)")
+                   help="run each phase this many times and count the fastest (default 1; a shared machine's "
+                        "load only slows)")
     p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32",
-                   help="float32 (default), or autocast to bfloat16 / float16 (CUDA) in every phase")
+                   help="float32 (default), or autocast every phase to bfloat16 (CPU or CUDA) or float16 (CUDA only); "
+                        "for timing only: scoring always runs in float32")
     p.add_argument("--out", type=Path, default=None,
-                   help="keep data, weights and stores here and write perf.json / perf.txt (default: a temp folder)")
-    p.add_argument("--json", type=Path, default=None, help="also write the JSON report here")
+                   help="keep data, weights and stores here and write perf.json / perf.txt (default: a temp folder, "
+                        "removed; only the table is printed)")
+    p.add_argument("--json", type=Path, default=None, help="also write the JSON report (every figure) here")
     p.set_defaults(func=_cmd_perf)
 
 

@@ -37,6 +37,8 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     assert float32["speedup_vs_naive"] == pytest.approx(
         float32["report"]["full_set"]["runner"]["pairs_per_s"] / float32["report"]["full_set"]["naive"]["pairs_per_s"])
     assert float32["runner_over_floor"] > 0 and float32["report"]["config"]["pairs"] == 8
+    # Pixel metrics have no comparison heads: their floor is all forward passes.
+    assert float32["runner_over_forward_passes"] == pytest.approx(float32["runner_over_floor"])
     assert variants["pixel", "bfloat16"]["report"]["config"]["precision"] == "bfloat16"
     assert variants["pixel", "bfloat16"]["naive_pairs_per_s"] is None  # precision variants skip the baseline
 
@@ -44,6 +46,27 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     assert all(run["exit"] == 0 and run["seconds"] > 0 for run in figures["runs"])
     assert figures["torchrun"] == {"step": "torchrun", "ran": False, "reason": "CPU smoke test"}
     assert figures["goals"]["evaluated"] is False
+    assert "perf pixel float32: runner " in completed.stdout and "goals: the goals are for a GPU" in completed.stdout
+
+
+def _gpu_check_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_floor_goal_is_judged_on_the_networks_forward_passes():
+    """The goal names "the networks' batched forward time": the floor without comparison heads."""
+    gpu_check = _gpu_check_module()
+    paper = {"set": "paper", "precision": "float32", "runner_pairs_per_s": 2500.0, "speedup_vs_naive": 60.0,
+             "runner_over_floor": 1.2, "runner_over_forward_passes": 1.3}
+    goals = gpu_check.goals([paper], "cuda")
+    assert goals["evaluated"] and goals["paper_pairs_per_s_met"] and goals["speedup_met"]
+    assert goals["runner_over_forward_passes"] == 1.3 and not goals["runner_over_forward_passes_met"]
+    assert gpu_check.goals([{**paper, "runner_over_forward_passes": 1.2}], "cuda")["runner_over_forward_passes_met"]
 
 
 def test_gpu_script_rejects_unknown_steps(tmp_path):

@@ -664,6 +664,14 @@ class Row:
             return self.runner.seconds_per_pair / self.floor.seconds_per_pair
         return None
 
+    @property
+    def over_forward_passes(self) -> float | None:
+        """runner / the floor's forward passes alone (no comparison heads), per pair."""
+        forward = self.floor_detail.get("forward_seconds")
+        if self.runner and self.floor and forward:
+            return self.runner.seconds / forward * self.floor.pairs / self.runner.pairs
+        return None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "naive": self.naive and self.naive.to_json(),
@@ -671,6 +679,7 @@ class Row:
             "floor": self.floor and {**self.floor.to_json(), **self.floor_detail},
             "speedup_vs_naive": self.speedup,
             "runner_over_floor": self.overhead,
+            "runner_over_forward_passes": self.over_forward_passes,
         }
 
 
@@ -701,8 +710,8 @@ class PerfReport:
         }
 
     def table_lines(self) -> list[str]:
-        header = ("metric", "naive pairs/s", "runner pairs/s", "floor pairs/s", "speedup (a)/(b)",
-                  "runner/floor (b)/(c)", "peak MB naive/runner/floor")
+        header = ("metric", "naive (a) pairs/s", "runner (b) pairs/s", "floor (c) pairs/s", "speedup (b) vs (a)",
+                  "(b)/(c) time", "peak MB (a)/(b)/(c)")
         lines = [self._headline(), ""]
         measured = [row for row in self.rows if row.naive or row.runner or row.floor]
         body = [self._cells(row) for row in [*measured, self.full]]
@@ -722,7 +731,8 @@ class PerfReport:
         return (f"bench perf: {config['pairs']} pairs of {config['size']} ({config['originals']} originals), "
                 f"metrics {','.join(config['metrics'])}; {machine['device']}, {machine['cpu_model']}, "
                 f"{machine['logical_cpus']} logical CPUs, {machine['torch_threads']} torch threads, "
-                f"torch {machine['torch']}, numpy {machine['numpy']}, precision {config['precision']}")
+                f"torch {machine['torch']}, numpy {machine['numpy']}, precision {config['precision']}; "
+                f"load average {machine['load_average_before'][0]:.1f} before, {machine['load_average_after'][0]:.1f} after")
 
     @staticmethod
     def _cells(row: Row) -> tuple[str, ...]:
@@ -900,7 +910,8 @@ CONVENTIONS = [
      "original ONCE (the runner reuses its features) plus every anonymized image, HA1 anonymized images only, "
      "and compare each pair's features (the forward passes alone: forward_seconds in the JSON); "
      "pixel metrics score every pair; full set = sum over metrics"),
-    "speedup = naive s/pair / runner s/pair; runner/floor = runner s/pair / floor s/pair",
+    ("speedup (b) vs (a) = naive s/pair / runner s/pair; (b)/(c) time = runner s/pair / floor s/pair: below 1 "
+     "only by noise (a loaded machine, or a few pairs), so measure 200 pairs or more on an idle machine"),
     "peak MB: peak resident memory of the fresh process that ran the phase; full-set floor = its largest",
 ]
 

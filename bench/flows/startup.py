@@ -99,7 +99,10 @@ class StartupReport:
                 f"({data['beyond_import_cpu_s']:.2f} s CPU), fastest of {len(self.warm)} warm runs; "
                 f"first run (no hash cache) {data['first_run_beyond_import_s']:.2f} s",
                 f"  importing torch + torchvision: {data['import_torch_torchvision_s']:.2f} s",
-                f"  load average before/after: {self.load_average_before[0]:.1f} / {self.load_average_after[0]:.1f}"]
+                f"  load average before/after: {self.load_average_before[0]:.1f} / {self.load_average_after[0]:.1f}",
+                *(f"  weights: {name}: {text}" for name, text in self.weights.items()),
+                *(["  note: stand-in weights: timings do not depend on weight values"]
+                  if any(text.startswith("stand-in") for text in self.weights.values()) else [])]
 
 
 def measure_startup(work: Path, metrics: list[str] | tuple[str, ...] = MEASURED_METRICS, *, repeat: int = DEFAULT_REPEAT,

@@ -87,7 +87,8 @@ def test_naive_baseline_gives_the_runners_values(tiny_report):
 
 def test_table_shows_rates_ratios_and_conventions(tiny_report):
     _, table = tiny_report
-    assert "naive pairs/s" in table and "runner/floor (b)/(c)" in table
+    assert "naive (a) pairs/s" in table and "speedup (b) vs (a)" in table and "(b)/(c) time" in table
+    assert "load average" in table.splitlines()[0]
     assert "full set" in table and "each unique original ONCE" in table
     assert table.splitlines()[0].startswith("bench perf: 8 pairs of 64x64 (2 originals)")
 
