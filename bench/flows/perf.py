@@ -236,7 +236,7 @@ def prepare_weights(metric_names: Sequence[str], folder: Path,
                 if state is None:
                     continue  # no recipe: the metric says what it lacks when it is built
                 written = weights.write_stand_in(name, state, folder)
-                setup.described[name] = f"stand-in (written by bench perf to {written.path}; not pretrained)"
+                setup.described[name] = f"stand-in (written to {written.path}; not pretrained)"
                 continue
             for source in (found.path, found.path.with_name(found.path.name + weights.MANIFEST_SUFFIX)):
                 if source.is_file():
@@ -577,8 +577,10 @@ def _child_main(job_path: str) -> int:
     """Entry of a measurement subprocess: run one phase, write its result JSON."""
     import torch
 
+    from bench.allocator import keep_large_blocks
     from metrics.base import resolve_device
 
+    keep_large_blocks()  # as in a process started as `bench`, in every phase alike
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     device = resolve_device(job["device"])
     _preload_modules(job["metrics"])
