@@ -731,7 +731,8 @@ class PerfReport:
     def _headline(self) -> str:
         config, machine = self.config, self.machine
         return (f"bench perf: {config['pairs']} pairs of {config['size']} ({config['originals']} originals), "
-                f"metrics {','.join(config['metrics'])}; {machine['device']}, {machine['cpu_model']}, "
+                f"metrics {','.join(config['metrics'])}; {machine['device']}, {machine['cpu_model']} "
+                f"({machine['cpu_family_model'] or 'family unknown'}, {machine['cpu_capability']}), "
                 f"{machine['logical_cpus']} logical CPUs, {machine['torch_threads']} torch threads, "
                 f"torch {machine['torch']}, numpy {machine['numpy']}, precision {config['precision']}; "
                 f"load average {machine['load_average_before'][0]:.1f} before, {machine['load_average_after'][0]:.1f} after")
@@ -952,6 +953,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def cpu_family_model() -> str | None:
+    """"family F model M" from /proc/cpuinfo: what tells apart CPUs of one model name
+    ("AMD EPYC", "Intel(R) Xeon(R) Processor") whose speeds differ several times over."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break  # the first CPU's block
+    if "cpu family" in fields and "model" in fields:
+        return f"family {fields['cpu family']} model {fields['model']}"
+    return None
+
+
 def machine_info(device: Any, threads: int | None) -> dict[str, Any]:
     import torch
 
@@ -959,6 +975,9 @@ def machine_info(device: Any, threads: int | None) -> dict[str, Any]:
     return {
         "device": described,
         "cpu_model": cpu_model(),
+        "cpu_family_model": cpu_family_model(),
+        # The vector instructions torch's CPU kernels use (AVX2, AVX512, ...).
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": threads if threads is not None else torch.get_num_threads(),
         "torch": torch.__version__,

@@ -50,7 +50,8 @@ def test_report_records_the_conditions_of_the_run(tiny_report):
     assert report["config"]["size"] == "64x64" and report["config"]["metrics"] == ["mse", "ssim"]
     assert report["config"]["precision"] == "float32"
     machine = report["machine"]
-    for key in ("device", "cpu_model", "logical_cpus", "torch_threads", "torch", "numpy", "load_average_before"):
+    for key in ("device", "cpu_model", "cpu_capability", "logical_cpus", "torch_threads", "torch", "numpy",
+                "load_average_before"):
         assert machine[key] not in (None, "")
     assert machine["device"] == "cpu"
 
@@ -86,9 +87,11 @@ def test_naive_baseline_gives_the_runners_values(tiny_report):
 
 
 def test_table_shows_rates_ratios_and_conventions(tiny_report):
-    _, table = tiny_report
+    report, table = tiny_report
     assert "naive (a) pairs/s" in table and "speedup (b) vs (a)" in table and "(b)/(c) time" in table
     assert "load average" in table.splitlines()[0]
+    if Path("/proc/cpuinfo").is_file():
+        assert " model " in report["machine"]["cpu_family_model"] and report["machine"]["cpu_family_model"] in table
     assert "full set" in table and "each unique original ONCE" in table
     assert table.splitlines()[0].startswith("bench perf: 8 pairs of 64x64 (2 originals)")
 
