@@ -206,7 +206,12 @@ class WeightsSetup:
 
     @property
     def stand_ins(self) -> list[str]:
-        return [name for name, text in self.described.items() if text.startswith("stand-in")]
+        return stand_ins(self.described)
+
+
+def stand_ins(described: Mapping[str, str]) -> list[str]:
+    """The weights names that `described` (name -> status line) says are stand-ins."""
+    return [name for name, text in described.items() if text.startswith("stand-in")]
 
 
 def prepare_weights(metric_names: Sequence[str], folder: Path,
@@ -944,25 +949,27 @@ def _image_size(table: Any) -> tuple[int, int]:
         return first.size
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what the platform says."""
+def _first_cpu_fields() -> dict[str, str]:
+    """The first CPU's block of /proc/cpuinfo as key -> value; empty where there is none."""
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what the platform says."""
+    return _first_cpu_fields().get("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_family_model() -> str | None:
     """"family F model M" from /proc/cpuinfo: what tells apart CPUs of one model name
     ("AMD EPYC", "Intel(R) Xeon(R) Processor") whose speeds differ several times over."""
-    fields: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-            if not line.strip():
-                break  # the first CPU's block
+    fields = _first_cpu_fields()
     if "cpu family" in fields and "model" in fields:
         return f"family {fields['cpu family']} model {fields['model']}"
     return None

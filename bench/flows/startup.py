@@ -93,6 +93,8 @@ class StartupReport:
         }
 
     def lines(self) -> list[str]:
+        from bench.flows import perf
+
         data = self.to_json()
         return [f"start-up: {data['command']}",
                 f"  beyond importing torch + torchvision: {data['beyond_import_s']:.2f} s wall "
@@ -102,7 +104,7 @@ class StartupReport:
                 f"  load average before/after: {self.load_average_before[0]:.1f} / {self.load_average_after[0]:.1f}",
                 *(f"  weights: {name}: {text}" for name, text in self.weights.items()),
                 *(["  note: stand-in weights: timings do not depend on weight values"]
-                  if any(text.startswith("stand-in") for text in self.weights.values()) else [])]
+                  if perf.stand_ins(self.weights) else [])]
 
 
 def measure_startup(work: Path, metrics: list[str] | tuple[str, ...] = MEASURED_METRICS, *, repeat: int = DEFAULT_REPEAT,
